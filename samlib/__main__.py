@@ -1,0 +1,5 @@
+import sys
+
+from samlib.cli import main
+
+sys.exit(main())
