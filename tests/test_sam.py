@@ -1,0 +1,240 @@
+"""SAM's one step against a reference written here with plain tf.GradientTape + numpy.
+
+The reference uses its own copy of the network only as a differentiable function: it sets weights by
+assignment, computes the loss by hand (softmax cross-entropy, sample weights, L2 terms), builds ε̂ in
+numpy and applies SGD/Adam in numpy. Agreement is required to 1e-5 of the step size.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from samlib.models import build_cnn
+from samlib.sam import SAM
+
+TOL = 1e-5
+LAM = 0.01  # L2 coefficient of the regularized model
+
+
+def mlp(bn: bool = False, reg: float = 0.0, dropout: float = 0.0, seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    r = keras.regularizers.L2(reg) if reg else None
+    layers = [keras.Input((6,)), keras.layers.Dense(16, kernel_regularizer=r)]
+    if bn:
+        layers.append(keras.layers.BatchNormalization(momentum=0.9))
+    layers.append(keras.layers.Activation("tanh"))
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(3, kernel_regularizer=r))
+    return keras.Sequential(layers)
+
+
+def data(n: int = 12, seed: int = 1, classes: int = 3, shape=(6,)):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape)).astype("float32")
+    y = rng.integers(0, classes, size=n).astype("int32")
+    sw = rng.uniform(0.2, 2.0, size=n).astype("float32")
+    return x, y, sw
+
+
+# ---------------------------------------------------------------------- the reference
+def ref_loss_and_grad(net, w, x, y, sw, reg):
+    """Mean weighted cross-entropy (+ Σ reg·‖kernel‖²) and its gradient at weights w, by hand."""
+    for v, value in zip(net.trainable_variables, w):
+        v.assign(value)
+    with tf.GradientTape() as tape:
+        logits = net(x, training=True)
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        loss = tf.reduce_sum(per_example * sw) / len(x)
+        if reg:
+            loss += sum(reg * tf.reduce_sum(tf.square(v)) for v in net.trainable_variables if "kernel" in v.path)
+    grads = tape.gradient(loss, net.trainable_variables)
+    return float(loss), [g.numpy().astype("float64") for g in grads]
+
+
+def ref_epsilon(g, w, rho, adaptive):
+    if adaptive:
+        norm = np.sqrt(sum(np.sum((np.abs(wi) * gi) ** 2) for wi, gi in zip(w, g)))
+        return [rho * wi**2 * gi / (norm + 1e-12) for wi, gi in zip(w, g)]
+    norm = np.sqrt(sum(np.sum(gi**2) for gi in g))
+    return [rho * gi / (norm + 1e-12) for gi in g]
+
+
+def ref_sam_step(net, x, y, sw=None, rho=0.05, adaptive=False, m=None, reg=0.0, opt="sgd", lr=0.1):
+    """Expected (weights, non-trainable states) after one SAM step; `net` is the reference copy."""
+    sw = np.ones(len(x), "float32") if sw is None else sw
+    w0 = [v.numpy().astype("float64") for v in net.trainable_variables]
+    s0 = [v.numpy() for v in net.non_trainable_variables]
+    m = m or len(x)
+    g_sum = [np.zeros_like(wi) for wi in w0]
+    s_sum = [np.zeros(s.shape, "float64") for s in s0]
+    for start in range(0, len(x), m):
+        sl = slice(start, start + m)
+        n_i = len(x[sl])
+        for v, s in zip(net.non_trainable_variables, s0):
+            v.assign(s)  # each micro-batch's first pass starts from the step's BN statistics
+        _, g = ref_loss_and_grad(net, w0, x[sl], y[sl], sw[sl], reg)
+        s_after = [v.numpy() for v in net.non_trainable_variables]  # BN stats after the w pass
+        eps = ref_epsilon(g, w0, rho, adaptive)
+        _, g2 = ref_loss_and_grad(net, [wi + ei for wi, ei in zip(w0, eps)], x[sl], y[sl], sw[sl], reg)
+        g_sum = [a + n_i * b for a, b in zip(g_sum, g2)]
+        s_sum = [a + n_i * b for a, b in zip(s_sum, s_after)]
+    g = [a / len(x) for a in g_sum]
+    if opt == "sgd":
+        w1 = [wi - lr * gi for wi, gi in zip(w0, g)]
+    else:  # Keras' Adam, first step (t = 1), written out
+        b1, b2, eps_hat = 0.9, 0.999, 1e-7
+        alpha = lr * np.sqrt(1 - b2) / (1 - b1)
+        w1 = [wi - alpha * ((1 - b1) * gi) / (np.sqrt((1 - b2) * gi**2) + eps_hat) for wi, gi in zip(w0, g)]
+    return w0, w1, [a / len(x) for a in s_sum]
+
+
+def make_optimizer(opt, lr=0.1):
+    return keras.optimizers.SGD(lr) if opt == "sgd" else keras.optimizers.Adam(lr)
+
+
+def sam_step(builder, x, y, sw=None, opt="sgd", **sam_kwargs):
+    """One SAM step with samlib on a fresh model; returns its weights and non-trainable states."""
+    net = builder()
+    model = SAM(net, **sam_kwargs)
+    model.compile(optimizer=make_optimizer(opt), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.train_on_batch(x, y, sample_weight=sw)
+    return [v.numpy() for v in net.trainable_variables], [v.numpy() for v in net.non_trainable_variables]
+
+
+def assert_step_matches(w0, w_expected, w_got):
+    step = max(np.max(np.abs(e - a)) for e, a in zip(w_expected, w0))
+    err = max(np.max(np.abs(e - g)) for e, g in zip(w_expected, w_got))
+    assert step > 0
+    assert err <= TOL * step, f"max error {err:.3g} vs step {step:.3g}"
+
+
+# ---------------------------------------------------------------------- one step vs reference
+@pytest.mark.parametrize(
+    "opt, kwargs",
+    [
+        ("sgd", dict(rho=0.05)),
+        ("adam", dict(rho=0.05)),
+        ("sgd", dict(rho=0.5, adaptive=True)),
+        ("sgd", dict(rho=0.05, m=5)),  # micro-batches of 5, 5, 2: size-weighted mean
+        ("sgd", dict(rho=0.05, m=4)),
+    ],
+    ids=["sam-sgd", "sam-adam", "asam", "msam-uneven", "msam-even"],
+)
+def test_one_step_matches_reference(opt, kwargs):
+    x, y, _ = data()
+    w0, w_ref, _ = ref_sam_step(mlp(), x, y, opt=opt, **kwargs)
+    w_got, _ = sam_step(mlp, x, y, opt=opt, **kwargs)
+    assert_step_matches(w0, w_ref, w_got)
+
+
+def test_sample_weights_and_regularizer_count_in_both_passes():
+    x, y, sw = data()
+    w0, w_ref, _ = ref_sam_step(mlp(reg=LAM), x, y, sw=sw, rho=0.1, reg=LAM)
+    w_got, _ = sam_step(lambda: mlp(reg=LAM), x, y, sw=sw, rho=0.1)
+    assert_step_matches(w0, w_ref, w_got)
+    # and a regularizer left out of the perturbed pass would be detectably different:
+    _, w_wrong, _ = ref_sam_step(mlp(reg=LAM), x, y, sw=sw, rho=0.1, reg=0.0)
+    assert max(np.max(np.abs(a - b)) for a, b in zip(w_wrong, w_ref)) > 100 * TOL * np.max(np.abs(w_ref[0] - w0[0]))
+
+
+@pytest.mark.parametrize("m", [None, 5])
+def test_batchnorm_statistics_updated_once_by_the_unperturbed_pass(m):
+    x, y, _ = data()
+    w0, w_ref, s_ref = ref_sam_step(mlp(bn=True), x, y, rho=0.2, m=m)
+    w_got, s_got = sam_step(lambda: mlp(bn=True), x, y, rho=0.2, m=m)
+    assert_step_matches(w0, w_ref, w_got)
+    for expected, got in zip(s_ref, s_got):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # a moving mean that had seen the perturbed pass (or two passes) would differ from this
+    assert not np.allclose(s_ref[0], 0.0)
+
+
+def test_cnn_one_step_matches_reference():
+    x, y, _ = data(n=8, classes=10, shape=(28, 28, 1))
+    builder = lambda: (keras.utils.set_random_seed(3), build_cnn(dropout=0.0))[1]  # noqa: E731
+    w0, w_ref, _ = ref_sam_step(builder(), x, y, rho=0.05)
+    w_got, _ = sam_step(builder, x, y, rho=0.05)
+    assert_step_matches(w0, w_ref, w_got)
+
+
+# ---------------------------------------------------------------------- rho = 0 is the base optimizer
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_rho_zero_reproduces_base_optimizer_over_several_steps_with_dropout(opt):
+    x, y, _ = data(n=24)
+    plain = mlp(dropout=0.5, seed=7)
+    plain.compile(optimizer=make_optimizer(opt), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net = mlp(dropout=0.5, seed=7)
+    model = SAM(net, rho=0.0)
+    model.compile(optimizer=make_optimizer(opt), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for _ in range(3):  # same dropout masks step after step: the RNG advances exactly as in plain Keras
+        plain.train_on_batch(x, y)
+        model.train_on_batch(x, y)
+    for a, b in zip(plain.get_weights(), net.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------- dropout: same mask in both passes
+def test_second_pass_uses_the_first_pass_dropout_mask():
+    rate, rho, lr = 0.5, 0.3, 0.1
+    x, y, _ = data()
+    net = mlp(dropout=rate, seed=11)
+    # the mask Keras' Dropout layer will draw: same seed state, same shape, same stateless op
+    dropout_layer = next(layer for layer in net.layers if isinstance(layer, keras.layers.Dropout))
+    sg = keras.random.SeedGenerator(0)
+    sg.state.assign(dropout_layer.seed_generator.state.numpy())
+    mask = keras.random.dropout(np.ones((len(x), 16), "float32"), rate, seed=sg).numpy() * (1 - rate)
+
+    # reference network: the same weights with the mask applied by hand instead of a Dropout layer
+    d1, d2 = (layer for layer in net.layers if isinstance(layer, keras.layers.Dense))
+    w0 = [w.astype("float64") for w in net.get_weights()]
+
+    def loss_grad(w):
+        wt = [tf.constant(a, "float32") for a in w]
+        with tf.GradientTape() as tape:
+            tape.watch(wt)
+            h = tf.tanh(x @ wt[0] + wt[1]) * mask / (1 - rate)
+            logits = h @ wt[2] + wt[3]
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        return [g.numpy().astype("float64") for g in tape.gradient(loss, wt)]
+
+    g = loss_grad(w0)
+    eps = ref_epsilon(g, w0, rho, adaptive=False)
+    g2 = loss_grad([a + e for a, e in zip(w0, eps)])
+    w_ref = [a - lr * b for a, b in zip(w0, g2)]
+
+    model = SAM(net, rho=rho)
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.train_on_batch(x, y)
+    assert d1.kernel is net.trainable_variables[0] and d2.kernel is net.trainable_variables[2]
+    assert_step_matches(w0, w_ref, net.get_weights())
+
+
+# ---------------------------------------------------------------------- the Keras API
+def test_fit_evaluate_predict_and_weights_restored_exactly():
+    x, y, _ = data(n=40)
+    net = mlp()
+    model = SAM(net, rho=0.05)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    before = [w.copy() for w in net.get_weights()]
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "accuracy"} and len(history.history["loss"]) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
+    loss, acc = model.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(
+        loss, np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=net(x)).numpy()), rtol=1e-5
+    )
+    np.testing.assert_allclose(model.predict(x, verbose=0), net(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(rho=-0.1), dict(rho=float("nan")), dict(m=0), dict(m=2.5)])
+def test_invalid_arguments_raise(kwargs):
+    with pytest.raises(ValueError, match="rho|m "):
+        SAM(mlp(), **kwargs)
