@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine with Python 3.11: `make study` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/quick.yaml
+# quiet TensorFlow's C++ start-up chatter
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install study test lab bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+study: install  ## run the quick study end to end (offline) and write outputs/quick/report.html
+	$(PY) -m samlib study $(PARAMS)
+
+test: install  ## the whole test suite, notebooks included
+	$(PY) -m pytest
+
+lab: install  ## JupyterLab on the notebooks with the project's environment
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: install  ## samples/s of SGD vs SAM variants
+	$(PY) -m samlib bench
+
+clean:
+	rm -rf $(VENV) outputs/*/ .pytest_cache
