@@ -1,0 +1,99 @@
+"""Every config error path: one ConfigError naming the key, the value and what is allowed."""
+
+import math
+
+import pytest
+
+from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
+
+
+def test_defaults_are_valid_and_frozen():
+    config = Config.from_dict({})
+    assert config.dataset == "mnist5k" and config.sam == "none"
+    with pytest.raises(Exception):
+        config.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("optimizer", "rmsprop", "sgd, momentum, adam, adamw"),
+        ("lr_scaling", "cubic", "none, linear, sqrt"),
+        ("sam", "gsam", "none, sam, asam"),
+        ("strategy", "tpu", "auto, none, mirrored"),
+        ("precision", "float16", "float32, mixed_float16, mixed_bfloat16"),
+        ("dataset", "imagenet", "mnist5k, mnist"),
+        ("batch_size", 0, ">= 1"),
+        ("epochs", 0, ">= 1"),
+        ("steps", 0, ">= 1"),
+        ("target_loss", -0.1, ">= 0"),
+        ("lr", 0.0, "> 0"),
+        ("lr", math.inf, "> 0"),
+        ("momentum", 1.0, "< 1"),
+        ("weight_decay", -1e-4, ">= 0"),
+        ("base_batch_size", -5, ">= 1"),
+        ("warmup_epochs", -1.0, ">= 0"),
+        ("rho", -0.05, ">= 0"),
+        ("m", 0, ">= 1"),
+        ("looksam_k", 0, ">= 1"),
+        ("dropout", 1.0, "< 1"),
+        ("seed", -1, ">= 0"),
+        ("verbose", 3, "<= 2"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_allowed(key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({key: value})
+    message = str(err.value)
+    assert repr(key) in message
+    assert repr(value) in message or repr(float(value)) in message  # ints given for float keys become floats
+    assert allowed in message
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("batch_size", 32.5), ("batch_size", "64"), ("batch_size", True), ("lr", "0.1"), ("sync_perturbation", 1), ("dataset", 5), ("m", 2.0), ("epochs", None)],
+)
+def test_wrong_types_are_rejected(key, value):
+    with pytest.raises(ConfigError, match=f"'{key}'.*{type(value).__name__}|'{key}'.*None"):
+        Config.from_dict({key: value})
+
+
+def test_unknown_key_lists_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'batchsize'.*allowed keys: .*batch_size"):
+        Config.from_dict({"batchsize": 32})
+
+
+def test_ints_are_accepted_for_float_fields_and_optional_fields_take_none():
+    config = Config.from_dict({"lr": 1, "m": None, "steps": None, "data_dir": None})
+    assert isinstance(config.lr, float) and config.lr == 1.0
+
+
+@pytest.mark.parametrize("rule, expected", [("none", 0.1), ("linear", 0.8), ("sqrt", 0.1 * math.sqrt(8))])
+def test_learning_rate_scaling_rules(rule, expected):
+    config = Config.from_dict({"lr": 0.1, "batch_size": 1024, "base_batch_size": 128, "lr_scaling": rule})
+    assert config.scaled_lr == pytest.approx(expected)
+
+
+def test_replace_validates_and_run_name_comes_from_parameters():
+    config = Config.from_dict({"sam": "sam", "rho": 0.1, "m": 16, "batch_size": 512})
+    assert config.run_name() == "sgd-bs512-lr0.01-sam-rho0.1-m16-seed0"
+    with pytest.raises(ConfigError, match="'rho'"):
+        config.replace(rho=-1.0)
+
+
+def test_yaml_loading_and_overrides(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("batch_size: 64\nsam: asam\n")
+    assert Config.from_yaml(path, rho=0.5).sam == "asam"
+    assert parse_override("m=null") == ("m", None) and parse_override("lr=0.1") == ("lr", 0.1)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("lr0.1")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml_mapping(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml_mapping(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml_mapping(tmp_path / "bad.yaml")
