@@ -1,0 +1,116 @@
+"""``python -m samlib bench``: training throughput of SGD and the SAM variants on the CNN.
+
+Random 28×28×1 data; for each (method, batch size) the model is compiled and warmed up (tracing),
+then timed over several rounds that interleave the methods, so that every ratio is measured in one
+run under the same machine load. Reported: samples/s (median over rounds) and cost relative to SGD
+(SGD samples/s ÷ method samples/s; plain SAM's floor is ≈2: two forward/backward passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+METHODS: dict[str, dict[str, Any]] = {
+    "sgd": {},
+    "sam": {"sam": "sam"},
+    "asam": {"sam": "asam", "rho": 0.5},
+    "msam": {"sam": "sam", "m": 32},
+    "looksam": {"sam": "looksam", "looksam_k": 5},
+}
+
+
+def _split_cpu(replicas: int) -> None:
+    """Split the CPU into `replicas` logical devices (must run before TensorFlow touches devices)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+
+
+def _model(method: str, batch_size: int, strategy: str):
+    import keras
+
+    from samlib import devices
+    from samlib.config import Config
+    from samlib.models import build_cnn
+    from samlib.train import make_loss, make_optimizer, wrap
+
+    config = Config.from_dict({"batch_size": batch_size, "strategy": strategy, "verbose": 0, **METHODS[method]})
+    keras.utils.set_random_seed(0)
+    with devices.make_strategy(config).scope():
+        model = wrap(config, build_cnn((28, 28, 1), 10))
+        model.compile(optimizer=make_optimizer(config, 1), loss=make_loss(), jit_compile=devices.resolve_jit(config))
+    return model
+
+
+def _time_fit(model, x, y, batch_size: int) -> float:
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return len(x) / (time.perf_counter() - start)
+
+
+def run(
+    methods: list[str], batch_sizes: list[int], rounds: int, samples: int, replicas: list[int]
+) -> list[dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n_rep in replicas:
+        strategy = "none" if n_rep == 1 else "mirrored"
+        for batch_size in batch_sizes:
+            n = max(samples, 4 * batch_size) // batch_size * batch_size
+            x = rng.random((n, 28, 28, 1), dtype=np.float32)
+            y = rng.integers(0, 10, n).astype("int32")
+            models = {}
+            for method in methods:
+                models[method] = _model(method, batch_size, strategy)
+                models[method].fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size, verbose=0)
+            speeds: dict[str, list[float]] = {m: [] for m in methods}
+            for _ in range(rounds):  # interleaved: each round times every method once
+                for method in methods:
+                    speeds[method].append(_time_fit(models[method], x, y, batch_size))
+            sgd = statistics.median(speeds["sgd"]) if "sgd" in speeds else float("nan")
+            for method in methods:
+                sps = statistics.median(speeds[method])
+                rows.append(
+                    {"method": method, "batch_size": batch_size, "replicas": n_rep,
+                     "samples_per_s": round(sps, 1), "cost_vs_sgd": round(sgd / sps, 3)}
+                )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'method':<9}{'batch':>7}{'replicas':>10}{'samples/s':>12}{'cost vs SGD':>13}"]
+    for r in rows:
+        lines.append(
+            f"{r['method']:<9}{r['batch_size']:>7}{r['replicas']:>10}{r['samples_per_s']:>12.0f}{r['cost_vs_sgd']:>12.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m samlib bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
+    parser.add_argument("--batch-sizes", default="128,2048")
+    parser.add_argument("--replicas", default="1,2", help="comma list; >1 uses MirroredStrategy over logical CPUs")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=4096, help="samples per timed round (≥ 4 batches)")
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"error: unknown method {unknown[0]!r}; allowed: {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    replicas = [int(r) for r in args.replicas.split(",")]
+    if max(replicas) > 1:
+        _split_cpu(max(replicas))
+    rows = run(methods, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.samples, replicas)
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
