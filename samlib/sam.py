@@ -116,19 +116,24 @@ class SAM(keras.Model):
             return [factor * ops.abs(w) * s for w, s in zip(weights, scaled)]  # ρ |w|² g / ‖|w| g‖
         return [factor * g for g in grads]
 
-    def _sam_gradient(self, x, y, sample_weight, states):
-        """One micro-batch: (loss at w, scaled descent gradient ∇L(w + ε̂), y_pred, states after pass 1)."""
+    def _two_passes(self, x, y, sample_weight, states):
+        """(loss at w, scaled ∇L(w), scaled ∇L(w + ε̂), y_pred, states after the pass at w)."""
         weights = [tf.identity(v.value) for v in self.model.trainable_variables]
         loss, grads, y_pred, states_after = self._loss_and_grads(x, y, sample_weight, weights, states)
         if self.rho == 0.0:
-            return loss, grads, y_pred, states_after  # plain base-optimizer step
+            return loss, grads, grads, y_pred, states_after  # plain base-optimizer step
         scale = self.optimizer.scale_loss(ops.ones((), dtype=loss.dtype))
         unscaled = [g / ops.cast(scale, g.dtype) for g in grads]
         eps = self._perturbation(unscaled, weights)
         perturbed = [w + e for w, e in zip(weights, eps)]  # climb to w + ε̂
         # same seeds as pass 1 -> same dropout mask; the scope discards this pass's state updates
         _, sam_grads, _, _ = self._loss_and_grads(x, y, sample_weight, perturbed, states)
-        return loss, sam_grads, y_pred, states_after  # "back to w" is implicit: w was never changed
+        return loss, grads, sam_grads, y_pred, states_after  # "back to w" is implicit: w never changed
+
+    def _sam_gradient(self, x, y, sample_weight, states):
+        """One (micro-)batch: (loss at w, scaled descent gradient ∇L(w + ε̂), y_pred, new states)."""
+        loss, _, sam_grads, y_pred, states_after = self._two_passes(x, y, sample_weight, states)
+        return loss, sam_grads, y_pred, states_after
 
     # ------------------------------------------------------------------ train_step
     def train_step(self, data):

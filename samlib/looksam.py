@@ -1,0 +1,69 @@
+"""LookSAM (Liu et al. 2022, "Towards Efficient and Scalable Sharpness-Aware Minimization", Alg. 1):
+the full SAM step only every k-th step; in between, the sharpness direction it found is reused.
+
+Every k-th step (t mod k = 0), a SAM step that also stores the part of the SAM gradient orthogonal to
+the plain gradient:
+    g_s = ∇L(w + ε̂),   g_v = g_s − (⟨g, g_s⟩ / ‖g‖²) · g
+Other steps cost one forward/backward pass:
+    g_s ≈ g + α · (‖g‖ / ‖g_v‖) · g_v
+The base optimizer steps with g_s. Cost ≈ (1 + 1/k) × SGD; k = 1 is exactly SAM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from samlib.sam import SAM, _EPS
+
+
+def _dot(a, b):
+    return sum(ops.sum(x * y) for x, y in zip(a, b))
+
+
+class LookSAM(SAM):
+    """SAM that recomputes the perturbed gradient every `k` steps and reuses its direction between."""
+
+    def __init__(self, model: keras.Model, rho: float = 0.05, k: int = 5, alpha: float = 0.7, **kwargs: Any):
+        if kwargs.get("m") is not None:
+            raise ValueError("LookSAM: m-sharpness (m) is not supported; use SAM for m")
+        super().__init__(model, rho=rho, **kwargs)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"LookSAM: k must be an integer >= 1, got {k!r}")
+        if not alpha >= 0:
+            raise ValueError(f"LookSAM: alpha must be >= 0, got {alpha!r}")
+        self.k, self.alpha = k, float(alpha)
+        # the stored sharpness direction g_v, one slot per trainable weight (not part of the network)
+        self.g_v = [
+            self.add_weight(shape=v.shape, initializer="zeros", trainable=False, name=f"g_v_{i}")
+            for i, v in enumerate(model.trainable_variables)
+        ]
+
+    def _sam_gradient(self, x, y, sample_weight, states):
+        if self.k == 1:
+            return self._full_step(x, y, sample_weight, states)
+        full = ops.equal(self.optimizer.iterations % self.k, 0)
+        return tf.cond(
+            full,
+            lambda: self._full_step(x, y, sample_weight, states),
+            lambda: self._reuse_step(x, y, sample_weight, states),
+        )
+
+    def _full_step(self, x, y, sample_weight, states):
+        loss, grads, sam_grads, y_pred, states_after = self._two_passes(x, y, sample_weight, states)
+        # g_v: the component of g_s orthogonal to g (the sharpness direction to reuse)
+        proj = _dot(grads, sam_grads) / (_dot(grads, grads) + _EPS)
+        for slot, gs, g in zip(self.g_v, sam_grads, grads):
+            slot.assign(gs - proj * g)
+        return loss, sam_grads, y_pred, states_after
+
+    def _reuse_step(self, x, y, sample_weight, states):
+        weights = [tf.identity(v.value) for v in self.model.trainable_variables]
+        loss, grads, y_pred, states_after = self._loss_and_grads(x, y, sample_weight, weights, states)
+        g_v = [ops.convert_to_tensor(s.value) for s in self.g_v]
+        g_norm, v_norm = ops.sqrt(_dot(grads, grads)), ops.sqrt(_dot(g_v, g_v))
+        factor = self.alpha * g_norm / (v_norm + _EPS)
+        return loss, [g + factor * v for g, v in zip(grads, g_v)], y_pred, states_after
