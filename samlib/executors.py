@@ -1,0 +1,219 @@
+"""Where the study's notebooks execute: in this process (threads) or on a dask.distributed cluster.
+
+A *task* is plain data (a dict, so it pickles to any dask worker) describing one papermill execution:
+
+    {"id": str, "input": str, "output": str, "cwd": str, "parameters": dict, "status_path": str,
+     "info": dict}
+
+all paths absolute. `execute_notebook_task(task)` runs it and returns the cell's status dict, which it
+also writes atomically to ``task["status_path"]``:
+
+    {"status": "running" | "ok" | "failed", "error": str | None, "started": ISO time,
+     "finished": ISO time, "seconds": float, "host": str, "pid": int, "notebook": output path, **info}
+
+It never raises for a failing notebook (that is a result: status ``failed`` with the error); only
+``KeyboardInterrupt``/``SystemExit`` go through. This module does not import TensorFlow.
+
+Papermill notes: ``kernel_name="python3"`` is the ipykernel spec whose ``python`` argv jupyter_client
+replaces by ``sys.executable``, so kernels run in the interpreter (venv) that runs the study. The
+kernel's working directory is set through nbclient's ``resources["metadata"]["path"]`` instead of
+papermill's ``cwd=`` argument, because the latter calls ``os.chdir`` for the whole process, which is
+not safe with several cells executing in threads.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import queue
+import re
+import socket
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+from samlib import io
+
+KERNEL = "python3"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _error_text(err: BaseException) -> str:
+    """One line for a failed notebook: ``ValueError: boom (cell In [3])``."""
+    ename = getattr(err, "ename", None)
+    if ename is not None:  # papermill.PapermillExecutionError
+        evalue = _ANSI.sub("", str(getattr(err, "evalue", ""))).strip()
+        count = getattr(err, "exec_count", None)
+        return f"{ename}: {evalue}" + (f" (cell In [{count}])" if count is not None else "")
+    text = _ANSI.sub("", str(err)).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Execute one notebook with papermill and record its status (see the module doc)."""
+    import papermill as pm
+
+    status: dict[str, Any] = {
+        **task.get("info", {}),
+        "notebook": task["output"],
+        "status": "running",
+        "error": None,
+        "started": _now(),
+        "finished": None,
+        "seconds": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    io.write_json(task["status_path"], status)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            task["input"],
+            task["output"],
+            parameters=task["parameters"],
+            kernel_name=KERNEL,
+            progress_bar=False,
+            log_output=False,
+            # the kernel's cwd, without papermill's process-wide os.chdir (see the module doc)
+            resources={"metadata": {"path": task["cwd"]}},
+            # keep the kernels' own start-up/shut-down log lines out of the progress output
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        )
+        status.update(status="ok")
+    except Exception as err:  # a failing notebook is a result, not a crash of the runner
+        status.update(status="failed", error=_error_text(err))
+    status.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3))
+    io.write_json(task["status_path"], status)
+    return status
+
+
+def _failed(task: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    """Status of a task that could not run at all (e.g. its dask worker died); written here."""
+    status = {
+        **task.get("info", {}),
+        "notebook": task["output"],
+        "status": "failed",
+        "error": _error_text(err),
+        "started": None,
+        "finished": _now(),
+        "seconds": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    io.write_json(task["status_path"], status)
+    return status
+
+
+class LocalExecutor:
+    """Up to `jobs` notebooks at once in this process: inline for one job, else daemon threads
+    (each drives its own kernel process). Daemon threads, so that an interrupted runner exits at
+    once; the orphaned kernels notice their parent is gone and exit within a second."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1) -> None:
+        self.jobs = max(1, int(jobs))
+
+    def map(self, tasks: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Yield ``(task, status)`` as each task finishes."""
+        tasks = list(tasks)
+        if self.jobs == 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield task, execute_notebook_task(task)
+            return
+        todo: queue.Queue = queue.Queue()
+        done: queue.Queue = queue.Queue()
+        for task in tasks:
+            todo.put(task)
+
+        def worker() -> None:
+            while True:
+                try:
+                    task = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((task, execute_notebook_task(task)))
+                except BaseException as err:  # noqa: BLE001 - report, never lose a task
+                    done.put((task, _failed(task, err)))
+
+        for i in range(min(self.jobs, len(tasks))):
+            threading.Thread(target=worker, name=f"samlib-study-{i}", daemon=True).start()
+        for _ in tasks:
+            yield done.get()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class DaskExecutor:
+    """Each task is one dask.distributed task: on a `LocalCluster` of `jobs` single-threaded worker
+    processes, or on the scheduler at `scheduler` (whose workers must see the same file system and
+    have samlib installed)."""
+
+    name = "dask"
+
+    def __init__(self, jobs: int = 1, scheduler: str | None = None) -> None:
+        import logging
+
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        if scheduler:
+            self.client = Client(scheduler)
+        else:
+            self.cluster = LocalCluster(
+                n_workers=max(1, int(jobs)),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            self.client = Client(self.cluster)
+
+    def map(self, tasks: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        from distributed import as_completed
+
+        by_future = {}
+        for task in tasks:
+            future = self.client.submit(
+                execute_notebook_task, task, key=f"samlib-{task['id']}-{os.urandom(4).hex()}", pure=False
+            )
+            by_future[future] = task
+        for future in as_completed(list(by_future)):
+            task = by_future[future]
+            try:
+                status = future.result()
+            except Exception as err:  # the task never ran to the end (worker lost, ...)
+                status = _failed(task, err)
+            yield task, status
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def make_executor(name: str, jobs: int = 1, scheduler: str | None = None):
+    """``local`` or ``dask``; use as a context manager."""
+    if name == "local":
+        return LocalExecutor(jobs)
+    if name == "dask":
+        return DaskExecutor(jobs, scheduler)
+    raise ValueError(f"unknown executor {name!r}; allowed: local, dask")
