@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import keras
@@ -35,7 +36,14 @@ def make_strategy(config: Config) -> tf.distribute.Strategy:
     if config.strategy == "none" or (config.strategy == "auto" and len(gpu) < 2):
         return tf.distribute.get_strategy()
     devices = [d.name for d in gpu] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices)
+    return _mirrored(tuple(devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    # one strategy per device set and process: separate MirroredStrategy objects over the same
+    # devices reuse collective instance keys and abort each other's all-reduces
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 @contextlib.contextmanager
