@@ -27,7 +27,8 @@ def build_cnn(
             keras.layers.MaxPooling2D(2),
             keras.layers.Flatten(),
             keras.layers.Dropout(dropout),
-            keras.layers.Dense(num_classes, kernel_regularizer=reg),
+            # float32 logits even under a mixed-precision policy (a stable softmax cross-entropy)
+            keras.layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32"),
         ],
         name="mnist_cnn",
     )

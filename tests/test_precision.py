@@ -53,3 +53,16 @@ def test_overflowing_step_is_skipped_and_scale_lowered():
     for a, b in zip(w0, got):
         np.testing.assert_array_equal(a, b)
     assert float(model.optimizer.dynamic_scale.numpy()) == pytest.approx(5e29, rel=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_training_run_with_mixed_precision_restores_the_policy(policy):
+    from samlib.config import Config
+    from samlib.train import train_and_evaluate
+    from test_train import tiny_data
+
+    result = train_and_evaluate(Config.from_dict(dict(precision=policy, sam="sam", batch_size=32, epochs=1, verbose=0)), tiny_data())
+    assert result.metrics["status"] == "ok"
+    assert result.model.layers[0].compute_dtype == policy.split("_")[1]
+    assert result.model.layers[-1].compute_dtype == "float32"  # logits
+    assert keras.config.dtype_policy().name == "float32"
