@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 

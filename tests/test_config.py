@@ -1,5 +1,6 @@
 """Every config error path: one ConfigError naming the key, the value and what is allowed."""
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
 def test_defaults_are_valid_and_frozen():
     config = Config.from_dict({})
     assert config.dataset == "mnist5k" and config.sam == "none"
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0  # type: ignore[misc]
 
 
