@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -40,6 +41,11 @@ import tensorflow as tf
 
 MEASURES = ("keskar", "lambda_max", "trace", "sam")
 _ALIASES = {"hessian_trace": "trace", "sam_sharpness": "sam", "lambda": "lambda_max"}
+
+
+def _compile(function):
+    """A graph function without XLA (jit is several times slower on CPU); one trace per batch shape."""
+    return tf.function(function, jit_compile=False, reduce_retracing=True)
 
 
 class _Objective:
@@ -68,10 +74,9 @@ class _Objective:
             (tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]), min(batch_size, n - i) / n)
             for i in range(0, n, batch_size)
         ]
-        fn = lambda f: tf.function(f, jit_compile=False, reduce_retracing=True)  # noqa: E731
-        self._value = fn(self._batch_value)
-        self._value_and_grad = fn(self._batch_value_and_grad)
-        self._hvp = fn(self._batch_hvp)
+        self._value = _compile(self._batch_value)
+        self._value_and_grad = _compile(self._batch_value_and_grad)
+        self._hvp = _compile(self._batch_hvp)
         self.refresh()
 
     @property
@@ -330,7 +335,7 @@ def interpolate(
     position = {id(v): i for i, v in enumerate(weights)}
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
+    @_compile
     def evaluate(values, xb, yb):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             out = model(xb, training=False)
@@ -410,9 +415,9 @@ def _measure(
 
     for name in _normalise(measures):
         if name == "keskar":
-            for eps in (epsilons if isinstance(epsilons, (list, tuple)) else [epsilons]):
+            for eps in np.atleast_1d(np.asarray(epsilons, dtype=float)).tolist():
                 key = _keskar_key(float(eps), subspace_dim)
-                results[key] = timed(key, lambda: _keskar(obj, float(eps), subspace_dim, max_iter, seed))
+                results[key] = timed(key, lambda eps=eps: _keskar(obj, eps, subspace_dim, max_iter, seed))
         elif name == "lambda_max":
             results["lambda_max"], results["lambda_max_iterations"] = timed(
                 "lambda_max", lambda: _power_iteration(obj, iters, tol, seed)

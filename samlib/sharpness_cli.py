@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samlib import data as data_lib
+from samlib import io, sharpness, train
 from samlib.sharpness import MEASURES
 
 
@@ -43,10 +45,6 @@ def main(argv: list[str]) -> int:
     if args.subset < 0:
         print(f"samlib sharpness: --subset must be >= 0, got {args.subset}", file=sys.stderr)
         return 2
-    # imported here so that `--help` and a bad RUN_DIR answer without loading TensorFlow
-    from samlib import data as data_lib
-    from samlib import io, sharpness, train
-
     try:
         config, model = train.load_run(run_dir)
         data = data_lib.load(config.dataset, config.data_dir)
