@@ -419,3 +419,15 @@ def test_dask_executor_runs_and_resumes_a_grid(tmp_path):
     again = study.run_study(params, out, jobs=2, executor="dask", notebooks_dir=nbdir, progress=False)
     assert [c.state for c in again.cells] == ["skipped", "skipped"] and again.summary.state == "skipped"
     assert len(counted(tmp_path)) == 2 and counted(tmp_path, "summary.txt") == ["summary"]
+
+
+def test_dask_executor_on_a_running_scheduler(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    nbdir = make_stubs(tmp_path)
+    params = write_params(tmp_path, seeds=[0], summary=None, notebooks={"stub": {"batch_sizes": [8]}})
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        code = study.main([str(params), "--out", str(tmp_path / "out"), "--notebooks", str(nbdir), "--no-progress",
+                           "--executor", "dask", "--scheduler", cluster.scheduler_address])
+        assert code == 0
+        assert any(k.startswith("samlib") for k in cluster.scheduler.task_prefixes), cluster.scheduler.task_prefixes
+    assert [Path(p).parent.name for p in counted(tmp_path)] == ["8"]
