@@ -30,7 +30,8 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Self
 
 from samlib import io
 
@@ -84,7 +85,7 @@ def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
         status.update(status="ok")
-    except Exception as err:  # a failing notebook is a result, not a crash of the runner
+    except Exception as err:  # noqa: BLE001 - a failing notebook is a result, not a crash
         status.update(status="failed", error=_error_text(err))
     status.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3))
     io.write_json(task["status_path"], status)
@@ -149,10 +150,10 @@ class LocalExecutor:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "LocalExecutor":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -194,7 +195,7 @@ class DaskExecutor:
             task = by_future[future]
             try:
                 status = future.result()
-            except Exception as err:  # the task never ran to the end (worker lost, ...)
+            except Exception as err:  # noqa: BLE001 - the task never ran to the end (worker lost)
                 status = _failed(task, err)
             yield task, status
 
@@ -203,10 +204,10 @@ class DaskExecutor:
         if self.cluster is not None:
             self.cluster.close()
 
-    def __enter__(self) -> "DaskExecutor":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

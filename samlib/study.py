@@ -49,17 +49,16 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import sys
-import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from samlib import io
 from samlib.config import Config, ConfigError, load_yaml_mapping
-from samlib.grid import cell_configs, expand_grid, run_dirname
+from samlib.grid import cell_configs, expand_grid
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 EXECUTORS = ("local", "dask")
@@ -378,7 +377,9 @@ def _only_names(params: StudyParams, only: Iterable[str] | str | None) -> set[st
 
 # ---------------------------------------------------------------------- state
 def _is_complete(run_dir: str | Path, config: Config) -> bool:
-    from samlib.train import is_complete  # imports TensorFlow: only once a plan is valid
+    from samlib.train import (
+        is_complete,  # imports TensorFlow: only once a plan is valid
+    )
 
     return is_complete(run_dir, config)
 
@@ -478,7 +479,7 @@ def run_study(
     """Run (or with `dry_run` only print) a study; see the module doc. Raises `ParamsError` for bad
     params/arguments before writing anything; failing notebooks are reported, not raised."""
     stream = stream or sys.stdout
-    say = lambda text: print(text, file=stream, flush=True)  # noqa: E731
+    say = lambda text: print(text, file=stream, flush=True)
     if executor not in EXECUTORS:
         raise ParamsError(f"--executor has value {executor!r}; allowed: {', '.join(EXECUTORS)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -661,7 +662,7 @@ def _print_plan(say, params, sdir, cells, results, shard, only, run_summary) -> 
         r = results[cell.name]
         say(f"  {cell.name:<{width}}  {r.runs:>4}  {r.complete:>8}  {'skip' if r.state == 'skipped' else 'run'}")
     n_run = sum(r.state == "run" for r in results.values())
-    say(f"{len(cells)} cells, {sum(r.runs for r in results.values())} runs: {n_run} cells to run, "
+    say(f"{len(cells)} cells, {sum(r.runs for r in results.values())} runs: {n_run} to run, "
         f"{len(cells) - n_run} to skip; summary: "
         + (f"{params.summary}.ipynb (unless unchanged)" if run_summary else "not run"))
 

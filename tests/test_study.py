@@ -22,7 +22,6 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from samlib import study
-from samlib.config import Config
 from samlib.grid import run_dirname
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +267,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     before = sorted(p for p in tmp_path.rglob("*"))
     assert study.main([str(params), "--out", str(out), "--notebooks", str(nbdir), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "5 cells, 42 runs: 5 cells to run, 0 to skip" in text
+    assert "5 cells, 42 runs: 5 to run, 0 to skip" in text
     assert "b/64" in text and "dry run" in text
     assert sorted(p for p in tmp_path.rglob("*")) == before and not out.exists()
     report = study.run_study(params, out, dry_run=True, only="b", shard="0/2", notebooks_dir=nbdir)
