@@ -146,10 +146,9 @@ class SAM(keras.Model):
 
         for variable, value in zip(self.model.non_trainable_variables, new_states):
             variable.assign(value)
-        self._loss_tracker.update_state(
-            keras.src.losses.loss.unscale_loss_for_distribution(loss),
-            sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
-        )
+        # Keras divides each replica's loss by the replica count; the tracker reports the true mean
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
         self.optimizer.apply(grads, self.model.trainable_variables)  # base optimizer steps from w
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

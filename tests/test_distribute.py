@@ -25,7 +25,10 @@ def one_mirrored_step(x, y, **sam_kwargs):
         net = mlp()
         model = SAM(net, **sam_kwargs)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    loss_at_w0 = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=net(x))).numpy()
+    history = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    # the reported loss is the global-batch mean at w, not a per-replica share of it
+    np.testing.assert_allclose(history.history["loss"][0], loss_at_w0, rtol=1e-5)
     return [v.numpy() for v in net.trainable_variables]
 
 
