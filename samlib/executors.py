@@ -3,13 +3,16 @@
 A *task* is plain data (a dict, so it pickles to any dask worker) describing one papermill execution:
 
     {"id": str, "input": str, "output": str, "cwd": str, "parameters": dict, "status_path": str,
-     "info": dict}
+     "kernel_log": str, "info": dict}
 
 all paths absolute. `execute_notebook_task(task)` runs it and returns the cell's status dict, which it
 also writes atomically to ``task["status_path"]``:
 
     {"status": "running" | "ok" | "failed", "error": str | None, "started": ISO time,
      "finished": ISO time, "seconds": float, "host": str, "pid": int, "notebook": output path, **info}
+
+The kernel process's own stdout/stderr (ipykernel's echo of the cell output, TensorFlow's C++
+log lines, a crash message) are appended to ``task["kernel_log"]``; the notebook keeps the cell output.
 
 It never raises for a failing notebook (that is a result: status ``failed`` with the error); only
 ``KeyboardInterrupt``/``SystemExit`` go through. This module does not import TensorFlow.
@@ -28,6 +31,7 @@ import os
 import queue
 import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -52,6 +56,28 @@ def _error_text(err: BaseException) -> str:
         return f"{ename}: {evalue}" + (f" (cell In [{count}])" if count is not None else "")
     text = _ANSI.sub("", str(err)).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _kernel_manager_class(log_path: str):
+    """An AsyncKernelManager whose kernel process writes its own stdout/stderr to `log_path`.
+
+    ipykernel copies a cell's output, C-level writes included, into the notebook and echoes it to
+    the process's own stdout/stderr; without this, TensorFlow's start-up lines and the kernels' log
+    lines of every cell would land in the runner's progress output. The log keeps them (and, say,
+    the message of a kernel that crashed) beside the executed notebook.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class KernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):  # the documented override point
+            with open(log_path, "ab") as log:  # noqa: ASYNC230 - instant; the child keeps its own fd
+                log.write(f"--- {_now()} kernel for {kernel_cmd[0]}\n".encode())
+                log.flush()
+                kw.setdefault("stdout", log)
+                kw.setdefault("stderr", subprocess.STDOUT)
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return KernelManager
 
 
 def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +107,7 @@ def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
             log_output=False,
             # the kernel's cwd, without papermill's process-wide os.chdir (see the module doc)
             resources={"metadata": {"path": task["cwd"]}},
-            # keep the kernels' own start-up/shut-down log lines out of the progress output
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            kernel_manager_class=_kernel_manager_class(task["kernel_log"]),
         )
         status.update(status="ok")
     except Exception as err:  # noqa: BLE001 - a failing notebook is a result, not a crash

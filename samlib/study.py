@@ -24,8 +24,9 @@ Layout under ``<out>/<study>/`` (the study folder)::
     study.json                        the resolved params and every cell's runs (for the summary)
     runs/<nb>/<batch_size>/<nb>.ipynb the executed notebook of one cell (with any error in it)
     runs/<nb>/<batch_size>/status.json running | ok | failed, error, timing (written atomically)
+    runs/<nb>/<batch_size>/kernel.log the kernel process's own stdout/stderr (TF's C++ lines, crashes)
     runs/<nb>/<batch_size>/<run>/     one run (train.py's files); <run> = grid.run_dirname(...)
-    summary.ipynb, summary.status.json, and what the summary notebook writes (figures/, results.csv,
+    summary.ipynb, summary.status.json, summary.kernel.log, and what the summary notebook writes (figures/, results.csv,
     report.html)
 
 A *cell* is one (notebook, batch size): all seeds and grid points of that batch size run inside one
@@ -290,6 +291,7 @@ class Cell:
             "cwd": str(self.input.parent),
             "parameters": self.parameters,
             "status_path": str(self.status_path),
+            "kernel_log": str(self.run_root / "kernel.log"),
             "info": {"cell": self.name, "batch_size": self.batch_size, "runs": len(self.configs)},
         }
 
@@ -565,6 +567,7 @@ def _run_summary(params, sdir, all_cells, pool, say) -> CellResult:
         "cwd": str(nb.parent),
         "parameters": {"study_dir": str(sdir)},
         "status_path": str(status_path),
+        "kernel_log": str(sdir / "summary.kernel.log"),
         "info": {"cell": "summary", "fingerprint": fingerprint},
     }
     say(f"summary: executing {nb.name} -> {output}")

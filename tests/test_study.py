@@ -43,6 +43,7 @@ from samlib import io
 from samlib.grid import cell_configs
 
 COUNTER, FAIL_BS, HANG = {counter!r}, {fail_bs!r}, {hang!r}
+os.write(2, b"stub: a C-level line on fd 2\\n")  # like TensorFlow's C++ logging
 
 def complete(c):
     d = Path(c.run_dir)
@@ -367,13 +368,15 @@ def test_finished_notebook_with_missing_runs_is_a_failure(tmp_path):
 
 
 # ---------------------------------------------------------------------- failures
-def test_a_failing_cell_is_isolated_and_reported(tmp_path, capsys):
+def test_a_failing_cell_is_isolated_and_reported(tmp_path, capfd):
     nbdir = make_stubs(tmp_path, fail_bs=16)
     params = write_params(tmp_path, seeds=[0], notebooks={"stub": {"batch_sizes": [8, 16, 32]}})
     out = tmp_path / "out"
     code = study.main([str(params), "--out", str(out), "--notebooks", str(nbdir), "--jobs", "2", "--no-progress"])
     assert code == 1
-    text = capsys.readouterr().out
+    captured = capfd.readouterr()
+    text = captured.out
+    assert "C-level line" not in captured.out + captured.err  # it went to the cell's kernel.log
     runs = out / "t" / "runs" / "stub"
     failed = json.loads((runs / "16" / "status.json").read_text())
     assert failed["status"] == "failed" and "RuntimeError: stub failure at batch size 16" in failed["error"]
@@ -383,6 +386,8 @@ def test_a_failing_cell_is_isolated_and_reported(tmp_path, capsys):
     assert errors and errors[0]["ename"] == "RuntimeError"
     for bs in (8, 32):
         assert json.loads((runs / str(bs) / "status.json").read_text())["status"] == "ok"
+    for bs in (8, 16, 32):
+        assert "stub: a C-level line on fd 2" in (runs / str(bs) / "kernel.log").read_text()
     assert "3 ok, 0 skipped, 1 failed" in text  # two cells and the summary
     assert "FAILED stub/16: RuntimeError: stub failure at batch size 16" in text
     assert str(runs / "16" / "stub.ipynb") in text
