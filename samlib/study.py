@@ -26,8 +26,8 @@ Layout under ``<out>/<study>/`` (the study folder)::
     runs/<nb>/<batch_size>/status.json running | ok | failed, error, timing (written atomically)
     runs/<nb>/<batch_size>/kernel.log the kernel process's own stdout/stderr (TF's C++ lines, crashes)
     runs/<nb>/<batch_size>/<run>/     one run (train.py's files); <run> = grid.run_dirname(...)
-    summary.ipynb, summary.status.json, summary.kernel.log, and what the summary notebook writes (figures/, results.csv,
-    report.html)
+    summary.ipynb, summary.status.json, summary.kernel.log
+    figures/, results.csv, report.html  written by the summary notebook
 
 A *cell* is one (notebook, batch size): all seeds and grid points of that batch size run inside one
 papermill execution, because a kernel that imports TensorFlow takes seconds to start. Its papermill
@@ -36,6 +36,8 @@ its runs with ``grid.cell_configs(base, batch_size, seeds, grid, run_root)`` and
 ones (``train.is_complete``), so the runner knows every run's folder and Config without executing
 anything. Kernels run with the notebooks folder as working directory (as in ``jupyter lab notebooks``);
 all paths handed to them are absolute.
+
+``--notebooks`` defaults to ``./notebooks`` and ``--out`` to ``./outputs`` (run from the repo root).
 
 Resume: a cell is skipped when its status.json says ``ok``, its executed notebook exists and every one
 of its runs is complete. A cell interrupted in any way (even ``kill -9``: status stays ``running``) is
