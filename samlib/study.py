@@ -62,6 +62,7 @@ from typing import Any
 from samlib import io
 from samlib.config import Config, ConfigError, load_yaml_mapping
 from samlib.grid import cell_configs, expand_grid
+from samlib.rundir import is_complete
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 EXECUTORS = ("local", "dask")
@@ -380,14 +381,6 @@ def _only_names(params: StudyParams, only: Iterable[str] | str | None) -> set[st
 
 
 # ---------------------------------------------------------------------- state
-def _is_complete(run_dir: str | Path, config: Config) -> bool:
-    from samlib.train import (
-        is_complete,  # imports TensorFlow: only once a plan is valid
-    )
-
-    return is_complete(run_dir, config)
-
-
 def _read_status(path: Path) -> dict[str, Any]:
     try:
         status = io.read_json(path)
@@ -397,7 +390,7 @@ def _read_status(path: Path) -> dict[str, Any]:
 
 
 def complete_runs(cell: Cell) -> int:
-    return sum(_is_complete(c.run_dir, c) for c in cell.configs)
+    return sum(is_complete(c.run_dir, c) for c in cell.configs)
 
 
 def _notebook_ok(cell: Cell) -> bool:
@@ -542,7 +535,7 @@ def _cell_finished(cell: Cell, result: CellResult, status: dict[str, Any]) -> Ce
     if status.get("status") == "ok":
         result.complete = complete_runs(cell)
         if result.complete < result.runs:
-            missing = [str(c.run_dir) for c in cell.configs if not _is_complete(c.run_dir, c)]
+            missing = [str(c.run_dir) for c in cell.configs if not is_complete(c.run_dir, c)]
             status = io.update_json(
                 cell.status_path,
                 status="failed",

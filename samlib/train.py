@@ -27,11 +27,9 @@ from samlib import devices, io
 from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
 from samlib.data import Data, DataError, load
 from samlib.models import build_cnn
+from samlib.rundir import WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
 from samlib.sam import SAM
 
-WEIGHTS = "model.weights.h5"
-COMPLETE = ("ok", "diverged")  # statuses of a finished run (a diverged run is a result, not a crash)
-_IGNORED_FOR_RESUME = ("run_dir", "verbose")  # fields that do not change a run's result
 
 
 @dataclasses.dataclass
@@ -215,20 +213,6 @@ def samples_seen(steps: int, steps_per_epoch: int, n_train: int, batch_size: int
 
 
 # ---------------------------------------------------------------------- finished runs
-def is_complete(run_dir: str | Path, config: Config) -> bool:
-    """True if `run_dir` holds a finished run (ok or diverged) of the same parameters."""
-    run_dir = Path(run_dir)
-    try:
-        metrics = io.read_json(run_dir / "metrics.json")
-        saved = io.read_json(run_dir / "config.json")
-    except (OSError, ValueError):
-        return False
-    if metrics.get("status") not in COMPLETE or not (run_dir / WEIGHTS).exists():
-        return False
-    mine = config.to_dict()
-    return all(saved.get(k) == mine[k] for k in mine if k not in _IGNORED_FOR_RESUME)
-
-
 def load_run(run_dir: str | Path) -> tuple[Config, keras.Model]:
     """Rebuild the network of a finished run and load its weights."""
     run_dir = Path(run_dir)
