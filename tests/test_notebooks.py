@@ -1,0 +1,90 @@
+"""The notebooks run top to bottom with their default parameters (nbval, lax: only cells marked
+``# NBVAL_CHECK_OUTPUT`` are compared with their stored output), and the samlib calls they rely on
+keep their promises (resume: a run killed between training and measuring is measured, not retrained).
+
+nbval runs on a copy of notebooks/ in a temporary folder, so the defaults' ``../outputs/_nbval`` lands
+there: nothing in the repository is written and two test sessions cannot collide.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from samlib import io
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ("baseline", "lr_scaling", "sam_adam", "sam_sgd", "summary")
+THIN_FORBIDDEN = ("def ", "class ", "for ", "while ", "if ", "lambda", "import os", "open(")
+
+
+def test_notebooks_are_thin_and_parameterised():
+    for name in NAMES:
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        assert nb.metadata.kernelspec.name == "python3"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and code[0] is tagged[0], name
+        assert any(c.cell_type == "markdown" for c in nb.cells), name
+        assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code), name
+        for cell in code[1:]:
+            lines = [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith("#")]
+            for word in THIN_FORBIDDEN:
+                assert not any(word in ln for ln in lines), f"{name}: {word!r} in {cell.source!r}"
+        params = tagged[0].source
+        assert "_nbval" in params, name  # defaults never write into a real study
+
+
+def test_notebooks_run_with_their_defaults_under_nbval(tmp_path):
+    work = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, work, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+         "-q", "-o", "addopts=", "--rootdir", str(tmp_path), str(work)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    # the defaults wrote where they say, and the summary found the other notebooks' runs
+    nbval = tmp_path / "outputs" / "_nbval"
+    assert (nbval / "report.html").is_file() and (nbval / "results.csv").is_file()
+    for name in NAMES[:-1]:
+        assert any((nbval / "runs" / name).rglob("metrics.json")), name
+
+
+def test_run_cell_resumes_without_retraining_and_measures_unmeasured_runs(tmp_path):
+    from samlib import experiment
+
+    base = {"dataset": "mnist5k", "steps": 3, "lr": 0.05, "verbose": 0}
+    sharp = {"subset": 64, "max_iter": 1, "iters": 2, "measures": ["keskar", "sam"]}
+    first = experiment.run_cell(tmp_path / "runs" / "baseline" / "128", 128, [0, 1], base, {}, sharp, log=None)
+    assert list(first["action"]) == ["trained+measured"] * 2
+    assert {"keskar_1e-03", "keskar_5e-04", "sam_sharpness"} <= set(first.columns)
+    run = Path(first["run_dir"].iloc[0])
+    weights = (run / "model.weights.h5").stat().st_mtime_ns
+    # simulate a kill between training and measuring: drop the sharpness keys from metrics.json
+    metrics = io.read_json(run / "metrics.json")
+    kept = {k: v for k, v in metrics.items() if not (k.startswith(("keskar", "sam_sharp", "sharpness")))}
+    io.write_json(run / "metrics.json", kept)
+    again = experiment.run_cell(tmp_path / "runs" / "baseline" / "128", 128, [0, 1], base, {}, sharp, log=None)
+    assert list(again["action"]) == ["measured", "skipped (complete)"]
+    assert (run / "model.weights.h5").stat().st_mtime_ns == weights  # not retrained
+    assert again["keskar_1e-03"].iloc[0] == pytest.approx(first["keskar_1e-03"].iloc[0], rel=1e-6)
+    assert again["test_loss"].tolist() == first["test_loss"].tolist()
+    # other settings → measured again (the settings are part of the measurement)
+    third = experiment.run_cell(tmp_path / "runs" / "baseline" / "128", 128, [0], base, {},
+                                {**sharp, "measures": ["sam"]}, log=None)
+    assert list(third["action"]) == ["measured"]
+
+
+def test_sharpness_settings_are_checked():
+    from samlib import experiment
+
+    assert experiment.sharpness_settings({"epsilons": ["1e-3"], "tol": "1e-2"})["epsilons"] == [0.001]
+    with pytest.raises(ValueError, match="unknown sharpness setting 'subsett'"):
+        experiment.sharpness_settings({"subsett": 10})
+    with pytest.raises(ValueError, match="wrong kind"):
+        experiment.sharpness_settings({"iters": 2.5})

@@ -1,0 +1,239 @@
+"""samlib.report on a synthetic study folder written here (no training): one row per run, findings'
+CIs equal a t-based CI computed here, every figure written, diverged / failed / missing runs kept."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from samlib import io, report
+from samlib.config import Config
+from samlib.grid import run_dirname
+
+SEEDS = (0, 1, 2)
+BATCHES = (32, 256)
+MEASURES = ("keskar_1e-03", "keskar_5e-04", "lambda_max", "sam_sharpness")
+
+
+def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, test_loss=None):
+    """One run folder as train.train_and_evaluate + experiment.measure_run write it."""
+    rng = rng or np.random.default_rng(seed)
+    run_dir = root / "runs" / notebook / str(bs) / run_dirname(point, seed)
+    config = Config.from_dict({**base, **point, "batch_size": bs, "seed": seed, "run_dir": str(run_dir)})
+    io.write_json(run_dir / "config.json", config.to_dict())
+    if status == "incomplete":  # killed while training: metrics still say running, no history
+        io.write_json(run_dir / "metrics.json", {"status": "running"})
+        return run_dir, None
+    if status == "failed":
+        io.write_json(run_dir / "metrics.json", {"status": "failed", "error": "RuntimeError: boom"})
+        return run_dir, None
+    diverged = status == "diverged"
+    train_loss = math.nan if diverged else float(rng.uniform(0.05, 0.3))
+    test_loss = math.nan if diverged else (test_loss if test_loss is not None else train_loss + float(rng.uniform(0, .1)))
+    steps_per_epoch = math.ceil(4000 / bs)
+    epochs = 3
+    history = pd.DataFrame({
+        "epoch": range(1, epochs + 1),
+        "epoch_seconds": [2.0, 1.0, 1.0] if config.sam == "none" else [3.0, 2.0, 2.0],
+        "steps": [steps_per_epoch * (e + 1) for e in range(epochs)],
+        "lr": [config.scaled_lr] * epochs,
+        "loss": [1.0, 0.5, 0.3],
+        "test_loss": [1.0, 0.5, 0.35],
+    })
+    io.write_text(run_dir / "history.csv", history.to_csv(index=False))
+    metrics = {
+        "status": "diverged" if diverged else "ok",
+        "stop_reason": "diverged" if diverged else ("target_loss" if config.target_loss else "steps"),
+        "train_loss": train_loss, "test_loss": test_loss,
+        "train_accuracy": math.nan if diverged else 0.97, "test_accuracy": math.nan if diverged else 0.95,
+        "wall_seconds": 5.0, "train_seconds": float(history["epoch_seconds"].sum()),
+        "samples_per_second": 1000.0, "steps": int(history["steps"].iloc[-1]), "epochs_run": epochs,
+        "lr_effective": config.scaled_lr, "n_train": 4000,
+        "sharpness_status": "skipped: diverged" if diverged else "ok",
+    }
+    for k in MEASURES:
+        metrics[k] = None if diverged else float(rng.uniform(1, 10)) * (bs / 32) ** 0.5
+    io.write_json(run_dir / "metrics.json", metrics)
+    return run_dir, metrics
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(123)
+    base = {"dataset": "mnist5k", "steps": 100, "lr": 0.1, "verbose": 0}
+    written = {}
+    planned = []
+
+    def add(notebook, bs, point, seed, nb_base, **kw):
+        run_dir, metrics = _write_run(root, notebook, bs, point, seed, {**base, **nb_base}, rng=rng, **kw)
+        written[str(run_dir)] = (notebook, bs, point, seed, kw.get("status", "ok"), metrics)
+        return run_dir
+
+    cells = []
+    for bs in BATCHES:
+        # baseline: SGD, plus a loss-target axis
+        for point in ({"target_loss": None}, {"target_loss": 0.1}):
+            for seed in SEEDS:
+                status = "diverged" if (bs == 256 and seed == 2 and point["target_loss"] is None) else "ok"
+                add("baseline", bs, point, seed, {}, status=status)
+        # sam_sgd: SAM with m-sharpness; at 256 one run failed and one was never written (missing)
+        for point in ({"m": None}, {"m": 16}):
+            for seed in SEEDS:
+                if bs == 256 and point["m"] == 16 and seed == 2:
+                    planned.append((bs, point, seed))  # in study.json, never written
+                    continue
+                status = "failed" if (bs == 256 and point["m"] == 16 and seed == 1) else "ok"
+                add("sam_sgd", bs, point, seed, {"sam": "sam"}, status=status)
+        # lr_scaling: rule x sam
+        for rule in ("none", "linear"):
+            for sam in ("none", "sam"):
+                for seed in SEEDS:
+                    add("lr_scaling", bs, {"lr_scaling": rule, "sam": sam}, seed, {"base_batch_size": 32})
+        io.write_json(root / "runs" / "sam_sgd" / str(bs) / "status.json",
+                      {"status": "failed" if bs == 256 else "ok"})
+    # study.json as the runner writes it (cells and planned runs)
+    for nb, grid, nb_base in (("baseline", {"target_loss": [None, 0.1]}, {}),
+                              ("sam_sgd", {"m": [None, 16]}, {"sam": "sam"}),
+                              ("lr_scaling", {"lr_scaling": ["none", "linear"], "sam": ["none", "sam"]},
+                               {"base_batch_size": 32})):
+        from samlib.grid import expand_grid
+
+        for bs in BATCHES:
+            runs = [{"run_dir": str(root / "runs" / nb / str(bs) / run_dirname(p, s)), "seed": s, "point": p}
+                    for p in expand_grid(grid) for s in SEEDS]
+            cells.append({"notebook": nb, "batch_size": bs, "run_root": str(root / "runs" / nb / str(bs)),
+                          "runs": runs})
+    io.write_json(root / "study.json", {"study": "synthetic", "description": "test", "seeds": list(SEEDS),
+                                        "base": base, "sharpness": {}, "notebooks": {
+                                            "baseline": {"batch_sizes": list(BATCHES), "base": {},
+                                                         "grid": {"target_loss": [None, 0.1]}},
+                                            "sam_sgd": {"batch_sizes": list(BATCHES), "base": {"sam": "sam"},
+                                                        "grid": {"m": [None, 16]}},
+                                            "lr_scaling": {"batch_sizes": list(BATCHES),
+                                                           "base": {"base_batch_size": 32},
+                                                           "grid": {"lr_scaling": ["none", "linear"],
+                                                                    "sam": ["none", "sam"]}}},
+                                        "cells": cells})
+    rep = report.make_report(root)
+    return {"root": root, "written": written, "planned_missing": planned, "report": rep}
+
+
+def _t_ci(values):
+    v = np.asarray(values, dtype=float)
+    mean = v.mean()
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return mean, mean - half, mean + half
+
+
+def test_results_csv_has_one_row_per_written_run_plus_missing_ones(study):
+    results = pd.read_csv(study["root"] / "results.csv")
+    written = set(study["written"])
+    assert len(results) == len(written) + len(study["planned_missing"])
+    assert written <= set(results["run_dir"])
+    missing = results[results["status"] == "missing"]
+    assert len(missing) == len(study["planned_missing"]) == 1
+    assert missing.iloc[0]["notebook"] == "sam_sgd" and missing.iloc[0]["batch_size"] == 256
+    for column in ("notebook", "optimizer", "sam", "rho", "m", "batch_size", "lr", "seed", "epochs", "steps",
+                   "stop_rule", "train_loss", "test_loss", "train_accuracy", "test_accuracy", *MEASURES,
+                   "wall_seconds", "status"):
+        assert column in results.columns, column
+    # values are those written
+    for run_dir, (nb, bs, point, seed, status, metrics) in study["written"].items():
+        row = results[results["run_dir"] == run_dir].iloc[0]
+        assert (row["notebook"], row["batch_size"], row["seed"]) == (nb, bs, seed)
+        assert row["status"] == status
+        if status == "ok":
+            assert row["test_loss"] == pytest.approx(metrics["test_loss"])
+            assert row["lambda_max"] == pytest.approx(metrics["lambda_max"])
+    budget = results[(results["notebook"] == "baseline") & results["target_loss"].isna()]
+    assert set(budget["stop_rule"]) == {"steps=100"}
+    assert set(results[results["target_loss"] == 0.1]["stop_rule"]) == {"target_loss=0.1 (cap 100 steps)"}
+    lr = results[(results["notebook"] == "lr_scaling") & (results["batch_size"] == 256)]
+    assert set(lr["lr"].round(6)) == {0.1, 0.8}  # effective lr: none and linear (k = 256/32)
+
+
+def test_findings_cis_equal_t_based_cis_computed_here(study):
+    results = pd.read_csv(study["root"] / "results.csv")
+    findings = json.loads((study["root"] / "findings.json").read_text())
+    html = (study["root"] / "report.html").read_text()
+    entry = findings["largest_batch"]["SGD"]
+    assert entry["batch_size"] == 256
+    main = results[(results["notebook"] != "lr_scaling") & results["target_loss"].isna()
+                   & (results["batch_size"] == 256) & (results["status"] == "ok")]
+    sgd = main[main["sam"] == "none"]
+    sam = main[(main["sam"] == "sam") & main["m"].isna()]
+    assert len(sgd) == 2 and len(sam) == 3  # SGD: seed 2 diverged, never averaged
+    for method, rows in (("SGD", sgd), ("SGD+SAM", sam)):
+        for metric in ("test_loss", "test_accuracy", "lambda_max"):
+            values = rows[metric].to_numpy()
+            mean, lo, hi = _t_ci(values)
+            got = entry["methods"][method][metric]
+            assert got["n"] == len(values)
+            assert (got["mean"], got["lo"], got["hi"]) == pytest.approx((mean, lo, hi), rel=1e-12, abs=1e-12)
+        # the paragraph states the same numbers
+        mean, lo, hi = _t_ci(rows["test_loss"].to_numpy())
+        assert f"{mean:.3g} (95 % CI {lo:.3g}–{hi:.3g}, n={len(rows)})" in html
+    # the diverged SGD run is counted as not ok, not averaged
+    assert entry["methods"]["SGD"]["not_ok"] == 1 and entry["methods"]["SGD"]["runs"] == 3
+
+
+def test_mean_ci_matches_scipy_and_handles_small_samples():
+    values = [0.3, 0.5, 0.4, 0.45]
+    ci = report.mean_ci(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert (ci["lo"], ci["hi"]) == pytest.approx((lo, hi))
+    assert report.mean_ci([1.0, math.nan])["n"] == 1 and math.isnan(report.mean_ci([1.0])["lo"])
+    assert report.mean_ci([])["n"] == 0
+    assert report.fmt_ci(report.mean_ci([])) == "n/a"
+
+
+def test_every_figure_is_written_as_png_and_svg(study):
+    figures = study["root"] / "figures"
+    for name in report.FIGURES:
+        for ext in ("png", "svg"):
+            path = figures / f"{name}.{ext}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+    assert sorted(study["report"].files) == study["report"].files
+    assert all((study["root"] / f).is_file() for f in study["report"].files)
+
+
+def test_diverged_failed_and_missing_runs_are_present_and_flagged(study):
+    results = pd.read_csv(study["root"] / "results.csv")
+    findings = json.loads((study["root"] / "findings.json").read_text())
+    html = (study["root"] / "report.html").read_text()
+    diverged = results[results["status"] == "diverged"]
+    assert len(diverged) == 1
+    row = diverged.iloc[0]
+    assert (row["notebook"], row["batch_size"], row["seed"]) == ("baseline", 256, 2)
+    assert math.isnan(row["test_loss"]) and math.isnan(row["lambda_max"])
+    failed = results[results["status"] == "failed"]
+    assert len(failed) == 1 and failed.iloc[0]["error"] == "RuntimeError: boom"
+    assert failed.iloc[0]["cell_status"] == "failed"
+    flagged = {(b["notebook"], b["batch_size"], b["run"], b["status"]) for b in findings["not_ok"]}
+    assert ("baseline", 256, "target_loss=none,seed=2", "diverged") in flagged
+    assert ("sam_sgd", 256, "m=16,seed=1", "failed") in flagged
+    assert ("sam_sgd", 256, "m=16,seed=2", "missing") in flagged
+    assert "Runs not ok (3)" in html and "target_loss=none,seed=2" in html
+    assert re.search(r"3 run\(s\) did not finish ok", html)
+
+
+def test_report_states_parameters_and_stop_rules(study):
+    html = (study["root"] / "report.html").read_text()
+    assert "steps=100" in html and "target_loss=0.1" in html and "Hoffer" in html
+    assert "lr_scaling:" in html  # the params (notebooks and their grids) are printed
+    for name in report.FIGURES:
+        assert name in html
+
+
+def test_collect_reads_an_interrupted_run_as_incomplete(tmp_path):
+    _write_run(tmp_path, "baseline", 64, {}, 0, {"steps": 10}, status="incomplete")
+    df = report.collect(tmp_path)
+    assert list(df["status"]) == ["incomplete"] and df.iloc[0]["stop_rule"] == "steps=10"
+    rep = report.make_report(tmp_path)  # nothing finished: every figure still written, no crash
+    assert all(p.is_file() for p in rep.figures.values())
+    assert "1 runs (1 incomplete)" in rep.text[0]
