@@ -47,7 +47,7 @@ import pandas as pd
 
 from samlib import io, report
 from samlib.config import Config
-from samlib.grid import cell_configs, expand_grid, run_dirname
+from samlib.grid import cell_configs, expand_grid
 
 SHARPNESS_DEFAULTS: dict[str, Any] = {
     "subset": 1000,
@@ -454,16 +454,15 @@ def plot_lr_sweep(runs: pd.DataFrame):
 
 # ============================================================================ a demo study
 def demo_study(study_dir: str | Path, log: Callable[[str], None] | None = None) -> Path:
-    """A tiny real study in ``study_dir/runs`` (the runner's layout): SGD and SGD+SAM with and without
-    a loss target and an lr rule sweep, batch sizes 32 and 256, two seeds, a few steps each. For
-    running the summary notebook on its own; about a minute on two CPU cores."""
+    """A tiny real study in ``study_dir/runs`` (the runner's layout): SGD and SGD+SAM (whole batch and
+    m=16) at batch sizes 32 and 256, two seeds, 5 steps each (no lr sweep, no Adam: those figures say
+    so). For running the summary notebook on its own; about half a minute on two CPU cores."""
     study_dir = Path(study_dir)
-    base = {"dataset": "mnist5k", "steps": 8, "lr": 0.1, "verbose": 0}
-    sharpness = {"subset": 256, "max_iter": 2, "iters": 5, "tol": 1e-2}
+    base = {"dataset": "mnist5k", "steps": 5, "lr": 0.1, "verbose": 0}
+    sharpness = {"subset": 128, "max_iter": 1, "iters": 3, "tol": 1e-2}
     cells = {
         "baseline": ({}, {}),
         "sam_sgd": ({"sam": "sam"}, {"m": [None, 16]}),
-        "lr_scaling": ({}, {"lr_scaling": ["none", "linear"], "sam": ["none", "sam"]}),
     }
     for bs in (32, 256):
         for name, (nb_base, grid) in cells.items():
@@ -474,5 +473,5 @@ def demo_study(study_dir: str | Path, log: Callable[[str], None] | None = None) 
 __all__ = [
     "SHARPNESS_DEFAULTS", "sharpness_settings", "is_measured", "sharpness_subset", "load_network", "measure_run",
     "plan", "describe_cell", "run_cell", "load_cell", "cell_table", "plot_histories", "lr_sweep", "plot_lr_sweep",
-    "demo_study", "run_dirname",
+    "demo_study", "settings_for",
 ]

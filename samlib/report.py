@@ -288,18 +288,17 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
         seen.add(str(run.resolve()))
     for cell in read_study(study_dir).get("cells", []):
         for planned in cell.get("runs", []):
-            path = Path(planned["run_dir"])
+            # where the run lives now (the study folder may have been moved since study.json was written)
+            path = study_dir / "runs" / cell["notebook"] / str(cell["batch_size"]) / Path(planned["run_dir"]).name
             if str(path.resolve()) in seen:
                 continue
             row = run_record(path, cell["notebook"], cell["batch_size"])
-            point = planned.get("point", {})
-            row.update(seed=planned.get("seed"), batch_size=cell["batch_size"])
-            for key in ("optimizer", "sam", "m", "rho"):
-                if key in point:
-                    row[key] = point[key]
-            base = {**read_study(study_dir).get("base", {}),
-                    **read_study(study_dir).get("notebooks", {}).get(cell["notebook"], {}).get("base", {}), **point}
-            row["method"] = method_label(base.get("optimizer", "sgd"), base.get("sam", "none"), base.get("m"))
+            study = read_study(study_dir)
+            base = {**study.get("base", {}), **study.get("notebooks", {}).get(cell["notebook"], {}).get("base", {}),
+                    **planned.get("point", {})}
+            row.update(seed=planned.get("seed"), batch_size=cell["batch_size"], optimizer=base.get("optimizer", "sgd"),
+                       sam=base.get("sam", "none"), m=base.get("m"), rho=base.get("rho", 0.05))
+            row["method"] = method_label(row["optimizer"], row["sam"], row["m"])
             row["stop_rule"] = stop_rule(base)
             row["target_loss"] = base.get("target_loss")
             rows.append(row)
@@ -1097,8 +1096,8 @@ def _html_body(rep: Report, embed: bool = True) -> str:
 # ============================================================================ notebook helper
 def ensure_study(study_dir: str | Path) -> str:
     """`study_dir` as is when it holds a study (study.json or any run); otherwise train a tiny demo
-    study there (two seeds, batch sizes 32 and 256, SGD with and without SAM, a few steps) so that the
-    summary notebook runs on its own. A folder the study runner made always has study.json, so a real
+    study there (`samlib.experiment.demo_study`: two seeds, batch sizes 32 and 256, SGD with and without
+    SAM, a few steps; about half a minute) so that the summary notebook runs on its own. A folder the study runner made always has study.json, so a real
     study is never touched."""
     study_dir = Path(study_dir)
     if (study_dir / "study.json").is_file() or run_dirs(study_dir):
