@@ -90,7 +90,7 @@ COLUMNS = [
 ]  # then the sharpness measures, then TAIL
 TAIL = [
     "wall_seconds", "train_seconds", "step_seconds", "seconds_per_epoch", "samples_per_second",
-    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "error", "run_dir",
+    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "reused_from", "error", "run_dir",
 ]
 _OPT = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
 _SAM = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
@@ -229,6 +229,7 @@ def run_record(run_dir: str | Path, notebook: str | None = None, batch_size: int
         "sharpness_subset": metrics.get("sharpness_subset"),
         "dataset": dataset,
         "n_train": n_train,
+        "reused_from": metrics.get("reused_from"),
         "error": metrics.get("error") or metrics.get("sharpness_error"),
         "run_dir": str(run_dir),
     }
