@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/quick.yaml
+JOBS   ?= 2
 # quiet TensorFlow's C++ start-up chatter
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 study: install  ## run the quick study end to end (offline) and write outputs/quick/report.html
-	$(PY) -m samlib study $(PARAMS)
+	$(PY) -m samlib study $(PARAMS) --jobs $(JOBS)
 
 test: install  ## the whole test suite, notebooks included
 	$(PY) -m pytest

@@ -14,8 +14,17 @@ from typing import Any, Mapping, Sequence
 from samlib.config import Config
 
 
-def expand_grid(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
-    """All combinations of the grid's values, keys in sorted order: {a: [1, 2], b: [x]} → 2 points."""
+Grid = Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None
+
+
+def expand_grid(grid: Grid) -> list[dict[str, Any]]:
+    """All combinations of the grid's values, keys in sorted order: {a: [1, 2], b: [x]} → 2 points.
+
+    A list of grids is their union, in order: [{m: [null, 32]}, {sam: [looksam]}] → 3 points (for
+    combinations that do not cross, e.g. LookSAM has no micro-batch size m).
+    """
+    if isinstance(grid, Sequence) and not isinstance(grid, str):
+        return [point for sub in grid for point in expand_grid(sub)]
     grid = dict(grid or {})
     keys = sorted(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
@@ -35,7 +44,7 @@ def cell_configs(
     base: Mapping[str, Any],
     batch_size: int,
     seeds: Sequence[int],
-    grid: Mapping[str, Sequence[Any]] | None,
+    grid: Grid,
     run_root: str | Path,
 ) -> list[Config]:
     """The validated configs of one (notebook, batch size) cell, each with its own run_dir."""

@@ -82,7 +82,7 @@ class ParamsError(ConfigError):
 class NotebookSpec:
     name: str
     batch_sizes: tuple[int, ...]
-    grid: dict[str, list[Any]]
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]]
     base: dict[str, Any]
 
 
@@ -232,8 +232,16 @@ def load_params(path: str | Path, notebooks_dir: str | Path | None = None) -> St
         batch_sizes = check.int_list(f"{key}.batch_sizes", spec["batch_sizes"], lo=1)
         nb_base = check.mapping(f"{key}.base", spec.get("base"))
         check.config_values(f"{key}.base", nb_base)
-        grid = check.mapping(f"{key}.grid", spec.get("grid"))
-        check.config_values(f"{key}.grid", grid, is_grid=True)
+        grid_raw = spec.get("grid")
+        if isinstance(grid_raw, list):  # a union of sub-grids, e.g. [{m: [null, 32]}, {sam: [looksam]}]
+            if not grid_raw:
+                raise check.fail(f"{key}.grid", grid_raw, "a mapping, or a non-empty list of mappings")
+            grid = [check.mapping(f"{key}.grid[{i}]", sub) for i, sub in enumerate(grid_raw)]
+            for i, sub in enumerate(grid):
+                check.config_values(f"{key}.grid[{i}]", sub, is_grid=True)
+        else:
+            grid = check.mapping(f"{key}.grid", grid_raw)
+            check.config_values(f"{key}.grid", grid, is_grid=True)
         _check_notebook_file(check, key, name, nbdir)
         notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base)
     summary = top.get("summary", "summary")

@@ -31,3 +31,11 @@ def test_cell_configs_set_batch_size_seed_and_run_dir(tmp_path):
 def test_cell_configs_reject_bad_grid_values(tmp_path):
     with pytest.raises(ConfigError, match="'rho'"):
         cell_configs({}, 32, [0], {"rho": [-1.0]}, tmp_path)
+
+
+def test_a_list_of_grids_is_their_union(tmp_path):
+    grid = [{"m": [None, 32]}, {"sam": ["looksam"]}]
+    assert expand_grid(grid) == [{"m": None}, {"m": 32}, {"sam": "looksam"}]
+    configs = cell_configs({"sam": "sam"}, 512, [0], grid, tmp_path)
+    assert [(c.sam, c.m) for c in configs] == [("sam", None), ("sam", 32), ("looksam", None)]
+    assert len({c.run_dir for c in configs}) == 3

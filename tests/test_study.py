@@ -435,3 +435,16 @@ def test_dask_executor_on_a_running_scheduler(tmp_path):
         assert code == 0
         assert any(k.startswith("samlib") for k in cluster.scheduler.task_prefixes), cluster.scheduler.task_prefixes
     assert [Path(p).parent.name for p in counted(tmp_path)] == ["8"]
+
+
+def test_grid_may_be_a_union_of_sub_grids(tmp_path, capsys):
+    nbdir = make_stubs(tmp_path, names=("a",))
+    union = {"a": {"batch_sizes": [8], "base": {"sam": "sam"}, "grid": [{"m": [None, 4]}, {"sam": ["looksam"]}]}}
+    params = study.load_params(write_params(tmp_path, notebooks=union), nbdir)
+    (cell,) = study.plan_cells(params, tmp_path / "out")
+    assert [(c.sam, c.m, c.seed) for c in cell.configs] == [
+        (s, m, seed) for s, m in (("sam", None), ("sam", 4), ("looksam", None)) for seed in (0, 1)
+    ]
+    bad = {"a": {"batch_sizes": [8], "grid": [{"m": [None]}, {"rho": [-1.0]}]}}
+    code = study.main([str(write_params(tmp_path, name="bad.yaml", notebooks=bad)), "--out", str(tmp_path / "o"), "--notebooks", str(nbdir)])
+    assert code == 2 and "'notebooks.a.grid[1].rho'" in capsys.readouterr().err
