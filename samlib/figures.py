@@ -1,0 +1,444 @@
+"""The study's figures (seaborn / matplotlib): `make_figures` draws every figure of `FIGURES`.
+
+Each ``fig_*`` function takes the `samlib.report.collect` table and returns one Figure; the private
+helpers set the theme, the log axes, the panels and the ✕ marks of runs that did not finish ok.
+Every line is mean ± seaborn's bootstrap 95 % CI (``errorbar=("ci", 95)``, 1,000 resamples, seed 0)
+over seeds; diverged runs never enter a mean and are drawn as ✕ at the top of their panel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from samlib import io
+from samlib.findings import (
+    ADAM_FAMILY,
+    LR_NOTEBOOK,
+    OK,
+    SGD_FAMILY,
+    _method_order,
+    _ok,
+    _present,
+    best_lr,
+    cost_ratios,
+    family,
+    main_runs,
+    matched_runs,
+    measure_label,
+    measures_in,
+)
+
+# --------------------------------------------------------------------------------------- constants
+FIGURES = (
+    "fig1_sgd_loss",
+    "fig2_sgd_sharpness",
+    "fig3_adam_loss",
+    "fig4_adam_sharpness",
+    "fig5_lr_scaling",
+    "fig6_runtime",
+    "fig7_m_sharpness",
+    "fig8_generalization",
+    "fig9_matched_loss",
+    "fig10_sharpness_vs_loss",
+)
+CAPTIONS = {
+    "fig1_sgd_loss": "Train and test loss vs batch size, SGD without / with SAM (step-budget runs).",
+    "fig2_sgd_sharpness": "Sharpness vs batch size, SGD without / with SAM (one panel per measure; "
+    "y-axes not shared).",
+    "fig3_adam_loss": "Train and test loss vs batch size, Adam without / with SAM.",
+    "fig4_adam_sharpness": "Sharpness vs batch size, Adam without / with SAM.",
+    "fig5_lr_scaling": "Learning-rate scaling: the best effective lr (lowest test loss, chosen per seed) "
+    "vs batch size against the linear- and square-root-scaling lines through the smallest batch's "
+    "best lr (left); test loss over the lr sweep (right).",
+    "fig6_runtime": "Training time per epoch (steady state, first epoch's tracing excluded where a run "
+    "has more than one epoch) and the SAM / base-optimizer cost ratio per seed, vs batch size.",
+    "fig7_m_sharpness": "m-sharpness at the largest batch size: SAM whose perturbation is computed on "
+    "the whole batch vs on micro-batches of m examples, with the base optimizer for reference.",
+    "fig8_generalization": "Accuracy and generalization gap (test − train loss, train − test accuracy) "
+    "vs batch size.",
+    "fig9_matched_loss": "Sharpness at a matched training loss: runs trained to the same target loss "
+    "(first panel: the train loss each actually reached). Runs that did not reach the target are "
+    "marked ✕.",
+    "fig10_sharpness_vs_loss": "Sharpness vs final train loss of every run: minima compared at equal "
+    "train loss (sharpness falls as training converges, so compare vertically).",
+}
+
+
+# ============================================================================ figures
+def _setup_matplotlib():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and "inline" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+    return plt, sns
+
+
+def _palette(methods: Sequence[str]) -> dict[str, Any]:
+    import seaborn as sns
+
+    colors = sns.color_palette("tab10", 10)
+    return {m: colors[i % 10] for i, m in enumerate(methods)}
+
+
+def _log2_x(ax, values: Iterable[float]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ticks = sorted({float(v) for v in values if _present(v) and v > 0})
+    ax.set_xscale("log", base=2)
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        pad = 2 ** 0.3
+        ax.set_xlim(ticks[0] / pad, ticks[-1] * pad)
+
+
+def _log_axis(ax, which: str = "y") -> None:
+    """Log scale with plain tick labels (1, 2, 5 per decade) instead of crowded 3×10⁻¹ minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _auto_log_y(ax, values: pd.Series) -> None:
+    v = values[np.isfinite(values)]
+    if len(v) and (v > 0).all() and v.max() / v.min() > 30:
+        _log_axis(ax, "y")
+
+
+def _empty(ax, text: str = "no runs for this panel") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _mark_bad(ax, bad: pd.DataFrame, x: str, palette: Mapping[str, Any]) -> str:
+    """Draw ✕ at the top of `ax` (one row per method) for the runs that did not finish ok (diverged,
+    failed, missing, target not reached); returns a note like '✕ 2 diverged' for the panel title."""
+    import matplotlib.transforms as mtransforms
+
+    if bad is None or not len(bad):
+        return ""
+    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    methods = list(dict.fromkeys(bad["method"]))
+    for (xv, method), group in bad.groupby([x, "method"], dropna=False):
+        if not _present(xv):
+            continue
+        y = 0.95 - 0.07 * methods.index(method)
+        ax.plot([xv], [y], marker="X", markersize=8, color=palette.get(method, "red"), markeredgecolor="black",
+                transform=trans, clip_on=False, linestyle="none")
+        if len(group) > 1:
+            ax.annotate(f"{len(group)}", (xv, y), xycoords=trans, xytext=(5, -3), textcoords="offset points",
+                        fontsize=7, color="0.2")
+    counts = bad["status"].value_counts()
+    return "✕ " + ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _line(ax, data: pd.DataFrame, y: str, palette, order, x: str = "batch_size", style: str | None = None) -> None:
+    import seaborn as sns
+
+    ok = data[np.isfinite(data[y].astype(float))] if len(data) and y in data else data.iloc[0:0]
+    if not len(ok):
+        _empty(ax, f"no finished runs with {y}")
+        return
+    sns.lineplot(data=ok, x=x, y=y, hue="method", hue_order=[m for m in order if m in set(ok["method"])],
+                 palette=palette, style=style, markers=True, dashes=False if style is None else True,
+                 marker="o" if style is None else None,
+                 errorbar=("ci", 95), n_boot=1000, seed=0, err_style="bars", err_kws={"capsize": 3},
+                 ax=ax)
+
+
+def _panels(plt, n: int, width: float = 4.2, height: float = 3.4, sharey: bool = False):
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), sharey=sharey, squeeze=False)
+    return fig, list(axes[0])
+
+
+def _finish(fig, axes, title: str, legend: bool = True) -> None:
+    handles, labels = [], []
+    for ax in axes:
+        leg = ax.get_legend()
+        if leg is not None:
+            for h, t in zip(leg.legend_handles, [t.get_text() for t in leg.get_texts()]):
+                if t not in labels:
+                    handles.append(h)
+                    labels.append(t)
+            leg.remove()
+    if legend and handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 6),
+                   frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+
+
+def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, palette, order):
+    fig, axes = _panels(plt, len(ys))
+    bs_all = df["batch_size"].dropna().unique() if len(df) else []
+    for ax, (y, label) in zip(axes, ys):
+        if not len(df):
+            _empty(ax)
+            ax.set_title(label)
+            continue
+        _line(ax, _ok(df), y, palette, order)
+        _log2_x(ax, bs_all)
+        if y in df:
+            _auto_log_y(ax, _ok(df)[y].astype(float))
+        note = _mark_bad(ax, df[df["status"] != OK], "batch_size", palette)
+        ax.set_xlabel("batch size (log₂)")
+        ax.set_ylabel(label)
+        ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
+    _finish(fig, axes, title)
+    return fig
+
+
+def fig_loss(plt, df: pd.DataFrame, family_name: str, palette, order):
+    return _vs_batch(plt, df, [("train_loss", "train loss"), ("test_loss", "test loss")],
+                     f"{family_name}: loss vs batch size ({_rules(df)})", palette, order)
+
+
+def fig_sharpness(plt, df: pd.DataFrame, measures: Sequence[str], family_name: str, palette, order):
+    ys = [(m, measure_label(m)) for m in measures] or [("sam_sharpness", "sharpness")]
+    return _vs_batch(plt, df, ys, f"{family_name}: sharpness vs batch size ({_rules(df)})", palette, order)
+
+
+def _rules(df: pd.DataFrame) -> str:
+    rules = sorted(set(df["stop_rule"].dropna())) if len(df) else []
+    return "stop rule: " + (", ".join(rules) if rules else "n/a")
+
+
+def fig_lr_scaling(plt, df: pd.DataFrame, palette, order):
+    import seaborn as sns
+
+    fig, axes = _panels(plt, 2, width=5.2, height=3.8)
+    sweep = df[df["notebook"] == LR_NOTEBOOK]
+    best = best_lr(df)
+    ax = axes[0]
+    if len(best):
+        sns.lineplot(data=best, x="batch_size", y="lr", hue="method",
+                     hue_order=[m for m in order if m in set(best["method"])], palette=palette, marker="o",
+                     errorbar=("ci", 95), n_boot=1000, seed=0, err_style="bars", err_kws={"capsize": 3}, ax=ax)
+        bss = np.array(sorted(best["batch_size"].unique()), dtype=float)
+        ref_bs = bss[0]
+        ref = best[best["batch_size"] == ref_bs]
+        ref = ref[ref["method"] == _method_order(ref["method"])[0]]["lr"].mean()
+        grid_bs = np.geomspace(bss[0], bss[-1], 50)
+        ax.plot(grid_bs, ref * grid_bs / ref_bs, "k--", lw=1, label="linear scaling (lr ∝ B)")
+        ax.plot(grid_bs, ref * np.sqrt(grid_bs / ref_bs), "k:", lw=1, label="sqrt scaling (lr ∝ √B)")
+        _log2_x(ax, bss)
+        ax.set_yscale("log", base=2)
+        ax.legend(fontsize=7)
+        ax.set_xlabel("batch size (log₂)")
+        ax.set_ylabel("best effective lr (log₂)")
+    else:
+        _empty(ax, "no lr-scaling runs")
+    ax.set_title("best lr vs batch size")
+    ax = axes[1]
+    if len(sweep):
+        ok = _ok(sweep)
+        ok = ok[np.isfinite(ok["test_loss"].astype(float))]
+        if len(ok):
+            sns.lineplot(data=ok.assign(B=ok["batch_size"].astype(int).astype(str)), x="lr", y="test_loss",
+                         hue="B", hue_order=[str(b) for b in sorted(ok["batch_size"].astype(int).unique())],
+                         palette="viridis", style="method", markers=True, errorbar=("ci", 95), n_boot=1000, seed=0,
+                         err_style="bars", ax=ax)
+            ax.set_xscale("log", base=2)
+            _auto_log_y(ax, ok["test_loss"].astype(float))
+            ax.legend(fontsize=7, title="batch size / method", title_fontsize=7)
+        note = _mark_bad(ax, sweep[sweep["status"] != OK], "lr", palette)
+        ax.set_xlabel("effective lr (log₂)")
+        ax.set_ylabel("test loss")
+    else:
+        _empty(ax, "no lr-scaling runs")
+        note = ""
+    ax.set_title("test loss over the lr sweep" + (f"\n{note}" if note else ""), fontsize=10)
+    fig.suptitle(f"Learning-rate scaling ({_rules(sweep) if len(sweep) else 'no runs'})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def fig_runtime(plt, df: pd.DataFrame, palette, order):
+    import seaborn as sns
+
+    runs = main_runs(df)
+    fig, axes = _panels(plt, 2, width=5.0)
+    ax = axes[0]
+    if len(runs):
+        _line(ax, _ok(runs), "seconds_per_epoch", palette, order)
+        _log2_x(ax, runs["batch_size"].dropna().unique())
+        _log_axis(ax, "y")
+        ax.set_xlabel("batch size (log₂)")
+        ax.set_ylabel("seconds per epoch")
+    else:
+        _empty(ax)
+    ax.set_title("training time per epoch")
+    ax = axes[1]
+    ratios = cost_ratios(df)
+    if len(ratios):
+        sns.lineplot(data=ratios, x="batch_size", y="ratio", hue="method",
+                     hue_order=[m for m in order if m in set(ratios["method"])], palette=palette, marker="o",
+                     errorbar=("ci", 95), n_boot=1000, seed=0, err_style="bars", err_kws={"capsize": 3}, ax=ax)
+        ax.axhline(2.0, color="k", ls="--", lw=1, label="2× (two passes)")
+        _log2_x(ax, ratios["batch_size"].unique())
+        ax.set_xlabel("batch size (log₂)")
+        ax.set_ylabel("SAM / base seconds per epoch")
+    else:
+        _empty(ax, "no SAM run with a matching base run")
+    ax.set_title("cost ratio SAM / base optimizer")
+    _finish(fig, axes, "Runtime (step-budget runs)")
+    return fig
+
+
+def _largest_sam_batch(df: pd.DataFrame) -> int | None:
+    sam = main_runs(df)
+    sam = sam[(sam["sam"] != "none") & sam["optimizer"].isin(SGD_FAMILY)]
+    if not len(sam):
+        sam = main_runs(df)[main_runs(df)["sam"] != "none"]
+    return int(sam["batch_size"].max()) if len(sam) else None
+
+
+def fig_m_sharpness(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
+    import seaborn as sns
+
+    bs = _largest_sam_batch(df)
+    ys = [("test_loss", "test loss"), ("train_loss", "train loss")] + [(m, measure_label(m)) for m in measures]
+    fig, axes = _panels(plt, len(ys), width=3.3, height=3.6)
+    runs = main_runs(df)
+    if bs is not None:
+        fam = runs[(runs["batch_size"] == bs)]
+        opt = fam[fam["sam"] != "none"]["optimizer"].mode()
+        fam = fam[fam["optimizer"] == (opt.iloc[0] if len(opt) else "sgd")]
+    else:
+        fam = runs.iloc[0:0]
+    # say what m is for each SAM bar: "SGD+SAM (m=B=512)" for the whole-batch perturbation
+    def whole(m: str) -> str:
+        return f"{m} (m=B={bs})" if "+" in m and "(m=" not in m else m
+
+    methods = [whole(m) for m in order if m in set(fam["method"])]
+    fam = fam.assign(method=[whole(m) for m in fam["method"]])
+    palette = {whole(m): c for m, c in palette.items()}
+    for ax, (y, label) in zip(axes, ys):
+        ok = _ok(fam)
+        ok = ok[np.isfinite(ok[y].astype(float))] if y in ok else ok.iloc[0:0]
+        if len(ok):
+            sns.barplot(data=ok, x="method", y=y, order=methods, hue="method", hue_order=methods, palette=palette,
+                        errorbar=("ci", 95), n_boot=1000, seed=0, capsize=0.2, ax=ax, legend=False)
+            sns.stripplot(data=ok, x="method", y=y, order=methods, color="black", size=3, ax=ax)
+            ax.tick_params(axis="x", rotation=35, labelsize=7)
+            bad = fam[fam["status"] != OK]
+            if len(bad):
+                ax.set_title(f"{label}\n({len(bad)} run(s) not ok: {', '.join(sorted(set(bad['status'])))})",
+                             fontsize=8)
+            else:
+                ax.set_title(label)
+        else:
+            _empty(ax)
+            ax.set_title(label)
+        ax.set_xlabel("")
+        ax.set_ylabel(label)
+    title = f"m-sharpness at batch size {bs}" if bs else "m-sharpness (no SAM runs)"
+    fig.suptitle(title + " (m: examples per SAM perturbation; no m = the whole batch)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def fig_generalization(plt, df: pd.DataFrame, palette, order):
+    ys = [("train_accuracy", "train accuracy"), ("test_accuracy", "test accuracy"),
+          ("loss_gap", "test − train loss"), ("accuracy_gap", "train − test accuracy")]
+    return _vs_batch(plt, main_runs(df), ys, f"Generalization vs batch size ({_rules(main_runs(df))})",
+                     palette, order)
+
+
+def fig_matched(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
+    runs = matched_runs(df)
+    reached = runs[(runs["status"] == OK) & (runs["stop_reason"] == "target_loss")]
+    not_reached = runs[~runs.index.isin(reached.index)].copy()
+    not_reached["status"] = [s if s != OK else "target not reached" for s in not_reached["status"]]
+    ys = [("train_loss", "train loss reached")] + [(m, measure_label(m)) for m in measures]
+    fig, axes = _panels(plt, len(ys), width=3.8)
+    for ax, (y, label) in zip(axes, ys):
+        if len(reached):
+            _line(ax, reached, y, palette, order)
+            _auto_log_y(ax, reached[y].astype(float))
+        else:
+            _empty(ax, "no run reached its loss target")
+        if len(runs):
+            _log2_x(ax, runs["batch_size"].dropna().unique())
+        note = _mark_bad(ax, not_reached, "batch_size", palette)
+        ax.set_xlabel("batch size (log₂)")
+        ax.set_ylabel(label)
+        ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
+    targets = sorted(set(runs["target_loss"].dropna())) if len(runs) else []
+    rule = ", ".join(f"{t:g}" for t in targets) or "none"
+    _finish(fig, axes, f"Sharpness at matched train loss (target_loss = {rule}; "
+                       f"{len(reached)} of {len(runs)} runs reached it)")
+    return fig
+
+
+def fig_sharpness_vs_loss(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
+    import seaborn as sns
+
+    runs = _ok(df)
+    ys = [(m, measure_label(m)) for m in measures] or [("sam_sharpness", "sharpness")]
+    fig, axes = _panels(plt, len(ys), width=3.9)
+    for ax, (y, label) in zip(axes, ys):
+        d = runs[np.isfinite(runs[y].astype(float)) & np.isfinite(runs["train_loss"].astype(float))] if y in runs \
+            else runs.iloc[0:0]
+        if len(d):
+            sns.scatterplot(data=d, x="train_loss", y=y, hue="method",
+                            hue_order=[m for m in order if m in set(d["method"])], palette=palette,
+                            size="batch_size", sizes=(15, 120), style="notebook", alpha=0.8, ax=ax)
+            _log_axis(ax, "x")
+            _auto_log_y(ax, d[y].astype(float))
+        else:
+            _empty(ax)
+        ax.set_xlabel("final train loss (log)")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+    _finish(fig, axes, "Sharpness vs train loss, every finished run")
+    return fig
+
+
+def make_figures(df: pd.DataFrame, out_dir: str | Path, close: bool = True) -> dict[str, Any]:
+    """Every figure of `FIGURES` as ``out_dir/<name>.png`` and ``.svg``; returns name -> Figure."""
+    plt, _ = _setup_matplotlib()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = _method_order(df["method"].dropna()) if len(df) else []
+    palette = _palette(order)
+    measures = measures_in(df)
+    main = main_runs(df)
+    sgd, adam = family(main, SGD_FAMILY), family(main, ADAM_FAMILY)
+    makers = {
+        "fig1_sgd_loss": lambda: fig_loss(plt, sgd, "SGD without / with SAM", palette, order),
+        "fig2_sgd_sharpness": lambda: fig_sharpness(plt, sgd, measures, "SGD without / with SAM", palette, order),
+        "fig3_adam_loss": lambda: fig_loss(plt, adam, "Adam without / with SAM", palette, order),
+        "fig4_adam_sharpness": lambda: fig_sharpness(plt, adam, measures, "Adam without / with SAM", palette,
+                                                     order),
+        "fig5_lr_scaling": lambda: fig_lr_scaling(plt, df, palette, order),
+        "fig6_runtime": lambda: fig_runtime(plt, df, palette, order),
+        "fig7_m_sharpness": lambda: fig_m_sharpness(plt, df, measures, palette, order),
+        "fig8_generalization": lambda: fig_generalization(plt, df, palette, order),
+        "fig9_matched_loss": lambda: fig_matched(plt, df, measures, palette, order),
+        "fig10_sharpness_vs_loss": lambda: fig_sharpness_vs_loss(plt, df, measures, palette, order),
+    }
+    figures = {}
+    for name in FIGURES:
+        fig = makers[name]()
+        for ext in ("png", "svg"):
+            io.atomic_write(out_dir / f"{name}.{ext}",
+                            lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=110, bbox_inches="tight"))
+        figures[name] = fig
+        if close:
+            plt.close(fig)
+    return figures
