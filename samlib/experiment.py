@@ -182,20 +182,9 @@ def measure_run(run_dir: str | Path, sharpness: Mapping[str, Any] | None = None,
 
 def _expected_keys(settings: Mapping[str, Any]) -> list[str]:
     """The value keys `sharpness.measure` returns for `settings` (for a skipped run's nulls)."""
-    keys = []
-    aliases = {"hessian_trace": "trace", "sam_sharpness": "sam", "lambda": "lambda_max"}
-    for name in settings["measures"]:
-        name = aliases.get(name, name)
-        if name == "keskar":
-            sub = settings.get("subspace_dim")
-            keys += [f"keskar_{float(e):.0e}" + (f"_p{sub}" if sub else "") for e in settings["epsilons"]]
-        elif name == "lambda_max":
-            keys.append("lambda_max")
-        elif name == "trace":
-            keys.append("hessian_trace")
-        elif name == "sam":
-            keys.append("sam_sharpness")
-    return keys
+    from samlib.sharpness import measure_keys
+
+    return measure_keys(settings["measures"], settings["epsilons"], settings.get("subspace_dim"))
 
 
 # ============================================================================ a cell

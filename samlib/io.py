@@ -59,6 +59,15 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_dict(path: str | Path) -> dict:
+    """The JSON object at `path`, or {} when it is missing, unreadable or not an object."""
+    try:
+        value = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def update_json(path: str | Path, **values: Any) -> dict:
     """Merge `values` into the JSON object at `path` (created if absent), atomically."""
     path = Path(path)

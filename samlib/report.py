@@ -125,8 +125,8 @@ def run_record(run_dir: str | Path, notebook: str | None = None, batch_size: int
     whose metrics still say ``running`` is ``incomplete`` (killed, or still training).
     """
     run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json")
-    metrics = _read_json(run_dir / "metrics.json")
+    config = io.read_json_dict(run_dir / "config.json")
+    metrics = io.read_json_dict(run_dir / "metrics.json")
     history = None
     if (run_dir / "history.csv").is_file():
         try:
@@ -200,12 +200,6 @@ def _seed_from_name(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = io.read_json(path)
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # ============================================================================ the whole study
@@ -225,7 +219,7 @@ def run_dirs(study_dir: str | Path) -> list[Path]:
 
 def read_study(study_dir: str | Path) -> dict[str, Any]:
     """``study.json`` as the runner wrote it ({} when absent, e.g. for a notebook's own runs)."""
-    return _read_json(Path(study_dir) / "study.json")
+    return io.read_json_dict(Path(study_dir) / "study.json")
 
 
 def collect(study_dir: str | Path) -> pd.DataFrame:
@@ -267,7 +261,7 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
 
 
 def _cell_status(run_dir: Path) -> str | None:
-    return _read_json(run_dir.parent / "status.json").get("status")
+    return io.read_json_dict(run_dir.parent / "status.json").get("status")
 
 
 # ============================================================================ the report

@@ -393,6 +393,20 @@ def _keskar_key(epsilon: float, subspace_dim: int | None) -> str:
     return f"keskar_{epsilon:.0e}" + (f"_p{subspace_dim}" if subspace_dim else "")
 
 
+def measure_keys(
+    measures: Iterable[str] | str = MEASURES, epsilons: Sequence[float] = (1e-3, 5e-4), subspace_dim: int | None = None
+) -> list[str]:
+    """The value keys `measure` returns for these settings (without the ``_seconds`` timings)."""
+    names = {"lambda_max": ["lambda_max"], "trace": ["hessian_trace"], "sam": ["sam_sharpness"]}
+    keys: list[str] = []
+    for name in _normalise(measures):
+        if name == "keskar":
+            keys += [_keskar_key(float(e), subspace_dim) for e in np.atleast_1d(np.asarray(epsilons, dtype=float))]
+        else:
+            keys += names[name]
+    return keys
+
+
 def _measure(
     obj: _Objective,
     measures: Iterable[str] | str = MEASURES,

@@ -389,12 +389,6 @@ def _only_names(params: StudyParams, only: Iterable[str] | str | None) -> set[st
 
 
 # ---------------------------------------------------------------------- state
-def _read_status(path: Path) -> dict[str, Any]:
-    try:
-        status = io.read_json(path)
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
 
 
 def complete_runs(cell: Cell) -> int:
@@ -402,7 +396,7 @@ def complete_runs(cell: Cell) -> int:
 
 
 def _notebook_ok(cell: Cell) -> bool:
-    return _read_status(cell.status_path).get("status") == "ok" and cell.output.is_file()
+    return io.read_json_dict(cell.status_path).get("status") == "ok" and cell.output.is_file()
 
 
 def cell_done(cell: Cell) -> bool:
@@ -559,7 +553,7 @@ def _run_summary(params, sdir, all_cells, pool, say) -> CellResult:
     output, status_path = sdir / "summary.ipynb", sdir / "summary.status.json"
     fingerprint = summary_fingerprint(params, all_cells)
     result = CellResult("summary", "skipped", output, status_path)
-    previous = _read_status(status_path)
+    previous = io.read_json_dict(status_path)
     if previous.get("status") == "ok" and previous.get("fingerprint") == fingerprint and output.is_file():
         return result
     nb = params.notebook_path(params.summary)

@@ -337,3 +337,11 @@ def test_cli_merges_into_metrics_json_and_rejects_missing_run(tmp_path, capsys):
 
     assert main([str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_measure_keys_name_what_measure_returns():
+    from samlib.sharpness import measure_keys
+
+    assert measure_keys(["keskar", "lambda", "hessian_trace", "sam"], (1e-3, 5e-4)) == [
+        "keskar_1e-03", "keskar_5e-04", "lambda_max", "hessian_trace", "sam_sharpness"]
+    assert measure_keys("keskar", [1e-3], subspace_dim=50) == ["keskar_1e-03_p50"]
