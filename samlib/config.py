@@ -39,7 +39,7 @@ class Config:
     batch_size: int = 128
     epochs: int = 5  #: upper bound on epochs (see `steps`, `target_loss`)
     steps: int | None = None  #: step budget: stop after exactly this many optimizer steps
-    target_loss: float | None = None  #: stop once an epoch's mean train loss is <= this
+    target_loss: float | None = None  #: stop once the smoothed per-step train loss is <= this
     optimizer: str = "sgd"  #: sgd | momentum | adam | adamw
     lr: float = 0.01  #: learning rate at `base_batch_size` (before scaling)
     momentum: float = 0.9  #: used by `momentum` only

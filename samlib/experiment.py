@@ -13,9 +13,10 @@ seeds, grid, run_root)``. `run_cell` goes through them in order and, for each ru
 So a cell killed between training and measuring measures that run on resume without retraining it.
 
 Loss-target runs beside a step budget (a grid axis ``target_loss: [null, T]`` with ``steps`` set): the
-target is checked at epoch ends only, so when the target-free twin of a run (same config, same seed,
-``target_loss: null``) never had an epoch end with mean train loss <= T before its step budget ran out,
-the loss-target run is the very same computation (training is deterministic for a config and seed).
+target is checked every step against the smoothed train loss (`train.SmoothedLoss`), so when the
+target-free twin of a run (same config, same seed, ``target_loss: null``) never had a smoothed loss
+<= T (its metrics' ``loss_smoothed_min`` > T) before its step budget ran out, the loss-target run is
+the very same computation (training is deterministic for a config and seed).
 It is then not trained again: the twin's files are copied (metrics.json says ``reused_from``) and the
 run is reported as "target not reached".
 A diverged run is not measured (its weights are not finite): its sharpness keys are written as null
@@ -302,16 +303,13 @@ def _reuse_twin(config: Config, twin: Path) -> bool:
     try:
         twin_config = Config.from_dict(io.read_json(twin / "config.json"))
         metrics = io.read_json(twin / "metrics.json")
-        history = pd.read_csv(twin / "history.csv")
-    except (OSError, ValueError, pd.errors.EmptyDataError):
+    except (OSError, ValueError):
         return False
     if not train.is_complete(twin, twin_config) or twin_config.replace(target_loss=config.target_loss,
                                                                         run_dir=config.run_dir) != config:
         return False
-    if metrics.get("stop_reason") not in ("steps", "diverged") or "loss" not in history or not len(history):
-        return False
-    checked = history["loss"].iloc[:-1]  # the last epoch ends by the budget (or divergence): never checked
-    if (checked <= config.target_loss).any():
+    lowest = metrics.get("loss_smoothed_min")  # absent in runs made before the per-step check
+    if metrics.get("stop_reason") not in ("steps", "diverged") or lowest is None or lowest <= config.target_loss:
         return False
     run_dir = Path(config.run_dir)
     io.write_json(run_dir / "config.json", config.to_dict())

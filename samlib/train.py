@@ -96,18 +96,55 @@ def wrap(config: Config, network: keras.Model) -> keras.Model:
     )
 
 
+class SmoothedLoss:
+    """The training loss per step, smoothed: what a loss target is compared with.
+
+    Keras reports the running mean of the epoch so far, m_k = S_k / N_k (weighted by batch size), so
+    step k's own batch loss is l_k = (m_k N_k − m_{k−1} N_{k−1}) / n_k; it is smoothed by an
+    exponential moving average e_t = d·e_{t−1} + (1−d)·l_t with bias correction e_t / (1 − d^t)
+    (d = 0.9: about the last ten steps), which carries across epochs.
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        self.decay, self._ema, self._t = decay, 0.0, 0
+        self.minimum = math.inf
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        self._seen, self._sum = 0, 0.0
+
+    @property
+    def seen(self) -> int:
+        """Examples fed so far in this epoch."""
+        return self._seen
+
+    def update(self, running_mean: float, batch: int) -> float:
+        """Feed the epoch's running mean after a batch of `batch` examples; returns the smoothed loss."""
+        total = running_mean * (self._seen + batch)
+        loss = (total - self._sum) / batch
+        self._seen, self._sum = self._seen + batch, total
+        self._t += 1
+        self._ema = self.decay * self._ema + (1 - self.decay) * loss
+        value = self._ema / (1 - self.decay**self._t)
+        self.minimum = min(self.minimum, value)
+        return value
+
+
 class _RunMonitor(keras.callbacks.Callback):
     """Times epochs (training part only), records steps/lr, stops on a step budget, a train-loss
-    target, or a non-finite loss (divergence)."""
+    target (the smoothed per-step loss of `SmoothedLoss`, checked every step), or a non-finite loss
+    (divergence)."""
 
-    def __init__(self, config: Config, steps_per_epoch: int) -> None:
+    def __init__(self, config: Config, steps_per_epoch: int, n_train: int) -> None:
         super().__init__()
-        self.config, self.steps_per_epoch = config, steps_per_epoch
+        self.config, self.steps_per_epoch, self.n_train = config, steps_per_epoch, n_train
         self.stop_reason = "epochs"
         self.rows: list[dict[str, float]] = []
+        self.smoothed = SmoothedLoss()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0, self._train_seconds = time.perf_counter(), None
+        self.smoothed.new_epoch()
 
     def on_test_begin(self, logs=None):
         if self._train_seconds is None:  # validation runs inside the epoch: stop the clock there
@@ -117,16 +154,24 @@ class _RunMonitor(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.stop_reason, self.model.stop_training = "diverged", True
-        elif self.config.steps is not None and self._steps() >= self.config.steps:
+            return
+        if loss is not None:
+            size = min(self.config.batch_size, self.n_train - self.smoothed.seen)
+            self._smoothed = self.smoothed.update(float(loss), size)
+            target = self.config.target_loss
+            if target is not None and self._smoothed <= target:
+                self.stop_reason, self.model.stop_training = "target_loss", True
+                return
+        if self.config.steps is not None and self._steps() >= self.config.steps:
             self.stop_reason, self.model.stop_training = "steps", True
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._t0
         lr = self.model.optimizer.learning_rate
-        self.rows.append({"epoch": epoch + 1, "epoch_seconds": seconds, "steps": self._steps(), "lr": float(lr)})
-        target = self.config.target_loss
-        if self.stop_reason == "epochs" and target is not None and (logs or {}).get("loss", math.inf) <= target:
-            self.stop_reason, self.model.stop_training = "target_loss", True
+        self.rows.append(
+            {"epoch": epoch + 1, "epoch_seconds": seconds, "steps": self._steps(), "lr": float(lr),
+             "loss_smoothed": getattr(self, "_smoothed", math.nan)}
+        )
 
     def _steps(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
@@ -158,7 +203,7 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         model.compile(
             optimizer=optimizer, loss=make_loss(), metrics=["accuracy"], jit_compile=devices.resolve_jit(config)
         )
-        monitor = _RunMonitor(config, steps_per_epoch)
+        monitor = _RunMonitor(config, steps_per_epoch, n_train)
         start = time.perf_counter()
         fit = model.fit(
             data.x_train,
@@ -195,6 +240,7 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         / max(train_seconds, 1e-9),
         "steps": steps,
         "epochs_run": len(history),
+        "loss_smoothed_min": monitor.smoothed.minimum,  # lowest smoothed train loss seen (SmoothedLoss)
         "lr_effective": config.scaled_lr,
         "device": devices.describe(),
         "replicas": strategy.num_replicas_in_sync,

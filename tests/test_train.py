@@ -63,9 +63,31 @@ def test_step_budget_stops_after_exactly_that_many_steps():
     assert metrics["steps"] == 5 and metrics["stop_reason"] == "steps" and metrics["epochs_run"] == 2
 
 
-def test_loss_target_stops_early():
+def test_loss_target_stops_at_the_first_step_below_it():
     result = train_and_evaluate(config(epochs=20, target_loss=10.0), tiny_data())
-    assert result.metrics["stop_reason"] == "target_loss" and result.metrics["epochs_run"] == 1
+    assert result.metrics["stop_reason"] == "target_loss" and result.metrics["steps"] == 1
+
+
+def test_loss_target_is_checked_every_step_not_only_at_epoch_ends():
+    cfg = Config.from_dict(dict(optimizer="momentum", lr=0.05, batch_size=32, epochs=1, verbose=0, target_loss=1.0))
+    metrics = train_and_evaluate(cfg).metrics  # mnist5k: 125 steps per epoch
+    assert metrics["stop_reason"] == "target_loss" and 1 < metrics["steps"] < 125
+    assert metrics["loss_smoothed_min"] <= 1.0
+
+
+def test_smoothed_loss_recovers_batch_losses_from_running_means():
+    from samlib.train import SmoothedLoss
+
+    losses, sizes = [3.0, 1.0, 2.0], [4, 4, 2]  # the last batch of the epoch is partial
+    running = [np.average(losses[: k + 1], weights=sizes[: k + 1]) for k in range(3)]
+    smoother, ema, seen = SmoothedLoss(decay=0.5), 0.0, []
+    for t, (mean, n, loss) in enumerate(zip(running, sizes, losses), start=1):
+        ema = 0.5 * ema + 0.5 * loss
+        seen.append(smoother.update(mean, n))
+        assert seen[-1] == pytest.approx(ema / (1 - 0.5**t))
+    assert smoother.minimum == pytest.approx(min(seen))
+    smoother.new_epoch()  # a new epoch's running mean starts again; the average carries on
+    assert smoother.update(0.5, 4) == pytest.approx((0.5 * ema + 0.5 * 0.5) / (1 - 0.5**4))
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
