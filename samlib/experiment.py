@@ -124,24 +124,16 @@ def is_measured(run_dir: str | Path, settings: Mapping[str, Any]) -> bool:
 
 def sharpness_subset(x: np.ndarray, y: np.ndarray, settings: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The seeded training subset every run is measured on (as ``python -m samlib sharpness`` picks it)."""
-    n = int(settings["subset"])
-    if n and n < len(x):
-        rows = np.sort(np.random.default_rng(int(settings["seed"])).choice(len(x), n, replace=False))
-        return x[rows], y[rows]
-    return x, y
+    from samlib.sharpness import subset
+
+    return subset(x, y, int(settings["subset"]), int(settings["seed"]))
 
 
 def load_network(run_dir: str | Path, data=None):
     """The trained network of a finished run (config.json + model.weights.h5), built on `data`."""
-    from samlib import data as data_lib
     from samlib import train
 
-    run_dir = Path(run_dir)
-    config = Config.from_dict(io.read_json(run_dir / "config.json"))
-    data = data if data is not None else data_lib.load(config.dataset, config.data_dir)
-    network = train.build_network(config, data)
-    network.load_weights(run_dir / train.WEIGHTS)
-    return network
+    return train.load_run(run_dir, data)[1]
 
 
 def measure_run(run_dir: str | Path, sharpness: Mapping[str, Any] | None = None, data=None, model=None) -> dict:

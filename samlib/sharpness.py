@@ -393,6 +393,14 @@ def _keskar_key(epsilon: float, subspace_dim: int | None) -> str:
     return f"keskar_{epsilon:.0e}" + (f"_p{subspace_dim}" if subspace_dim else "")
 
 
+def subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` examples drawn without replacement by `seed`, in their original order (n = 0: all of them)."""
+    if n and n < len(x):
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
+        return x[rows], y[rows]
+    return x, y
+
+
 def measure_keys(
     measures: Iterable[str] | str = MEASURES, epsilons: Sequence[float] = (1e-3, 5e-4), subspace_dim: int | None = None
 ) -> list[str]:

@@ -12,10 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from samlib import data as data_lib
 from samlib import io, sharpness, train
+from samlib.config import Config
 from samlib.sharpness import MEASURES
 
 
@@ -46,15 +45,13 @@ def main(argv: list[str]) -> int:
         print(f"samlib sharpness: --subset must be >= 0, got {args.subset}", file=sys.stderr)
         return 2
     try:
-        config, model = train.load_run(run_dir)
+        config = Config.from_dict(io.read_json(run_dir / "config.json"))
         data = data_lib.load(config.dataset, config.data_dir)
+        _, model = train.load_run(run_dir, data)  # the data set is loaded once, for both
     except (FileNotFoundError, ValueError, OSError) as err:  # missing files, bad config.json, DataError
         print(f"samlib sharpness: cannot load run {str(run_dir)!r}: {err}", file=sys.stderr)
         return 2
-    x, y = data.x_train, data.y_train
-    if args.subset and args.subset < len(x):
-        rows = np.sort(np.random.default_rng(args.seed).choice(len(x), args.subset, replace=False))
-        x, y = x[rows], y[rows]
+    x, y = sharpness.subset(data.x_train, data.y_train, args.subset, args.seed)
     results = sharpness.measure(
         model, train.make_loss(), x, y, measures=args.measures, epsilons=tuple(args.epsilons),
         subspace_dim=args.subspace_dim, max_iter=args.max_iter, iters=args.iters, tol=args.tol,

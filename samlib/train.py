@@ -259,14 +259,14 @@ def samples_seen(steps: int, steps_per_epoch: int, n_train: int, batch_size: int
 
 
 # ---------------------------------------------------------------------- finished runs
-def load_run(run_dir: str | Path) -> tuple[Config, keras.Model]:
-    """Rebuild the network of a finished run and load its weights."""
+def load_run(run_dir: str | Path, data: Data | None = None) -> tuple[Config, keras.Model]:
+    """Rebuild the network of a finished run and load its weights (`data`: its data set, if at hand)."""
     run_dir = Path(run_dir)
     for name in ("config.json", WEIGHTS):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
     config = Config.from_dict(io.read_json(run_dir / "config.json"))
-    data = load(config.dataset, config.data_dir)
+    data = data if data is not None else load(config.dataset, config.data_dir)
     network = build_network(config, data)
     network.load_weights(run_dir / WEIGHTS)
     return config, network
