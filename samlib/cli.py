@@ -9,7 +9,7 @@ COMMANDS = {
     "train": ("samlib.train", "train one run from a params file and --set overrides"),
     "bench": ("samlib.bench", "samples/s of SGD vs SAM variants on the CNN"),
     "sharpness": ("samlib.sharpness_cli", "measure the sharpness of a finished run"),
-    "study": ("samlib.study", "run a study grid of notebooks with papermill, then the summary"),
+    "study": ("samlib.study.runner", "run a study grid of notebooks with papermill, then the summary"),
 }
 
 

@@ -56,7 +56,7 @@ def test_notebooks_run_with_their_defaults_under_nbval(tmp_path):
 
 
 def test_run_cell_resumes_without_retraining_and_measures_unmeasured_runs(tmp_path):
-    from samlib import experiment
+    from samlib.study import cell as experiment
 
     base = {"dataset": "mnist5k", "steps": 3, "lr": 0.05, "verbose": 0}
     sharp = {"subset": 64, "max_iter": 1, "iters": 2, "measures": ["keskar", "sam"]}
@@ -81,7 +81,7 @@ def test_run_cell_resumes_without_retraining_and_measures_unmeasured_runs(tmp_pa
 
 
 def test_sharpness_settings_are_checked():
-    from samlib import experiment
+    from samlib.study import cell as experiment
 
     assert experiment.sharpness_settings({"epsilons": ["1e-3"], "tol": "1e-2"})["epsilons"] == [0.001]
     with pytest.raises(ValueError, match="unknown sharpness setting 'subsett'"):

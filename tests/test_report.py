@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from samlib import io, report
+from samlib import io
+from samlib.study import report
 from samlib.config import Config
-from samlib.grid import run_dirname
+from samlib.study.grid import run_dirname
 
 SEEDS = (0, 1, 2)
 BATCHES = (32, 256)
@@ -101,7 +102,7 @@ def study(tmp_path_factory):
                               ("sam_sgd", {"m": [None, 16]}, {"sam": "sam"}),
                               ("lr_scaling", {"lr_scaling": ["none", "linear"], "sam": ["none", "sam"]},
                                {"base_batch_size": 32})):
-        from samlib.grid import expand_grid
+        from samlib.study.grid import expand_grid
 
         for bs in BATCHES:
             runs = [{"run_dir": str(root / "runs" / nb / str(bs) / run_dirname(p, s)), "seed": s, "point": p}

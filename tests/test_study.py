@@ -22,7 +22,7 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from samlib import study
-from samlib.grid import run_dirname
+from samlib.study.grid import run_dirname
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ CELL_BODY = """\
 import json, os, sys, time
 from pathlib import Path
 from samlib import io
-from samlib.grid import cell_configs
+from samlib.study.grid import cell_configs
 
 COUNTER, FAIL_BS, HANG = {counter!r}, {fail_bs!r}, {hang!r}
 os.write(2, b"stub: a C-level line on fd 2\\n")  # like TensorFlow's C++ logging

@@ -61,7 +61,7 @@ from typing import Any
 
 from samlib import io
 from samlib.config import Config, ConfigError, load_yaml_mapping
-from samlib.grid import cell_configs, expand_grid
+from samlib.study.grid import cell_configs, expand_grid
 from samlib.rundir import is_complete
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -582,7 +582,7 @@ class _LazyExecutor:
 
     def get(self):
         if self.executor is None:
-            from samlib.executors import make_executor
+            from samlib.study.executors import make_executor
 
             self.executor = self.stack.enter_context(make_executor(*self.args))
         return self.executor

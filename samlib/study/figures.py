@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from samlib import io
-from samlib.findings import (
+from samlib.study.findings import (
     ADAM_FAMILY,
     LR_NOTEBOOK,
     OK,

@@ -34,9 +34,9 @@ import pandas as pd
 import yaml
 
 from samlib import io
-from samlib.figures import CAPTIONS, FIGURES, make_figures
-from samlib.figures import _empty, _log_axis  # noqa: F401  (used as report._empty etc. by samlib.experiment)
-from samlib.findings import (
+from samlib.study.figures import CAPTIONS, FIGURES, make_figures
+from samlib.study.figures import _empty, _log_axis  # noqa: F401  (used as report._empty etc. by samlib.experiment)
+from samlib.study.findings import (
     ADAM_FAMILY,
     LR_NOTEBOOK,
     MEASURE_LABELS,
@@ -364,7 +364,7 @@ def ensure_study(study_dir: str | Path) -> str:
     study_dir = Path(study_dir)
     if (study_dir / "study.json").is_file() or run_dirs(study_dir):
         return str(study_dir)
-    from samlib import experiment  # imports TensorFlow
+    from samlib.study import cell as experiment  # imports TensorFlow
 
     experiment.demo_study(study_dir)
     return str(study_dir)

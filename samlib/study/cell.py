@@ -46,9 +46,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from samlib import io, report
+from samlib import io
+from samlib.study import report
 from samlib.config import Config
-from samlib.grid import cell_configs, expand_grid
+from samlib.study.grid import cell_configs, expand_grid
 
 SHARPNESS_DEFAULTS: dict[str, Any] = {
     "subset": 1000,

@@ -2,7 +2,7 @@
 have stopped them; trained (and stopped at the target) otherwise."""
 
 from samlib import io
-from samlib.experiment import run_cell
+from samlib.study.cell import run_cell
 
 BASE = {"dataset": "mnist5k", "steps": 3, "lr": 0.05, "verbose": 0}
 SHARP = {"subset": 64, "measures": ["sam"]}
