@@ -406,7 +406,7 @@ def measure_keys(
 ) -> list[str]:
     """The value keys `measure` returns for these settings (without the ``_seconds`` timings)."""
     names = {"lambda_max": ["lambda_max"], "trace": ["hessian_trace"], "sam": ["sam_sharpness"]}
-    keys: list[str] = []
+    keys: list[str] = ["subset_loss", "grad_norm", "weight_norm"]
     for name in _normalise(measures):
         if name == "keskar":
             keys += [_keskar_key(float(e), subspace_dim) for e in np.atleast_1d(np.asarray(epsilons, dtype=float))]
@@ -427,7 +427,14 @@ def _measure(
     rho: float = 0.05,
     seed: int = 0,
 ) -> dict[str, float]:
-    results: dict[str, float] = {}
+    # where the measures are taken: f(w), ‖∇f(w)‖₂ (≈ 0 only at a stationary point; Keskar's first-order
+    # term ε·Σ(|wᵢ|+1)|gᵢ| grows with it) and ‖w‖₂ (Keskar's box scales with |w|; Dinh et al. 2017)
+    value, grad = obj.value_and_grad()
+    results: dict[str, float] = {
+        "subset_loss": value,
+        "grad_norm": float(tf.norm(grad)),
+        "weight_norm": float(tf.norm(obj.w)),
+    }
 
     def timed(key: str, compute) -> Any:
         start = time.perf_counter()
@@ -476,6 +483,7 @@ def measure(
     ``sam_sharpness``). Keys: ``keskar_1e-03``, ``keskar_5e-04``, … one per ε in `epsilons`
     (``keskar_1e-03_p100`` with `subspace_dim`=100), ``lambda_max`` and ``lambda_max_iterations``,
     ``hessian_trace`` and ``hessian_trace_stderr``, ``sam_sharpness``; each with ``<key>_seconds``.
+    Always also ``subset_loss`` f(w), ``grad_norm`` ‖∇f(w)‖₂ and ``weight_norm`` ‖w‖₂ on the same data.
     The settings are those of the single-measure functions; one set of compiled functions serves all.
     """
     obj = _Objective(model, loss, x, y, batch_size)

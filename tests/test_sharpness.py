@@ -291,7 +291,8 @@ def test_measure_keys_and_consistency():
     assert out["hessian_trace_stderr"] >= 0 and out["lambda_max_iterations"] >= 1
     assert out["lambda_max"] == pytest.approx(S.hessian_top_eigenvalue(model, MSE, x, y, iters=50), rel=1e-6)
     assert out["sam_sharpness"] == pytest.approx(S.sam_sharpness(model, MSE, x, y), rel=1e-6)
-    assert set(S.measure(model, MSE, x, y, measures="sam")) == {"sam_sharpness", "sam_sharpness_seconds"}
+    assert set(S.measure(model, MSE, x, y, measures="sam")) == {"sam_sharpness", "sam_sharpness_seconds", "subset_loss",
+                                                                "grad_norm", "weight_norm"}
     with pytest.raises(ValueError, match="unknown sharpness measure"):
         S.measure(model, MSE, x, y, measures=["nope"])
 
@@ -342,6 +343,22 @@ def test_cli_merges_into_metrics_json_and_rejects_missing_run(tmp_path, capsys):
 def test_measure_keys_name_what_measure_returns():
     from samlib.sharpness import measure_keys
 
-    assert measure_keys(["keskar", "lambda", "hessian_trace", "sam"], (1e-3, 5e-4)) == [
+    where = ["subset_loss", "grad_norm", "weight_norm"]
+    assert measure_keys(["keskar", "lambda", "hessian_trace", "sam"], (1e-3, 5e-4)) == where + [
         "keskar_1e-03", "keskar_5e-04", "lambda_max", "hessian_trace", "sam_sharpness"]
-    assert measure_keys("keskar", [1e-3], subspace_dim=50) == ["keskar_1e-03_p50"]
+    assert measure_keys("keskar", [1e-3], subspace_dim=50) == where + ["keskar_1e-03_p50"]
+
+
+def test_measure_reports_loss_gradient_norm_and_weight_norm_where_it_measures():
+    """Least squares by hand: f(w) = mean (X̃w − y)², ∇f = 2/n X̃ᵀ(X̃w − y); ‖∇f‖ ≈ 0 at the minimum."""
+    for at_minimum in (False, True):
+        model, x, y, x1 = least_squares(seed=3, at_minimum=at_minimum)
+        w = flat(model)
+        g = 2.0 / len(x1) * x1.T @ (x1 @ w - y.astype(np.float64).ravel())
+        out = S.measure(model, MSE, x, y, measures=["sam"], batch_size=16)
+        assert out["subset_loss"] == pytest.approx(mse(x1, y, w), rel=1e-5)
+        assert out["weight_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-6)
+        if at_minimum:
+            assert out["grad_norm"] < 1e-3 * np.linalg.norm(w)
+        else:
+            assert out["grad_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-4)
