@@ -16,6 +16,11 @@
   same names without ``.gz`` are accepted too). Debian's ``dataset-fashion-mnist`` package installs
   exactly these under ``/usr/share/datasets/fashion-mnist``.
 
+Validation split: `split_validation(data, fraction, seed)` carves a seeded, class-stratified validation
+set out of the *training* images (the test set is never touched); ``load(name, data_dir, val_fraction)``
+applies it. Settings (learning rate, LookSAM's α, …) are chosen on it; the test set is read for the
+chosen settings only. With ``val_fraction = 0.125``, mnist5k is 3,500 train / 500 validation / 1,000 test.
+
 Every problem raises one `DataError` that says what was expected and how to get it.
 """
 
@@ -57,12 +62,14 @@ class DataError(ValueError):
 
 
 class Data(NamedTuple):
-    """Train and test splits: x is float32 NHWC in [0, 1], y is int32 class ids."""
+    """Train, test and (optional) validation splits: x is float32 NHWC in [0, 1], y int32 class ids."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray | None = None  #: carved from the training images by `split_validation`
+    y_val: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -76,8 +83,37 @@ class Data(NamedTuple):
         return int(max(self.y_train.max(initial=-1), self.y_test.max(initial=-1))) + 1
 
 
-def load(name: str = "mnist5k", data_dir: str | None = None) -> Data:
-    """Load data set `name` (module docstring); `data_dir`: IDX folder for mnist / fashion_mnist."""
+def load(name: str = "mnist5k", data_dir: str | None = None, val_fraction: float = 0.0) -> Data:
+    """Load data set `name` (module docstring); `data_dir`: IDX folder for mnist / fashion_mnist;
+    `val_fraction` > 0 carves a validation split from the training images (`split_validation`)."""
+    data = _load(name, data_dir)
+    return split_validation(data, val_fraction) if val_fraction else data
+
+
+def split_validation(data: Data, fraction: float, seed: int = SPLIT_SEED) -> Data:
+    """Move round(fraction · n_c) training images of each class c into a validation split.
+
+    Stratified and seeded: for each class in order, one ``numpy.random.default_rng(seed)`` permutes
+    that class's training rows and the first ones go to validation; both parts keep their original
+    order (the training order is whatever the loader gave). Train and validation are disjoint, their
+    union is the old training set, and the test split is unchanged.
+    """
+    if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
+        raise DataError(f"validation fraction has value {fraction!r}; allowed: a number >= 0 and < 1")
+    if data.x_val is not None:
+        raise DataError("this Data already has a validation split; split the original training set once")
+    rng = np.random.default_rng(seed)
+    val_rows = []
+    for c in np.unique(data.y_train):
+        rows = np.flatnonzero(data.y_train == c)
+        val_rows.append(rng.permutation(rows)[: int(round(fraction * len(rows)))])
+    is_val = np.zeros(len(data.y_train), dtype=bool)
+    is_val[np.concatenate(val_rows) if val_rows else []] = True
+    return Data(data.x_train[~is_val], data.y_train[~is_val], data.x_test, data.y_test,
+                data.x_train[is_val], data.y_train[is_val])
+
+
+def _load(name: str, data_dir: str | None) -> Data:
     if not isinstance(name, str):
         raise DataError(f"data set name must be a string, got {name!r}; allowed: {', '.join(NAMES)}")
     if name.startswith("idx:"):

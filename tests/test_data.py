@@ -297,3 +297,31 @@ def test_debian_fashion_mnist_folder():
     with gzip.open(DEBIAN_FOLDER / "t10k-labels-idx1-ubyte.gz") as f:
         raw = f.read()
     np.testing.assert_array_equal(d.y_test, np.frombuffer(raw[8:], np.uint8))
+
+
+def test_validation_split_is_seeded_stratified_and_disjoint_from_train_and_test():
+    from samlib.data import Data, split_validation
+
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(4, dtype=np.int32), [40, 40, 16, 24])
+    rng.shuffle(y)
+    x = np.arange(len(y), dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32)  # row ids
+    xt = -np.ones((7, 2, 2, 1), np.float32)
+    base = Data(x, y, xt, np.zeros(7, np.int32))
+    a, b = split_validation(base, 0.25), split_validation(base, 0.25)
+    ids_train, ids_val = a.x_train[:, 0, 0, 0].astype(int), a.x_val[:, 0, 0, 0].astype(int)
+    assert not set(ids_train) & set(ids_val)  # disjoint
+    assert sorted(np.r_[ids_train, ids_val]) == list(range(len(y)))  # together: the old training set
+    assert np.bincount(a.y_val).tolist() == [10, 10, 4, 6]  # a quarter of each class, by hand
+    np.testing.assert_array_equal(a.x_val, b.x_val)  # seeded: the same split twice
+    assert not np.array_equal(split_validation(base, 0.25, seed=1).x_val, a.x_val)
+    np.testing.assert_array_equal(a.x_test, xt)  # the test split is untouched
+    assert (np.diff(ids_train) > 0).all() and (np.diff(ids_val) > 0).all()  # original order kept
+
+
+def test_mnist5k_with_validation_has_3500_500_1000_images():
+    d = load("mnist5k", val_fraction=0.125)
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (3500, 500, 1000)
+    assert np.bincount(d.y_val).tolist() == [50] * 10
+    with pytest.raises(DataError, match="validation fraction"):
+        load("mnist5k", val_fraction=1.5)
