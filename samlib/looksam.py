@@ -53,12 +53,12 @@ class LookSAM(SAM):
         )
 
     def _full_step(self, x, y, sample_weight, states):
-        loss, grads, sam_grads, y_pred, states_after = self._two_passes(x, y, sample_weight, states)
+        loss, grads, sam_grads, y_pred, states_after, norms = self._two_passes(x, y, sample_weight, states)
         # g_v: the component of g_s orthogonal to g (the sharpness direction to reuse)
         proj = _dot(grads, sam_grads) / (_dot(grads, grads) + _EPS)
         for slot, gs, g in zip(self.g_v, sam_grads, grads):
             slot.assign(gs - proj * g)
-        return loss, sam_grads, y_pred, states_after
+        return loss, sam_grads, y_pred, states_after, norms
 
     def _reuse_step(self, x, y, sample_weight, states):
         weights = [tf.identity(v.value) for v in self.model.trainable_variables]
@@ -66,4 +66,6 @@ class LookSAM(SAM):
         g_v = [ops.convert_to_tensor(s.value) for s in self.g_v]
         g_norm, v_norm = ops.sqrt(_dot(grads, grads)), ops.sqrt(_dot(g_v, g_v))
         factor = self.alpha * g_norm / (v_norm + _EPS)
-        return loss, [g + factor * v for g, v in zip(grads, g_v)], y_pred, states_after
+        # no climb on this step: ‖ε̂‖ = 0; ‖g‖ of the scaled gradient (loss scale 1 unless mixed_float16)
+        norms = [ops.cast(g_norm, "float32"), tf.constant(0.0)]
+        return loss, [g + factor * v for g, v in zip(grads, g_v)], y_pred, states_after, norms

@@ -5,7 +5,8 @@ One SAM step on a batch with loss L and weights w:
 
     g      = ∇L(w)                              gradient at w (training mode: dropout on, BN batch stats)
     ε̂      = ρ · g / (‖g‖₂ + 1e-12)             SAM
-    ε̂      = ρ · |w|² ⊙ g / ‖|w| ⊙ g‖₂          ASAM (Kwon et al. 2021, adaptive=True)
+    ε̂      = ρ · T_w² g / ‖T_w g‖₂              ASAM (Kwon et al. 2021, adaptive=True), T_w = |w| + η
+                                                 on kernels (and BN γ), 1 on biases, as their code does
     g_SAM  = ∇L(w + ε̂)                          gradient at the perturbed point
     w     ← base_optimizer.step(w, g_SAM)       the step is taken from w, not from w + ε̂
 
@@ -59,9 +60,12 @@ class SAM(keras.Model):
         adaptive: bool = False,
         m: int | None = None,
         sync_perturbation: bool = False,
+        eta: float = 0.01,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not eta >= 0.0:
+            raise ValueError(f"SAM: eta (ASAM's T_w = |w| + eta) must be a number >= 0, got {eta!r}")
         if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not rho >= 0.0:
             raise ValueError(f"SAM: rho must be a number >= 0, got {rho!r}")
         if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
@@ -71,6 +75,11 @@ class SAM(keras.Model):
         self.adaptive = bool(adaptive)
         self.m = m
         self.sync_perturbation = bool(sync_perturbation)
+        self.eta = float(eta)
+        # ‖∇L(w)‖₂ and ‖ε̂‖₂ (= ρ for plain SAM) of every step, averaged per epoch. Kept out of Keras'
+        # attribute tracking, so `evaluate` (which takes no SAM step) does not report them as 0.
+        object.__setattr__(self, "_norm_trackers", (keras.metrics.Mean(name="grad_norm"),
+                                                    keras.metrics.Mean(name="perturbation_norm")))
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -97,14 +106,24 @@ class SAM(keras.Model):
         grads = [ops.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
         return loss, grads, y_pred, new_states
 
+    def _scale(self, variable, w):
+        """ASAM's T_w: |w| + η for kernels (and BN γ), 1 for biases and BN β (Kwon et al.'s code
+        scales parameters named 'weight' only)."""
+        if variable.path.endswith(("bias", "beta")):
+            return ops.ones_like(w)
+        return ops.abs(w) + self.eta
+
     def _perturbation(self, grads, weights):
-        """ε̂ from the unscaled ascent gradient: ρ·g/‖g‖ (SAM) or ρ·|w|²⊙g/‖|w|⊙g‖ (ASAM)."""
+        """(ε̂, ‖g‖₂) from the unscaled ascent gradient: ε̂ = ρ·g/‖g‖ (SAM) or ρ·T²g/‖Tg‖ (ASAM)."""
         context = tf.distribute.get_replica_context()
-        if self.sync_perturbation and context is not None and context.num_replicas_in_sync > 1:
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        if self.sync_perturbation and replicas > 1:
             # each replica's loss carries a 1/replicas factor, so the sum is the global-batch gradient
-            grads = context.all_reduce("sum", grads)
+            grads, replicas = context.all_reduce("sum", grads), 1
+        grad_norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in grads)) * replicas  # of this batch's mean loss
         if self.adaptive:
-            scaled = [ops.abs(w) * g for w, g in zip(weights, grads)]  # T_w g with T_w = |w|
+            scales = [self._scale(v, w) for v, w in zip(self.model.trainable_variables, weights)]
+            scaled = [t * g for t, g in zip(scales, grads)]  # T_w g
         else:
             scaled = grads
         norm = ops.sqrt(sum(ops.sum(ops.square(s)) for s in scaled))
@@ -113,44 +132,57 @@ class SAM(keras.Model):
         # by the loss-scale optimizer if the descent gradient overflows too
         factor = ops.where(ops.isfinite(factor), factor, ops.zeros_like(factor))
         if self.adaptive:
-            return [factor * ops.abs(w) * s for w, s in zip(weights, scaled)]  # ρ |w|² g / ‖|w| g‖
-        return [factor * g for g in grads]
+            return [factor * t * s for t, s in zip(scales, scaled)], grad_norm  # ρ T² g / ‖T g‖
+        return [factor * g for g in grads], grad_norm
 
     def _two_passes(self, x, y, sample_weight, states):
-        """(loss at w, scaled ∇L(w), scaled ∇L(w + ε̂), y_pred, states after the pass at w)."""
+        """(loss at w, scaled ∇L(w), scaled ∇L(w + ε̂), y_pred, states after the pass at w,
+        norms = [‖∇L(w)‖₂, ‖ε̂‖₂])."""
         weights = [tf.identity(v.value) for v in self.model.trainable_variables]
         loss, grads, y_pred, states_after = self._loss_and_grads(x, y, sample_weight, weights, states)
-        if self.rho == 0.0:
-            return loss, grads, grads, y_pred, states_after  # plain base-optimizer step
         scale = self.optimizer.scale_loss(ops.ones((), dtype=loss.dtype))
         unscaled = [g / ops.cast(scale, g.dtype) for g in grads]
-        eps = self._perturbation(unscaled, weights)
+        eps, grad_norm = self._perturbation(unscaled, weights)
+        eps_norm = ops.sqrt(sum(ops.sum(ops.square(e)) for e in eps))
+        norms = [ops.cast(grad_norm, "float32"), ops.cast(eps_norm, "float32")]
+        if self.rho == 0.0:
+            return loss, grads, grads, y_pred, states_after, norms  # plain base-optimizer step
         perturbed = [w + e for w, e in zip(weights, eps)]  # climb to w + ε̂
         # same seeds as pass 1 -> same dropout mask; the scope discards this pass's state updates
         _, sam_grads, _, _ = self._loss_and_grads(x, y, sample_weight, perturbed, states)
-        return loss, grads, sam_grads, y_pred, states_after  # "back to w" is implicit: w never changed
+        # "back to w" is implicit: w never changed
+        return loss, grads, sam_grads, y_pred, states_after, norms
 
     def _sam_gradient(self, x, y, sample_weight, states):
-        """One (micro-)batch: (loss at w, scaled descent gradient ∇L(w + ε̂), y_pred, new states)."""
-        loss, _, sam_grads, y_pred, states_after = self._two_passes(x, y, sample_weight, states)
-        return loss, sam_grads, y_pred, states_after
+        """One (micro-)batch: (loss at w, scaled descent gradient ∇L(w + ε̂), y_pred, new states, norms)."""
+        loss, _, sam_grads, y_pred, states_after, norms = self._two_passes(x, y, sample_weight, states)
+        return loss, sam_grads, y_pred, states_after, norms
 
     # ------------------------------------------------------------------ train_step
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         states = [tf.identity(v.value) for v in self.model.non_trainable_variables]
+        # forward + backward at w, climb to w + ε̂, gradient there (per micro-batch of m for m-SAM)
         if self.m is None:
-            loss, grads, y_pred, new_states = self._sam_gradient(x, y, sample_weight, states)
+            loss, grads, y_pred, new_states, norms = self._sam_gradient(x, y, sample_weight, states)
         else:
-            loss, grads, y_pred, new_states = self._micro_batched(x, y, sample_weight, states)
+            loss, grads, y_pred, new_states, norms = self._micro_batched(x, y, sample_weight, states)
 
         for variable, value in zip(self.model.non_trainable_variables, new_states):
             variable.assign(value)
         # Keras divides each replica's loss by the replica count; the tracker reports the true mean
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        for tracker, value in zip(self._norm_trackers, norms):
+            tracker.update_state(value)
         self.optimizer.apply(grads, self.model.trainable_variables)  # base optimizer steps from w
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return {**logs, **{t.name: t.result() for t in self._norm_trackers}}
+
+    def reset_metrics(self):
+        super().reset_metrics()  # Keras calls this at every epoch's start
+        for tracker in self._norm_trackers:
+            tracker.reset_state()
 
     def _output_shape(self, x) -> tf.TensorShape:
         try:
@@ -167,7 +199,7 @@ class SAM(keras.Model):
             lambda a: a[i * self.m : (i + 1) * self.m], t
         )
 
-        def body(i, grad_sum, loss_sum, float_sum, seeds, preds):
+        def body(i, grad_sum, loss_sum, float_sum, seeds, preds, norm_sum):
             xi, yi, swi = take(x, i), take(y, i), take(sample_weight, i)
             ni = tf.shape(tf.nest.flatten(xi)[0])[0]
             w_i = tf.cast(ni, "float32")
@@ -175,12 +207,14 @@ class SAM(keras.Model):
             start, it = [], iter(seeds)
             for s, f in zip(states, is_float):
                 start.append(s if f else next(it))
-            loss, grads, y_pred, after = self._sam_gradient(xi, yi, swi, start)
+            loss, grads, y_pred, after, norms = self._sam_gradient(xi, yi, swi, start)
             grad_sum = [a + w_i * ops.cast(g, a.dtype) for a, g in zip(grad_sum, grads)]
             after_floats = [s for s, f in zip(after, is_float) if f]
             float_sum = [a + w_i * ops.cast(s, a.dtype) for a, s in zip(float_sum, after_floats)]
             seeds = [s for s, f in zip(after, is_float) if not f]
-            return i + 1, grad_sum, loss_sum + w_i * ops.cast(loss, "float32"), float_sum, seeds, preds.write(i, ops.cast(y_pred, "float32"))
+            norm_sum = [a + ops.cast(b, "float32") for a, b in zip(norm_sum, norms)]
+            return (i + 1, grad_sum, loss_sum + w_i * ops.cast(loss, "float32"), float_sum, seeds,
+                    preds.write(i, ops.cast(y_pred, "float32")), norm_sum)
 
         float_states = [s for s, f in zip(states, is_float) if f]
         seed_states = [s for s, f in zip(states, is_float) if not f]
@@ -191,8 +225,9 @@ class SAM(keras.Model):
             [ops.zeros_like(s) for s in float_states],
             seed_states,
             tf.TensorArray("float32", size=k, infer_shape=False),
+            [tf.constant(0.0), tf.constant(0.0)],
         )
-        _, grad_sum, loss_sum, float_sum, seeds, preds = tf.while_loop(
+        _, grad_sum, loss_sum, float_sum, seeds, preds, norm_sum = tf.while_loop(
             lambda i, *_: i < k, body, init, parallel_iterations=1
         )
         total = tf.cast(n, "float32")
@@ -202,4 +237,5 @@ class SAM(keras.Model):
             new_states.append(next(floats) / ops.cast(total, s.dtype) if f else next(seeds_it))
         y_pred = preds.concat()
         y_pred.set_shape(self._output_shape(x))  # concat loses the static shape metrics need
-        return loss_sum / total, grads, y_pred, new_states
+        norms = [s / tf.cast(k, "float32") for s in norm_sum]  # mean over micro-batches of ‖g_i‖, ‖ε̂_i‖
+        return loss_sum / total, grads, y_pred, new_states, norms

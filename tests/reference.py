@@ -53,15 +53,19 @@ def ref_loss_and_grad(net, w, x, y, sw, reg):
     return float(loss), [g.numpy().astype("float64") for g in grads]
 
 
-def ref_epsilon(g, w, rho, adaptive):
+def ref_epsilon(g, w, rho, adaptive, weight_mask=None, eta=0.01):
+    """SAM: ρ g/‖g‖. ASAM (Kwon et al. 2021, their reference code): T = |w| + η for parameters that
+    PyTorch names 'weight' (here: kernels and BN γ, `weight_mask`), T = 1 for biases; ρ T² g / ‖T g‖."""
     if adaptive:
-        norm = np.sqrt(sum(np.sum((np.abs(wi) * gi) ** 2) for wi, gi in zip(w, g)))
-        return [rho * wi**2 * gi / (norm + 1e-12) for wi, gi in zip(w, g)]
+        mask = weight_mask if weight_mask is not None else [True] * len(w)
+        t = [np.abs(wi) + eta if is_weight else np.ones_like(wi) for wi, is_weight in zip(w, mask)]
+        norm = np.sqrt(sum(np.sum((ti * gi) ** 2) for ti, gi in zip(t, g)))
+        return [rho * ti**2 * gi / (norm + 1e-12) for ti, gi in zip(t, g)]
     norm = np.sqrt(sum(np.sum(gi**2) for gi in g))
     return [rho * gi / (norm + 1e-12) for gi in g]
 
 
-def ref_sam_step(net, x, y, sw=None, rho=0.05, adaptive=False, m=None, reg=0.0, opt="sgd", lr=0.1):
+def ref_sam_step(net, x, y, sw=None, rho=0.05, adaptive=False, m=None, reg=0.0, opt="sgd", lr=0.1, eta=0.01):
     """Expected (weights, non-trainable states) after one SAM step; `net` is the reference copy."""
     sw = np.ones(len(x), "float32") if sw is None else sw
     w0 = [v.numpy().astype("float64") for v in net.trainable_variables]
@@ -76,7 +80,8 @@ def ref_sam_step(net, x, y, sw=None, rho=0.05, adaptive=False, m=None, reg=0.0, 
             v.assign(s)  # each micro-batch's first pass starts from the step's BN statistics
         _, g = ref_loss_and_grad(net, w0, x[sl], y[sl], sw[sl], reg)
         s_after = [v.numpy() for v in net.non_trainable_variables]  # BN stats after the w pass
-        eps = ref_epsilon(g, w0, rho, adaptive)
+        weight_mask = [v.path.endswith(("kernel", "gamma")) for v in net.trainable_variables]
+        eps = ref_epsilon(g, w0, rho, adaptive, weight_mask, eta)
         _, g2 = ref_loss_and_grad(net, [wi + ei for wi, ei in zip(w0, eps)], x[sl], y[sl], sw[sl], reg)
         g_sum = [a + n_i * b for a, b in zip(g_sum, g2)]
         s_sum = [a + n_i * b for a, b in zip(s_sum, s_after)]

@@ -58,6 +58,35 @@ def test_batchnorm_statistics_updated_once_by_the_unperturbed_pass(m):
     assert not np.allclose(s_ref[0], 0.0)
 
 
+@pytest.mark.parametrize("eta", [0.01, 0.5])
+def test_asam_scales_kernels_and_gamma_by_abs_w_plus_eta_and_leaves_biases(eta):
+    """Kwon et al.'s T_w = |w| + η on kernels and BN γ, 1 on biases and BN β (their code)."""
+    x, y, _ = data()
+    w0, w_ref, _ = ref_sam_step(mlp(bn=True), x, y, rho=0.5, adaptive=True, eta=eta)
+    w_got, _ = sam_step(lambda: mlp(bn=True), x, y, rho=0.5, adaptive=True, eta=eta)
+    assert_step_matches(w0, w_ref, w_got)
+
+
+def test_train_step_logs_gradient_and_perturbation_norms():
+    """‖∇L(w)‖₂ of the batch (by hand here) and ‖ε̂‖₂ = ρ for SAM; ρ T²g/‖Tg‖ has its own norm for ASAM."""
+    x, y, _ = data()
+    net = mlp()
+    w0 = [v.numpy().astype("float64") for v in net.trainable_variables]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=net(x, training=True)))
+    g = [t.numpy().astype("float64") for t in tape.gradient(loss, net.trainable_variables)]
+    for adaptive, rho in ((False, 0.05), (True, 0.5)):
+        model = SAM(net, rho=rho, adaptive=adaptive)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert logs["grad_norm"] == pytest.approx(np.sqrt(sum(np.sum(gi**2) for gi in g)), rel=1e-5)
+        mask = [v.path.endswith(("kernel", "gamma")) for v in net.trainable_variables]
+        eps = ref_epsilon(g, w0, rho, adaptive, mask)
+        assert logs["perturbation_norm"] == pytest.approx(np.sqrt(sum(np.sum(e**2) for e in eps)), rel=1e-5)
+        if not adaptive:
+            assert logs["perturbation_norm"] == pytest.approx(rho, rel=1e-5)
+
+
 def test_cnn_one_step_matches_reference():
     x, y, _ = data(n=8, classes=10, shape=(28, 28, 1))
     builder = lambda: (keras.utils.set_random_seed(3), build_cnn(dropout=0.0))[1]  # noqa: E731
@@ -130,7 +159,8 @@ def test_fit_evaluate_predict_and_weights_restored_exactly():
     )
     before = [w.copy() for w in net.get_weights()]
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    assert set(history.history) == {"loss", "accuracy"} and len(history.history["loss"]) == 2
+    assert set(history.history) == {"loss", "accuracy", "grad_norm", "perturbation_norm"}
+    assert len(history.history["loss"]) == 2
     assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
     loss, acc = model.evaluate(x, y, verbose=0)
     np.testing.assert_allclose(
