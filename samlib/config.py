@@ -39,7 +39,8 @@ class Config:
     batch_size: int = 128
     epochs: int = 5  #: upper bound on epochs (see `steps`, `target_loss`)
     steps: int | None = None  #: step budget: stop after exactly this many optimizer steps
-    target_loss: float | None = None  #: stop once the smoothed per-step train loss is <= this
+    target_loss: float | None = None  #: stop once the inference-mode train loss is <= this (see train)
+    check_every: int | None = None  #: steps between loss-target checks near the target (None: 1/4 epoch)
     optimizer: str = "sgd"  #: sgd | momentum | adam | adamw
     lr: float = 0.01  #: learning rate at `base_batch_size` (before scaling)
     momentum: float = 0.9  #: used by `momentum` only
@@ -49,16 +50,19 @@ class Config:
     warmup_epochs: float = 0.0
     sam: str = "none"  #: none | sam | asam | looksam
     rho: float = 0.05
+    asam_eta: float = 0.01  #: ASAM: T_w = |w| + eta (Kwon et al. 2021)
     m: int | None = None  #: micro-batch size for m-sharpness (None: the whole batch)
     sync_perturbation: bool = False  #: data-parallel: all-reduce the ascent gradient
     looksam_k: int = 5  #: LookSAM: a full SAM step every k steps
     looksam_alpha: float = 0.7  #: LookSAM: weight of the reused sharpness direction
     seed: int = 0
+    val_fraction: float = 0.125  #: share of the training images held out for validation (0: none)
     dropout: float = 0.5
     strategy: str = "auto"  #: auto | none | mirrored
     precision: str = "float32"  #: float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool | None = None  #: None: on for GPUs, off on CPU (XLA is 4-8x slower there)
     eval_batch_size: int = 1000
+    steps_per_execution: int = 1  #: optimizer steps per compiled call (Keras); callbacks see every k-th
     verbose: int = 1  #: Keras progress output: 0 silent, 1 bar, 2 one line per epoch
     run_dir: str | None = None
 
@@ -113,6 +117,10 @@ class Config:
         _range("base_batch_size", self.base_batch_size, lo=1)
         _range("warmup_epochs", self.warmup_epochs, lo=0.0)
         _range("rho", self.rho, lo=0.0)
+        _range("asam_eta", self.asam_eta, lo=0.0)
+        _range("check_every", self.check_every, lo=1)
+        _range("val_fraction", self.val_fraction, lo=0.0, hi=1.0, hi_open=True)
+        _range("steps_per_execution", self.steps_per_execution, lo=1)
         _range("m", self.m, lo=1)
         _range("looksam_k", self.looksam_k, lo=1)
         _range("looksam_alpha", self.looksam_alpha, lo=0.0)
@@ -221,3 +229,130 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+# ---------------------------------------------------------------------- sharpness settings
+MEASURES = ("keskar", "lambda_max", "trace", "sam")  #: the measures of `samlib.sharpness.measure`
+
+
+@dataclasses.dataclass(frozen=True)
+class SharpnessSettings:
+    """How the sharpness of a trained network is measured: the one source of these settings for
+    `samlib.sharpness.measure`'s defaults, a study's ``sharpness:`` params, a study cell and
+    ``python -m samlib sharpness``.
+
+    `to_dict` is the JSON form that metrics.json records as ``sharpness_settings``; a run is measured
+    again exactly when that record differs from the settings asked for.
+    """
+
+    subset: int = 1000  #: training examples measured on, a seeded draw (0: all of them)
+    seed: int = 0  #: the subset draw and the measures' random draws
+    measures: tuple[str, ...] = ("keskar", "lambda_max", "sam")  #: from MEASURES
+    epsilons: tuple[float, ...] = (1e-3,)  #: Keskar box sizes ε
+    max_iter: int = 10  #: L-BFGS-B iterations of Keskar's maximisation
+    iters: int = 100  #: power iterations for λ_max
+    tol: float = 1e-3  #: relative tolerance of the power iteration
+    samples: int = 20  #: Hutchinson samples for the Hessian trace
+    subspace_dim: int | None = None  #: Keskar in a random subspace of this dimension (None: full space)
+    rho: float = 0.05  #: radius of the SAM sharpness
+    batch_size: int = 1000  #: evaluation batch of the measures
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None, where: str = "sharpness") -> "SharpnessSettings":
+        """The defaults updated with `values`. An unknown key, an unknown measure or a value of the wrong
+        kind raises one `ConfigError` naming the key path (``<where>.<key>``), the value and what is
+        allowed."""
+        values = dict(values or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {_path(where, key)!r} (value {value!r}); allowed keys"
+                    + (f" under {where!r}" if where else "") + f": {', '.join(known)}"
+                )
+        return cls(**{key: _SHARPNESS_KINDS[key](_path(where, key), value) for key, value in values.items()})
+
+    def replace(self, **changes: Any) -> "SharpnessSettings":
+        """A checked copy with some settings changed."""
+        return SharpnessSettings.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-stable: lists for the tuples, floats for the real-valued settings."""
+        values = dataclasses.asdict(self)
+        values["measures"] = list(self.measures)
+        values["epsilons"] = [float(e) for e in self.epsilons]
+        values["tol"], values["rho"] = float(self.tol), float(self.rho)
+        return values
+
+
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _yaml_hint(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+            return " (YAML reads numbers like 1e-3 as strings: write 1.0e-3)"
+        except ValueError:
+            pass
+    return ""
+
+
+def _int_setting(lo: int, optional: bool = False):
+    def check(key: str, value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            allowed = f"an integer >= {lo}" + (" or null" if optional else "")
+            raise ConfigError(f"key {key!r} has value {value!r}; allowed: {allowed}{_yaml_hint(value)}")
+        return value
+
+    return check
+
+
+def _number(key: str, value: Any, lo: float, lo_open: bool, allowed: str) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < lo or (lo_open and value == lo):
+        raise ConfigError(f"key {key!r} has value {value!r}; allowed: {allowed}{_yaml_hint(value)}")
+    return float(value)
+
+
+def _float_setting(lo: float, lo_open: bool):
+    allowed = f"a number {'>' if lo_open else '>='} {lo:g}"
+    return lambda key, value: _number(key, value, lo, lo_open, allowed)
+
+
+def _measures(key: str, value: Any) -> tuple[str, ...]:
+    allowed = f"a list of {', '.join(MEASURES)}"
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"key {key!r} has value {value!r}; allowed: {allowed}")
+    for name in value:
+        if name not in MEASURES:
+            raise ConfigError(f"key {key!r} has value {value!r}; allowed: {allowed} ({name!r} is not)")
+    return tuple(value)
+
+
+def _epsilons(key: str, value: Any) -> tuple[float, ...]:
+    allowed = "a non-empty list of numbers > 0"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"key {key!r} has value {value!r}; allowed: {allowed}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"key {key!r} has value {value!r}; allowed: {allowed} ({v!r} is not){_yaml_hint(v)}")
+    return tuple(float(v) for v in value)
+
+
+_SHARPNESS_KINDS = {
+    "subset": _int_setting(0),
+    "seed": _int_setting(0),
+    "measures": _measures,
+    "epsilons": _epsilons,
+    "max_iter": _int_setting(1),
+    "iters": _int_setting(1),
+    "tol": _float_setting(0.0, lo_open=True),
+    "samples": _int_setting(1),
+    "subspace_dim": _int_setting(1, optional=True),
+    "rho": _float_setting(0.0, lo_open=False),
+    "batch_size": _int_setting(1),
+}

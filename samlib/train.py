@@ -2,10 +2,19 @@
 
 Run directory (all files written atomically):
     config.json        the validated Config
-    history.csv        per epoch: loss, accuracy (train, running mean with dropout on), test_loss,
-                       test_accuracy, epoch_seconds (training only), steps (cumulative), lr
-    metrics.json       final train/test loss and accuracy on the whole sets in inference mode,
-                       wall_seconds, samples_per_second, steps, epochs_run, stop_reason, status
+    history.csv        per epoch: loss, accuracy (train, running mean with dropout on), val_loss,
+                       val_accuracy (validation split), epoch_seconds (training only), steps
+                       (cumulative), lr; SAM runs also grad_norm and perturbation_norm (epoch means)
+    metrics.json       final train/val/test loss and accuracy on the whole splits in inference mode
+                       (`Evaluator`), converged, stop_reason, status, step_seconds (steady state),
+                       wall_seconds, samples_per_second, steps, epochs_run
+
+Stop rules: a step budget (`steps`), an epoch budget (`epochs`), or a loss target (`target_loss`,
+capped by `steps` or else `epochs`): the run stops at the first check (`CheckSchedule`) whose
+inference-mode training loss is <= target_loss, and that loss is the ``train_loss`` it reports, so
+``stop_reason == "target_loss"`` implies ``train_loss <= target_loss``. A run that hits its cap first
+has ``converged: false``. The test split is evaluated once, after training; the validation split
+(carved from the training images, `data.split_validation`) is what settings are chosen on.
     model.weights.h5   the trained network's weights (the bare CNN, not the SAM wrapper)
 """
 
@@ -20,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from samlib import devices, io
 from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
-from samlib.data import Data, DataError, load
+from samlib.data import Data, DataError, load, split_validation
 from samlib.models import build_cnn
 from samlib.rundir import WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
 from samlib.sam import SAM
@@ -93,96 +103,165 @@ def wrap(config: Config, network: keras.Model) -> keras.Model:
         adaptive=config.sam == "asam",
         m=config.m,
         sync_perturbation=config.sync_perturbation,
+        eta=config.asam_eta,
     )
 
 
-class SmoothedLoss:
-    """The training loss per step, smoothed: what a loss target is compared with.
+class Evaluator:
+    """The exact mean loss and accuracy of the bare network on one split, in inference mode.
 
-    Keras reports the running mean of the epoch so far, m_k = S_k / N_k (weighted by batch size), so
-    step k's own batch loss is l_k = (m_k N_k − m_{k−1} N_{k−1}) / n_k; it is smoothed by an
-    exponential moving average e_t = d·e_{t−1} + (1−d)·l_t with bias correction e_t / (1 − d^t)
-    (d = 0.9: about the last ten steps), which carries across epochs.
+    f = (1/N) Σ_b n_b · mean-loss(batch b) + Σ model.losses (regularization), dropout off: the value
+    `metrics.json` reports as ``train_loss`` / ``val_loss`` / ``test_loss`` and the loss-target check
+    compares with. A compiled forward pass over constant batches (no Keras `evaluate` loop), so a check
+    costs about a quarter of an epoch of training.
     """
 
-    def __init__(self, decay: float = 0.9) -> None:
-        self.decay, self._ema, self._t = decay, 0.0, 0
-        self.minimum = math.inf
-        self.new_epoch()
+    def __init__(self, network: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        self.n = len(x)
+        self.batches = [(tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]))
+                        for i in range(0, self.n, batch_size)]
+        loss = make_loss()
 
-    def new_epoch(self) -> None:
-        self._seen, self._sum = 0, 0.0
+        def batch_sums(xb, yb):
+            logits = tf.cast(network(xb, training=False), "float32")
+            n = tf.cast(tf.shape(yb)[0], "float32")
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=yb.dtype), yb), "float32"))
+            return loss(yb, logits) * n, correct
 
-    @property
-    def seen(self) -> int:
-        """Examples fed so far in this epoch."""
-        return self._seen
+        def regularization():
+            return tf.add_n([tf.cast(v, "float32") for v in network.losses]) if network.losses else tf.zeros(())
 
-    def update(self, running_mean: float, batch: int) -> float:
-        """Feed the epoch's running mean after a batch of `batch` examples; returns the smoothed loss."""
-        total = running_mean * (self._seen + batch)
-        loss = (total - self._sum) / batch
-        self._seen, self._sum = self._seen + batch, total
-        self._t += 1
-        self._ema = self.decay * self._ema + (1 - self.decay) * loss
-        value = self._ema / (1 - self.decay**self._t)
-        self.minimum = min(self.minimum, value)
-        return value
+        self._sums = tf.function(batch_sums, jit_compile=False, reduce_retracing=True)
+        self._reg = tf.function(regularization, jit_compile=False)
+
+    def __call__(self) -> tuple[float, float]:
+        """(loss, accuracy) at the network's current weights."""
+        total, correct = 0.0, 0.0
+        for xb, yb in self.batches:
+            s, c = self._sums(xb, yb)
+            total, correct = total + float(s), correct + float(c)
+        return total / self.n + float(self._reg()), correct / self.n
+
+
+class CheckSchedule:
+    """When to evaluate the inference-mode training loss against ``target_loss`` (T).
+
+    The base cadence is c = ``check_every`` steps (default: a quarter epoch, at least 1). Checks are
+    sparser far from the target and tighten near it: after checks (s₁, L₁), (s₂, L₂) with L₂ > T, the
+    loss is extrapolated log-linearly, Δ = ln(L₂/T) / r with r = ln(L₁/L₂)/(s₂ − s₁), and the next check
+    comes after clip(⌊Δ/2⌋, c, 16c) steps (4c when the loss did not fall). Losses fall slower than
+    log-linearly, so the extrapolation is early rather than late: a run crosses T at most about c
+    steps before the check that stops it. Deterministic, so a run and its re-run check at the same steps.
+    """
+
+    def __init__(self, target: float, cadence: int) -> None:
+        self.target, self.cadence = float(target), max(1, int(cadence))
+        self.next = self.cadence
+        self.checks: list[tuple[int, float]] = []
+
+    def due(self, step: int) -> bool:
+        return step >= self.next
+
+    def record(self, step: int, loss: float) -> None:
+        self.checks.append((step, loss))
+        c, interval = self.cadence, 4 * self.cadence
+        if len(self.checks) >= 2 and math.isfinite(loss) and loss > self.target:
+            (s1, l1), (s2, l2) = self.checks[-2], self.checks[-1]
+            rate = (math.log(l1) - math.log(l2)) / max(s2 - s1, 1) if l1 > 0 and l2 > 0 else 0.0
+            if rate > 0:
+                interval = int(min(max(math.log(l2 / self.target) / rate / 2, c), 16 * c))
+        self.next = step + interval
 
 
 class _RunMonitor(keras.callbacks.Callback):
-    """Times epochs (training part only), records steps/lr, stops on a step budget, a train-loss
-    target (the smoothed per-step loss of `SmoothedLoss`, checked every step), or a non-finite loss
-    (divergence)."""
+    """Stops on a step budget, a training-loss target (inference mode, `CheckSchedule`) or a
+    non-finite loss (divergence); times training in steady state.
 
-    def __init__(self, config: Config, steps_per_epoch: int, n_train: int) -> None:
+    Time spent in loss checks and in the per-epoch validation is not training time. ``step_seconds``
+    is measured from the first callback on, so the first compiled call, which traces the graph, is
+    excluded (with ``steps_per_execution = k`` that first call is k steps).
+    """
+
+    def __init__(self, config: Config, steps_per_epoch: int, train_eval: Evaluator,
+                 val_eval: Evaluator | None = None) -> None:
         super().__init__()
-        self.config, self.steps_per_epoch, self.n_train = config, steps_per_epoch, n_train
-        self.stop_reason = "epochs"
+        self.config, self.steps_per_epoch = config, steps_per_epoch
+        self.train_eval, self.val_eval = train_eval, val_eval
+        self.stop_reason = "steps" if config.steps is not None else "epochs"
         self.rows: list[dict[str, float]] = []
-        self.smoothed = SmoothedLoss()
+        self.schedule = None
+        if config.target_loss is not None:
+            cadence = config.check_every or max(1, round(steps_per_epoch / 4))
+            self.schedule = CheckSchedule(config.target_loss, cadence)
+        self.target_hit: tuple[float, float] | None = None  # (loss, accuracy) of the check that stopped
+        self.check_seconds = 0.0
+        self._paused = 0.0  # seconds of checks and validation, not training
+        self._first: tuple[float, int] | None = None  # (training clock, step) at the first callback
+
+    def _clock(self) -> float:
+        return time.perf_counter() - self._paused
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t0, self._train_seconds = time.perf_counter(), None
-        self.smoothed.new_epoch()
-
-    def on_test_begin(self, logs=None):
-        if self._train_seconds is None:  # validation runs inside the epoch: stop the clock there
-            self._train_seconds = time.perf_counter() - self._t0
+        self._t0 = self._clock()
 
     def on_train_batch_end(self, batch, logs=None):
+        step = self._steps()
+        if self._first is None:
+            self._first = (self._clock(), step)
+        self._last = (self._clock(), step)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.stop_reason, self.model.stop_training = "diverged", True
             return
-        if loss is not None:
-            size = min(self.config.batch_size, self.n_train - self.smoothed.seen)
-            self._smoothed = self.smoothed.update(float(loss), size)
-            target = self.config.target_loss
-            if target is not None and self._smoothed <= target:
+        if self.schedule is not None and self.schedule.due(step):
+            start = time.perf_counter()
+            value = self.train_eval()
+            self.schedule.record(step, value[0])
+            spent = time.perf_counter() - start
+            self._paused, self.check_seconds = self._paused + spent, self.check_seconds + spent
+            if value[0] <= self.config.target_loss:
+                self.target_hit = value
                 self.stop_reason, self.model.stop_training = "target_loss", True
                 return
-        if self.config.steps is not None and self._steps() >= self.config.steps:
+        if self.config.steps is not None and step >= self.config.steps:
             self.stop_reason, self.model.stop_training = "steps", True
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._t0
+        seconds = self._clock() - self._t0
         lr = self.model.optimizer.learning_rate
-        self.rows.append(
-            {"epoch": epoch + 1, "epoch_seconds": seconds, "steps": self._steps(), "lr": float(lr),
-             "loss_smoothed": getattr(self, "_smoothed", math.nan)}
-        )
+        row = {"epoch": epoch + 1, "epoch_seconds": seconds, "steps": self._steps(), "lr": float(lr)}
+        if self.val_eval is not None:  # the validation split, in inference mode (`Evaluator`)
+            start = time.perf_counter()
+            row["val_loss"], row["val_accuracy"] = self.val_eval()
+            self._paused += time.perf_counter() - start
+        self.rows.append(row)
+
+    @property
+    def step_seconds(self) -> float:
+        """Steady-state training seconds per optimizer step (NaN if only one compiled call ran)."""
+        if self._first is None or self._last[1] <= self._first[1]:
+            return math.nan
+        return (self._last[0] - self._first[0]) / (self._last[1] - self._first[1])
 
     def _steps(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
 
+def load_data(config: Config) -> Data:
+    """The data set of a run: `config.dataset` with its validation split (`data.split_validation`)."""
+    return load(config.dataset, config.data_dir, val_fraction=config.val_fraction)
+
+
 def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
     """Train the CNN as `config` says, evaluate it, and (if `config.run_dir`) write the run directory.
 
+    `data`: the run's data set as `load_data(config)` gives it (loaded if None); if it has no
+    validation split and ``config.val_fraction > 0``, the split is carved here.
     Same config and seed → identical metrics on CPU (seeded Keras RNG and op determinism).
     """
-    data = data if data is not None else load(config.dataset, config.data_dir)
+    data = data if data is not None else load_data(config)
+    if data.x_val is None and config.val_fraction > 0:
+        data = split_validation(data, config.val_fraction)
     run_dir = Path(config.run_dir) if config.run_dir else None
     if run_dir is not None:
         io.write_json(run_dir / "config.json", config.to_dict())
@@ -201,46 +280,59 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         if config.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(
-            optimizer=optimizer, loss=make_loss(), metrics=["accuracy"], jit_compile=devices.resolve_jit(config)
+            optimizer=optimizer, loss=make_loss(), metrics=["accuracy"], jit_compile=devices.resolve_jit(config),
+            steps_per_execution=config.steps_per_execution,
         )
-        monitor = _RunMonitor(config, steps_per_epoch, n_train)
+        evaluate = {name: Evaluator(network, x, y, config.eval_batch_size)
+                    for name, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
+                                       ("test", data.x_test, data.y_test)) if x is not None and len(x)}
+        monitor = _RunMonitor(config, steps_per_epoch, evaluate["train"], evaluate.get("val"))
         start = time.perf_counter()
         fit = model.fit(
             data.x_train,
             data.y_train,
             batch_size=config.batch_size,
             epochs=epochs,
-            validation_data=(data.x_test, data.y_test),
-            validation_batch_size=config.eval_batch_size,
             callbacks=[monitor],
             shuffle=True,
             verbose=config.verbose,
         )
         wall = time.perf_counter() - start
         history = pd.DataFrame(monitor.rows)
-        for key, values in fit.history.items():
-            history[key.replace("val_", "test_")] = values[: len(history)]
+        for key, values in fit.history.items():  # loss, accuracy (dropout on), SAM's norms
+            history[key] = values[: len(history)]
         diverged = monitor.stop_reason == "diverged"
-        train_loss, train_acc = model.evaluate(data.x_train, data.y_train, batch_size=config.eval_batch_size, verbose=0)
-        test_loss, test_acc = model.evaluate(data.x_test, data.y_test, batch_size=config.eval_batch_size, verbose=0)
+        # the check that stopped the run saw these very weights: its value is the run's train loss
+        train_loss, train_acc = monitor.target_hit or evaluate["train"]()
+        val_loss, val_acc = evaluate["val"]() if "val" in evaluate else (math.nan, math.nan)
+        test_loss, test_acc = evaluate["test"]()
 
     steps = int(model.optimizer.iterations.numpy())
     train_seconds = float(history["epoch_seconds"].sum()) if len(history) else wall
     finite = all(math.isfinite(v) for v in (train_loss, test_loss))
+    target = config.target_loss
     metrics = {
         "status": "diverged" if diverged or not finite else "ok",
         "stop_reason": "diverged" if diverged or not finite else monitor.stop_reason,
+        # converged: the inference-mode training loss reached the target (None: the run had no target)
+        "converged": None if target is None else bool(finite and not diverged and train_loss <= target),
         "train_loss": train_loss,
         "train_accuracy": train_acc,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
         "test_loss": test_loss,
         "test_accuracy": test_acc,
+        "n_train": n_train,
+        "n_val": 0 if data.x_val is None else int(len(data.x_val)),
         "wall_seconds": wall,
         "train_seconds": train_seconds,
+        "step_seconds": monitor.step_seconds,
+        "check_seconds": monitor.check_seconds,
+        "n_checks": 0 if monitor.schedule is None else len(monitor.schedule.checks),
         "samples_per_second": samples_seen(steps, steps_per_epoch, n_train, config.batch_size)
         / max(train_seconds, 1e-9),
         "steps": steps,
         "epochs_run": len(history),
-        "loss_smoothed_min": monitor.smoothed.minimum,  # lowest smoothed train loss seen (SmoothedLoss)
         "lr_effective": config.scaled_lr,
         "device": devices.describe(),
         "replicas": strategy.num_replicas_in_sync,
@@ -266,7 +358,7 @@ def load_run(run_dir: str | Path, data: Data | None = None) -> tuple[Config, ker
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
     config = Config.from_dict(io.read_json(run_dir / "config.json"))
-    data = data if data is not None else load(config.dataset, config.data_dir)
+    data = data if data is not None else load_data(config)
     network = build_network(config, data)
     network.load_weights(run_dir / WEIGHTS)
     return config, network

@@ -34,11 +34,15 @@ def test_run_directory_files_and_contents(tmp_path):
     assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["steps"] == 2 * 3 and metrics["epochs_run"] == 2
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_seconds", "samples_per_second"):
+    for key in ("train_loss", "train_accuracy", "val_loss", "test_loss", "test_accuracy", "wall_seconds",
+                "samples_per_second"):
         assert math.isfinite(metrics[key])
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [1, 2] and list(history["steps"]) == [3, 6]
-    assert {"loss", "accuracy", "test_loss", "test_accuracy", "epoch_seconds", "lr"} <= set(history.columns)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "lr", "grad_norm",
+            "perturbation_norm"} <= set(history.columns)
+    assert "test_loss" not in history  # the test split is read once, after training
+    np.testing.assert_allclose(history["perturbation_norm"], cfg.rho, rtol=1e-5)  # ‖ε̂‖ = ρ for SAM
     # final metrics are evaluated in inference mode on the whole sets: check against the model itself
     data = tiny_data()
     logits = result.model(data.x_test, training=False).numpy()
@@ -68,26 +72,87 @@ def test_loss_target_stops_at_the_first_step_below_it():
     assert result.metrics["stop_reason"] == "target_loss" and result.metrics["steps"] == 1
 
 
-def test_loss_target_is_checked_every_step_not_only_at_epoch_ends():
+def _inference_loss(network, x, y) -> float:
+    """Mean softmax cross-entropy of the network in inference mode, by hand in numpy."""
+    logits = network(x, training=False).numpy().astype("float64")
+    shifted = logits - logits.max(1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    return float(-log_softmax[np.arange(len(y)), y].mean())
+
+
+def test_loss_target_stop_has_inference_train_loss_at_or_below_target():
+    from samlib.data import split_validation
+
+    data = tiny_data(n_train=160)
+    cfg = config(epochs=40, target_loss=1.5, optimizer="momentum", lr=0.05, batch_size=16, dropout=0.5)
+    result = train_and_evaluate(cfg, data)
+    m = result.metrics
+    assert m["stop_reason"] == "target_loss" and m["converged"] is True
+    assert m["train_loss"] <= cfg.target_loss
+    # the reported train loss is the inference-mode (dropout off) loss on the training split, by hand
+    train = split_validation(data, cfg.val_fraction)
+    assert m["train_loss"] == pytest.approx(_inference_loss(result.model, train.x_train, train.y_train), rel=1e-5)
+    assert m["val_loss"] == pytest.approx(_inference_loss(result.model, train.x_val, train.y_val), rel=1e-5)
+    assert m["n_train"] == 140 and m["n_val"] == 20
+
+
+def test_capped_run_that_misses_its_target_is_not_converged():
+    m = train_and_evaluate(config(steps=3, target_loss=1e-6), tiny_data()).metrics
+    assert m["stop_reason"] == "steps" and m["steps"] == 3 and m["converged"] is False
+    assert m["train_loss"] > 1e-6 and m["n_checks"] >= 1
+    assert train_and_evaluate(config(steps=2), tiny_data()).metrics["converged"] is None  # no target
+
+
+def test_loss_target_is_checked_within_epochs_on_mnist5k():
     cfg = Config.from_dict(dict(optimizer="momentum", lr=0.05, batch_size=32, epochs=1, verbose=0, target_loss=1.0))
-    metrics = train_and_evaluate(cfg).metrics  # mnist5k: 125 steps per epoch
-    assert metrics["stop_reason"] == "target_loss" and 1 < metrics["steps"] < 125
-    assert metrics["loss_smoothed_min"] <= 1.0
+    metrics = train_and_evaluate(cfg).metrics  # 3,500 training images: 110 steps per epoch
+    assert metrics["stop_reason"] == "target_loss" and 1 < metrics["steps"] < 110
+    assert metrics["train_loss"] <= 1.0
 
 
-def test_smoothed_loss_recovers_batch_losses_from_running_means():
-    from samlib.train import SmoothedLoss
+def test_check_schedule_tightens_near_the_target_by_log_linear_extrapolation():
+    from samlib.train import CheckSchedule
 
-    losses, sizes = [3.0, 1.0, 2.0], [4, 4, 2]  # the last batch of the epoch is partial
-    running = [np.average(losses[: k + 1], weights=sizes[: k + 1]) for k in range(3)]
-    smoother, ema, seen = SmoothedLoss(decay=0.5), 0.0, []
-    for t, (mean, n, loss) in enumerate(zip(running, sizes, losses), start=1):
-        ema = 0.5 * ema + 0.5 * loss
-        seen.append(smoother.update(mean, n))
-        assert seen[-1] == pytest.approx(ema / (1 - 0.5**t))
-    assert smoother.minimum == pytest.approx(min(seen))
-    smoother.new_epoch()  # a new epoch's running mean starts again; the average carries on
-    assert smoother.update(0.5, 4) == pytest.approx((0.5 * ema + 0.5 * 0.5) / (1 - 0.5**4))
+    s = CheckSchedule(target=0.1, cadence=10)
+    assert not s.due(9) and s.due(10)
+    s.record(10, 2.0)
+    assert s.next == 10 + 40  # one check: no rate yet, 4 cadences
+    s.record(50, 1.0)  # rate ln2/40 per step; ln(1/0.1)/rate = 132.9 steps; half of it
+    assert s.next == 50 + int(math.log(10) / (math.log(2) / 40) / 2)
+    s.record(116, 0.11)  # close: rate ln(1/0.11)/66, predicted 2.9 steps -> clipped up to the cadence
+    assert s.next == 116 + 10
+    s.record(126, 0.2)  # the loss rose: back to 4 cadences
+    assert s.next == 126 + 40
+    far = CheckSchedule(target=1e-9, cadence=10)
+    far.record(10, 2.0), far.record(20, 1.99)
+    assert far.next == 20 + 160  # clipped at 16 cadences
+
+
+def test_step_seconds_exclude_the_first_call_that_traces(monkeypatch):
+    """Steady state: the first compiled call (tracing, 50 s here) and the loss checks do not count."""
+    from types import SimpleNamespace
+
+    from samlib import train as T
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(T.time, "perf_counter", lambda: clock["t"])
+    iterations = {"n": 0}
+    model = SimpleNamespace(optimizer=SimpleNamespace(iterations=SimpleNamespace(numpy=lambda: iterations["n"])),
+                            stop_training=False)
+
+    def slow_eval():
+        clock["t"] += 7.0  # a loss check: not training time
+        return (5.0, 0.1)
+
+    monitor = T._RunMonitor(config(target_loss=0.01, check_every=2), 10, slow_eval)
+    monitor.set_model(model)
+    monitor.on_epoch_begin(0)
+    for step, seconds in enumerate([50.0, 1.0, 1.0, 1.0, 1.0], start=1):
+        clock["t"] += seconds
+        iterations["n"] = step
+        monitor.on_train_batch_end(step - 1, {"loss": 1.0})
+    assert monitor.step_seconds == pytest.approx(1.0)
+    assert monitor.check_seconds == pytest.approx(7.0)  # one check, at step 2 (the next 4 cadences later)
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
