@@ -113,13 +113,20 @@ class Evaluator:
     f = (1/N) Σ_b n_b · mean-loss(batch b) + Σ model.losses (regularization), dropout off: the value
     `metrics.json` reports as ``train_loss`` / ``val_loss`` / ``test_loss`` and the loss-target check
     compares with. A compiled forward pass over constant batches (no Keras `evaluate` loop), so a check
-    costs about a quarter of an epoch of training.
+    costs about a quarter of an epoch of training. `split(x, y)` gives another split sharing the
+    compiled functions (traced once per batch shape, not once per split).
     """
 
-    def __init__(self, network: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+    def __init__(self, network: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
+                 _functions: tuple | None = None) -> None:
+        self.network, self.batch_size = network, batch_size
         self.n = len(x)
         self.batches = [(tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]))
                         for i in range(0, self.n, batch_size)]
+        self._sums, self._reg = _functions or self._compile(network)
+
+    @staticmethod
+    def _compile(network: keras.Model) -> tuple:
         loss = make_loss()
 
         def batch_sums(xb, yb):
@@ -131,8 +138,11 @@ class Evaluator:
         def regularization():
             return tf.add_n([tf.cast(v, "float32") for v in network.losses]) if network.losses else tf.zeros(())
 
-        self._sums = tf.function(batch_sums, jit_compile=False, reduce_retracing=True)
-        self._reg = tf.function(regularization, jit_compile=False)
+        return (tf.function(batch_sums, jit_compile=False, reduce_retracing=True),
+                tf.function(regularization, jit_compile=False))
+
+    def split(self, x: np.ndarray, y: np.ndarray) -> "Evaluator":
+        return Evaluator(self.network, x, y, self.batch_size, (self._sums, self._reg))
 
     def __call__(self) -> tuple[float, float]:
         """(loss, accuracy) at the network's current weights."""
@@ -191,8 +201,7 @@ class _RunMonitor(keras.callbacks.Callback):
         self.rows: list[dict[str, float]] = []
         self.schedule = None
         if config.target_loss is not None:
-            cadence = config.check_every or max(1, round(steps_per_epoch / 4))
-            self.schedule = CheckSchedule(config.target_loss, cadence)
+            self.schedule = CheckSchedule(config.target_loss, check_cadence(config, steps_per_epoch))
         self.target_hit: tuple[float, float] | None = None  # (loss, accuracy) of the check that stopped
         self.check_seconds = 0.0
         self._paused = 0.0  # seconds of checks and validation, not training
@@ -247,6 +256,18 @@ class _RunMonitor(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations.numpy())
 
 
+def check_cadence(config: Config, steps_per_epoch: int) -> int:
+    """Steps between loss-target checks near the target: `check_every`, or a quarter epoch (>= 1)."""
+    return config.check_every or max(1, round(steps_per_epoch / 4))
+
+
+def _steps_per_execution(config: Config, steps_per_epoch: int) -> int:
+    """`steps_per_execution`, but never more than the check cadence of a loss-target run (callbacks,
+    and so checks, only see every k-th step) nor more than an epoch."""
+    k = min(config.steps_per_execution, steps_per_epoch)
+    return min(k, check_cadence(config, steps_per_epoch)) if config.target_loss is not None else k
+
+
 def load_data(config: Config) -> Data:
     """The data set of a run: `config.dataset` with its validation split (`data.split_validation`)."""
     return load(config.dataset, config.data_dir, val_fraction=config.val_fraction)
@@ -281,11 +302,12 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(
             optimizer=optimizer, loss=make_loss(), metrics=["accuracy"], jit_compile=devices.resolve_jit(config),
-            steps_per_execution=config.steps_per_execution,
+            steps_per_execution=_steps_per_execution(config, steps_per_epoch),
         )
-        evaluate = {name: Evaluator(network, x, y, config.eval_batch_size)
-                    for name, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
-                                       ("test", data.x_test, data.y_test)) if x is not None and len(x)}
+        evaluate = {"train": Evaluator(network, data.x_train, data.y_train, config.eval_batch_size)}
+        evaluate["test"] = evaluate["train"].split(data.x_test, data.y_test)
+        if data.x_val is not None and len(data.x_val):
+            evaluate["val"] = evaluate["train"].split(data.x_val, data.y_val)
         monitor = _RunMonitor(config, steps_per_epoch, evaluate["train"], evaluate.get("val"))
         start = time.perf_counter()
         fit = model.fit(

@@ -197,3 +197,16 @@ def test_cli_trains_with_overrides_and_rejects_bad_keys(tmp_path, capsys):
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["steps"] == 2
     assert main([str(params), "--set", "batch_sise=16"]) == 2
     assert "batch_sise" in capsys.readouterr().err
+
+
+def test_steps_per_execution_changes_speed_not_results():
+    """k steps per compiled call: the same updates (and a loss-target run still checks at its cadence)."""
+    data = tiny_data()
+    one = train_and_evaluate(config(sam="sam", epochs=2), data).metrics
+    three = train_and_evaluate(config(sam="sam", epochs=2, steps_per_execution=3), data).metrics
+    assert three["train_loss"] == one["train_loss"] and three["steps"] == one["steps"] == 6
+    from samlib.train import _steps_per_execution
+
+    assert _steps_per_execution(config(steps_per_execution=8, target_loss=0.1), steps_per_epoch=110) == 8
+    assert _steps_per_execution(config(steps_per_execution=8, target_loss=0.1), steps_per_epoch=4) == 1  # cadence 1
+    assert _steps_per_execution(config(steps_per_execution=8), steps_per_epoch=4) == 4  # at most an epoch
