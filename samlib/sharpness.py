@@ -28,6 +28,7 @@ product) are `tf.function`s without XLA (XLA is several times slower on CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -39,7 +40,8 @@ import pandas as pd
 import scipy.optimize
 import tensorflow as tf
 
-MEASURES = ("keskar", "lambda_max", "trace", "sam")
+from samlib.config import MEASURES, SharpnessSettings  # noqa: F401  (MEASURES: part of this module's API)
+
 _ALIASES = {"hessian_trace": "trace", "sam_sharpness": "sam", "lambda": "lambda_max"}
 
 
@@ -465,17 +467,10 @@ def measure(
     loss: Any,
     x: np.ndarray,
     y: np.ndarray,
-    measures: Iterable[str] | str = MEASURES,
+    measures: Iterable[str] | str | None = None,
     *,
-    epsilons: Sequence[float] = (1e-3, 5e-4),
-    subspace_dim: int | None = None,
-    max_iter: int = 10,
-    iters: int = 100,
-    tol: float = 1e-4,
-    samples: int = 100,
-    rho: float = 0.05,
-    seed: int = 0,
-    batch_size: int = 1000,
+    settings: SharpnessSettings | None = None,
+    **overrides: Any,
 ) -> dict[str, float]:
     """Several measures on one model and data set, as a flat dict of floats with stable keys.
 
@@ -484,10 +479,23 @@ def measure(
     (``keskar_1e-03_p100`` with `subspace_dim`=100), ``lambda_max`` and ``lambda_max_iterations``,
     ``hessian_trace`` and ``hessian_trace_stderr``, ``sam_sharpness``; each with ``<key>_seconds``.
     Always also ``subset_loss`` f(w), ``grad_norm`` ‖∇f(w)‖₂ and ``weight_norm`` ‖w‖₂ on the same data.
-    The settings are those of the single-measure functions; one set of compiled functions serves all.
+    Settings: `settings` (default `SharpnessSettings()`, the one source of these defaults), with any of
+    its fields given by keyword (``epsilons``, ``subspace_dim``, ``max_iter``, ``iters``, ``tol``,
+    ``samples``, ``rho``, ``seed``, ``batch_size``) replacing its value. `measures`: default
+    ``settings.measures`` when `settings` is given, else every measure of `MEASURES`. The settings'
+    ``subset`` does not apply here: x and y are measured as given. One set of compiled functions serves all.
     """
-    obj = _Objective(model, loss, x, y, batch_size)
-    return _measure(obj, measures, epsilons, subspace_dim, max_iter, iters, tol, samples, rho, seed)
+    base = settings if settings is not None else SharpnessSettings()
+    names = [f.name for f in dataclasses.fields(SharpnessSettings) if f.name not in ("measures", "subset")]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise TypeError(f"measure() got unknown settings {unknown}; allowed: {', '.join(names)}")
+    s = {name: overrides.get(name, getattr(base, name)) for name in names}
+    if measures is None:
+        measures = settings.measures if settings is not None else MEASURES
+    obj = _Objective(model, loss, x, y, s["batch_size"])
+    return _measure(obj, measures, s["epsilons"], s["subspace_dim"], s["max_iter"], s["iters"], s["tol"],
+                    s["samples"], s["rho"], s["seed"])
 
 
 class SharpnessCallback(keras.callbacks.Callback):
