@@ -1,32 +1,247 @@
-"""``python -m samlib COMMAND ...``: each command lives in its own module as ``main(argv) -> int``."""
+"""``python -m samlib COMMAND ...``: every command's arguments, in one place; the work is done by the
+modules each command names (imported only when that command runs, so ``study`` never loads TensorFlow).
+
+    train            one run from a params file and --set overrides       (samlib.train)
+    bench            samples/s of SGD vs the SAM variants on the CNN      (samlib.bench)
+    sharpness        measure the sharpness of a finished run              (samlib.study.cell.measure_run)
+    sharpness-bench  seconds of the Keskar and λ_max measures on the CNN  (samlib.sharpness_bench)
+    study            a study grid of notebooks with papermill, then the summary (samlib.study.runner)
+
+Exit codes: 0 done, 1 a study cell failed, 2 bad arguments or input (one message on stderr).
+"""
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import dataclasses
+import os
 import sys
+from typing import Any, Callable
 
-COMMANDS = {
-    "train": ("samlib.train", "train one run from a params file and --set overrides"),
-    "bench": ("samlib.bench", "samples/s of SGD vs SAM variants on the CNN"),
-    "sharpness": ("samlib.sharpness_cli", "measure the sharpness of a finished run"),
-    "study": ("samlib.study.runner", "run a study grid of notebooks with papermill, then the summary"),
+from samlib.config import MEASURES, SharpnessSettings
+
+
+# ---------------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> int:
+    from samlib.config import ConfigError
+    from samlib.data import DataError
+    from samlib.train import config_from_args, train_and_evaluate
+
+    try:
+        result = train_and_evaluate(config_from_args(args.params, args.overrides))
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    m = result.metrics
+    print(
+        f"{m['status']}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f} | "
+        f"test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f} | {m['steps']} steps "
+        f"({m['stop_reason']}), {m['wall_seconds']:.1f} s, {m['samples_per_second']:.0f} samples/s"
+        + (f"\nrun directory: {result.run_dir}" if result.run_dir else "")
+    )
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one run from a params file and --set overrides",
+                       description="Train one run.")
+    p.add_argument("params", nargs="?", help="YAML file of Config keys")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(handler=_train)
+
+
+# ---------------------------------------------------------------------- bench
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from samlib import bench
+
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in bench.METHODS]
+    if unknown:
+        print(f"error: unknown method {unknown[0]!r}; allowed: {', '.join(bench.METHODS)}", file=sys.stderr)
+        return 2
+    replicas = [int(r) for r in args.replicas.split(",")]
+    if max(replicas) > 1:
+        bench._split_cpu(max(replicas))
+    rows = bench.run(methods, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.samples, replicas)
+    print(json.dumps(rows, indent=1) if args.json else bench.format_table(rows))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    from samlib.bench import METHODS  # no TensorFlow at import
+
+    p = sub.add_parser("bench", help="samples/s of SGD vs SAM variants on the CNN",
+                       description="Training throughput of SGD and the SAM variants on the CNN.")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
+    p.add_argument("--batch-sizes", default="128,2048")
+    p.add_argument("--replicas", default="1,2", help="comma list; >1 uses MirroredStrategy over logical CPUs")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--samples", type=int, default=8192, help="samples per timed round (≥ 4 batches)")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.set_defaults(handler=_bench)
+
+
+# ---------------------------------------------------------------------- sharpness
+_SETTING_HELP = {
+    "subset": "training examples measured on (0: all)",
+    "seed": "subset choice and the measures' random draws",
+    "measures": "measures to take",
+    "epsilons": "Keskar box sizes",
+    "max_iter": "L-BFGS-B iterations for Keskar",
+    "iters": "power iterations for lambda_max",
+    "tol": "relative tolerance for lambda_max",
+    "samples": "Hutchinson samples for the trace",
+    "subspace_dim": "Keskar in a random subspace of this size",
+    "rho": "SAM radius",
+    "batch_size": "evaluation batch of the measures",
 }
 
 
-def usage() -> str:
-    lines = ["usage: python -m samlib COMMAND [ARGS]", "", "commands:"]
-    lines += [f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items()]
-    return "\n".join(lines + ["", "python -m samlib COMMAND --help for a command's arguments"])
+def _sharpness(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from samlib import io
+    from samlib.config import Config, ConfigError
+    from samlib.study.cell import measure_run
+    from samlib.study.layout import CONFIG, METRICS
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        print(f"samlib sharpness: run folder {str(run_dir)!r} does not exist or is not a folder", file=sys.stderr)
+        return 2
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SharpnessSettings)
+             if getattr(args, f.name) is not None}
+    try:
+        settings = SharpnessSettings.from_dict(given, where="")
+    except ConfigError as err:
+        print(f"samlib sharpness: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        from samlib import train
+
+        config = Config.from_dict(io.read_json(run_dir / CONFIG))
+        data = train.load_data(config)
+        _, model = train.load_run(run_dir, data)  # the data set is loaded once, for both
+    except (FileNotFoundError, ValueError, OSError) as err:  # missing files, bad config.json, DataError
+        print(f"samlib sharpness: cannot load run {str(run_dir)!r}: {err}", file=sys.stderr)
+        return 2
+    values = measure_run(run_dir, settings, data=data, model=model)
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            print(f"{key:28s} {value:.6g}")
+    print(f"{'sharpness_status':28s} {values['sharpness_status']}")
+    print(f"merged {len(values)} values into {run_dir / METRICS}")
+    return 0
+
+
+def _add_sharpness(sub) -> None:
+    p = sub.add_parser(
+        "sharpness", help="measure the sharpness of a finished run",
+        description="Measure the sharpness of a finished run on a seeded subset of its training split and "
+        "merge the numbers into RUN_DIR/metrics.json with the settings used (sharpness_settings), exactly "
+        "as a study cell does: a study with the same settings does not measure the run again.",
+    )
+    p.add_argument("run_dir", help="a finished run: config.json, model.weights.h5, metrics.json")
+    defaults = SharpnessSettings()
+    for field in dataclasses.fields(SharpnessSettings):
+        default = getattr(defaults, field.name)
+        option = "--" + field.name.replace("_", "-")
+        doc = f"{_SETTING_HELP[field.name]} (default: {default if not isinstance(default, tuple) else ' '.join(map(str, default))})"
+        if field.name == "measures":
+            p.add_argument(option, nargs="+", choices=MEASURES, help=doc)
+        elif field.name == "epsilons":
+            p.add_argument(option, nargs="+", type=float, help=doc)
+        else:
+            kind = float if isinstance(default, float) else int
+            p.add_argument(option, type=kind, help=doc)
+    p.set_defaults(handler=_sharpness)
+
+
+# ---------------------------------------------------------------------- sharpness-bench
+def _sharpness_bench(args: argparse.Namespace) -> int:
+    from samlib import sharpness_bench
+
+    sharpness_bench.run(**{k: v for k, v in vars(args).items() if k not in ("handler", "command")})
+    return 0
+
+
+def _add_sharpness_bench(sub) -> None:
+    p = sub.add_parser("sharpness-bench", help="seconds of the Keskar and lambda_max measures on the CNN",
+                       description="Wall-clock seconds of the sharpness measures on the study's CNN (mnist5k).")
+    p.add_argument("--n", type=int, default=4000, help="training images measured on")
+    p.add_argument("--epochs", type=int, default=1, help="SGD epochs before measuring")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--train-batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch of the measures")
+    p.add_argument("--epsilon", type=float, default=1e-3)
+    p.add_argument("--max-iter", type=int, default=10)
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_sharpness_bench)
+
+
+# ---------------------------------------------------------------------- study
+def _study(args: argparse.Namespace) -> int:
+    from samlib.study.params import ParamsError
+    from samlib.study.runner import run_study
+
+    if args.scheduler and args.executor != "dask":
+        print("samlib study: error: --scheduler needs --executor dask", file=sys.stderr)
+        return 2
+    try:
+        report = run_study(
+            args.params, out=args.out, jobs=args.jobs, shard=args.shard, only=args.only, dry_run=args.dry_run,
+            executor=args.executor, scheduler=args.scheduler, notebooks_dir=args.notebooks,
+            summary=not args.no_summary, progress=not args.no_progress,
+        )
+    except ParamsError as err:
+        print(f"samlib study: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nsamlib study: interrupted; run the same command again to resume", file=sys.stderr, flush=True)
+        os._exit(130)  # do not wait for cells still executing in threads; their kernels exit by themselves
+    return report.exit_code
+
+
+def _add_study(sub) -> None:
+    from samlib.study.runner import EXECUTORS, default_jobs
+
+    p = sub.add_parser(
+        "study", help="run a study grid of notebooks with papermill, then the summary",
+        description="Run a study grid of notebooks with papermill (resumable), then the summary notebook.",
+    )
+    p.add_argument("params", help="study params YAML, e.g. params/quick.yaml")
+    p.add_argument("--out", default="outputs", help="output root; the study goes to OUT/<study> (default: outputs)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"cells executing at once (local threads / dask workers; default: the usable cores, "
+                   f"{default_jobs()} here)")
+    p.add_argument("--shard", metavar="I/N", help="run every N-th cell starting at I (0-based); no summary if N > 1")
+    p.add_argument("--only", action="append", metavar="NOTEBOOK", help="only these notebooks (repeatable, or a,b)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; execute and write nothing")
+    p.add_argument("--executor", choices=EXECUTORS, default="local")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address (default: a LocalCluster)")
+    p.add_argument("--notebooks", metavar="DIR", help="folder of the notebooks (default: ./notebooks)")
+    p.add_argument("--no-summary", action="store_true", help="do not run the summary notebook")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per cell still)")
+    p.set_defaults(handler=_study)
+
+
+# ---------------------------------------------------------------------- main
+_COMMANDS: tuple[Callable[[Any], None], ...] = (_add_train, _add_bench, _add_sharpness, _add_sharpness_bench,
+                                                _add_study)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m samlib", description="samlib: does SAM rescue large-batch training?")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"samlib: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return int(args.handler(args) or 0)

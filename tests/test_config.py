@@ -98,3 +98,39 @@ def test_yaml_loading_and_overrides(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml_mapping(tmp_path / "bad.yaml")
+
+
+# ---------------------------------------------------------------------- sharpness settings
+def test_sharpness_settings_defaults_and_json_form():
+    from samlib.config import MEASURES, SharpnessSettings
+
+    s = SharpnessSettings()
+    assert s.to_dict() == {"subset": 1000, "seed": 0, "measures": ["keskar", "lambda_max", "sam"],
+                           "epsilons": [1e-3], "max_iter": 10, "iters": 100, "tol": 1e-3, "samples": 20,
+                           "subspace_dim": None, "rho": 0.05, "batch_size": 1000}
+    assert SharpnessSettings.from_dict(s.to_dict()) == s  # round trip, as metrics.json stores it
+    given = SharpnessSettings.from_dict({"measures": ["trace"], "epsilons": [1, 5.0e-4], "tol": 1, "rho": 0})
+    assert given.to_dict()["epsilons"] == [1.0, 5e-4] and isinstance(given.to_dict()["tol"], float)
+    assert set(MEASURES) == {"keskar", "lambda_max", "trace", "sam"}
+    assert s.replace(subset=0).subset == 0
+
+
+@pytest.mark.parametrize("values,key", [
+    ({"subsett": 64}, "sharpness.subsett"),
+    ({"measures": ["sharpest"]}, "sharpness.measures"),
+    ({"measures": "sam"}, "sharpness.measures"),
+    ({"iters": 2.5}, "sharpness.iters"),
+    ({"subset": -1}, "sharpness.subset"),
+    ({"tol": "1e-3"}, "sharpness.tol"),
+    ({"epsilons": [1e-3, 0]}, "sharpness.epsilons"),
+    ({"subspace_dim": True}, "sharpness.subspace_dim"),
+])
+def test_sharpness_settings_reject_unknown_keys_measures_and_wrong_kinds(values, key):
+    from samlib.config import SharpnessSettings
+
+    with pytest.raises(ConfigError) as err:
+        SharpnessSettings.from_dict(values)
+    message = str(err.value)
+    assert f"'{key}'" in message and repr(next(iter(values.values()))) in message and "allowed" in message
+    with pytest.raises(ConfigError, match="'sharpness.notebooks.lr_scaling."):
+        SharpnessSettings.from_dict(values, where="sharpness.notebooks.lr_scaling")

@@ -1,7 +1,8 @@
 import pytest
 
 from samlib.config import ConfigError
-from samlib.study.grid import cell_configs, expand_grid, run_dirname
+from samlib.study.grid import cell_configs, expand_grid
+from samlib.study.layout import run_dirname
 
 
 def test_expand_grid_is_the_cartesian_product_in_sorted_key_order():

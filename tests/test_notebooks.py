@@ -1,6 +1,7 @@
 """The notebooks run top to bottom with their default parameters (nbval, lax: only cells marked
 ``# NBVAL_CHECK_OUTPUT`` are compared with their stored output), and the samlib calls they rely on
-keep their promises (resume: a run killed between training and measuring is measured, not retrained).
+keep their promises (tests/test_cell.py: resume, a run killed between training and measuring is
+measured, not retrained).
 
 nbval runs on a copy of notebooks/ in a temporary folder, so the defaults' ``../outputs/_nbval`` lands
 there: nothing in the repository is written and two test sessions cannot collide.
@@ -12,9 +13,7 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 
-from samlib import io
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -53,38 +52,3 @@ def test_notebooks_run_with_their_defaults_under_nbval(tmp_path):
     assert (nbval / "report.html").is_file() and (nbval / "results.csv").is_file()
     for name in NAMES[:-1]:
         assert any((nbval / "runs" / name).rglob("metrics.json")), name
-
-
-def test_run_cell_resumes_without_retraining_and_measures_unmeasured_runs(tmp_path):
-    from samlib.study import cell as experiment
-
-    base = {"dataset": "mnist5k", "steps": 3, "lr": 0.05, "verbose": 0}
-    sharp = {"subset": 64, "max_iter": 1, "iters": 2, "measures": ["keskar", "sam"]}
-    first = experiment.run_cell(tmp_path / "runs" / "baseline" / "128", 128, [0, 1], base, {}, sharp, log=None)
-    assert list(first["action"]) == ["trained+measured"] * 2
-    assert {"keskar_1e-03", "keskar_5e-04", "sam_sharpness"} <= set(first.columns)
-    run = Path(first["run_dir"].iloc[0])
-    weights = (run / "model.weights.h5").stat().st_mtime_ns
-    # simulate a kill between training and measuring: drop the sharpness keys from metrics.json
-    metrics = io.read_json(run / "metrics.json")
-    kept = {k: v for k, v in metrics.items() if not (k.startswith(("keskar", "sam_sharp", "sharpness")))}
-    io.write_json(run / "metrics.json", kept)
-    again = experiment.run_cell(tmp_path / "runs" / "baseline" / "128", 128, [0, 1], base, {}, sharp, log=None)
-    assert list(again["action"]) == ["measured", "skipped (complete)"]
-    assert (run / "model.weights.h5").stat().st_mtime_ns == weights  # not retrained
-    assert again["keskar_1e-03"].iloc[0] == pytest.approx(first["keskar_1e-03"].iloc[0], rel=1e-6)
-    assert again["test_loss"].tolist() == first["test_loss"].tolist()
-    # other settings → measured again (the settings are part of the measurement)
-    third = experiment.run_cell(tmp_path / "runs" / "baseline" / "128", 128, [0], base, {},
-                                {**sharp, "measures": ["sam"]}, log=None)
-    assert list(third["action"]) == ["measured"]
-
-
-def test_sharpness_settings_are_checked():
-    from samlib.study import cell as experiment
-
-    assert experiment.sharpness_settings({"epsilons": ["1e-3"], "tol": "1e-2"})["epsilons"] == [0.001]
-    with pytest.raises(ValueError, match="unknown sharpness setting 'subsett'"):
-        experiment.sharpness_settings({"subsett": 10})
-    with pytest.raises(ValueError, match="wrong kind"):
-        experiment.sharpness_settings({"iters": 2.5})

@@ -1,9 +1,10 @@
-"""samlib.report on a synthetic study folder written here (no training): one row per run, findings'
+"""samlib.study.report on a synthetic study folder written here (no training): one row per run, findings'
 CIs equal a t-based CI computed here, every figure written, diverged / failed / missing runs kept."""
 
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,9 +12,10 @@ import pytest
 from scipy import stats
 
 from samlib import io
-from samlib.study import report
 from samlib.config import Config
-from samlib.study.grid import run_dirname
+from samlib.study import figures, findings, layout, report
+from samlib.study.grid import cell_runs
+from samlib.study.layout import run_dirname
 
 SEEDS = (0, 1, 2)
 BATCHES = (32, 256)
@@ -21,7 +23,7 @@ MEASURES = ("keskar_1e-03", "keskar_5e-04", "lambda_max", "sam_sharpness")
 
 
 def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, test_loss=None):
-    """One run folder as train.train_and_evaluate + experiment.measure_run write it."""
+    """One run folder as train.train_and_evaluate + cell.measure_run write it."""
     rng = rng or np.random.default_rng(seed)
     run_dir = root / "runs" / notebook / str(bs) / run_dirname(point, seed)
     config = Config.from_dict({**base, **point, "batch_size": bs, "seed": seed, "run_dir": str(run_dir)})
@@ -102,13 +104,9 @@ def study(tmp_path_factory):
                               ("sam_sgd", {"m": [None, 16]}, {"sam": "sam"}),
                               ("lr_scaling", {"lr_scaling": ["none", "linear"], "sam": ["none", "sam"]},
                                {"base_batch_size": 32})):
-        from samlib.study.grid import expand_grid
-
         for bs in BATCHES:
-            runs = [{"run_dir": str(root / "runs" / nb / str(bs) / run_dirname(p, s)), "seed": s, "point": p}
-                    for p in expand_grid(grid) for s in SEEDS]
-            cells.append({"notebook": nb, "batch_size": bs, "run_root": str(root / "runs" / nb / str(bs)),
-                          "runs": runs})
+            cell = layout.cell_dir(root, nb, bs)
+            cells.append(layout.cell_record(nb, bs, cell, cell_runs({**base, **nb_base}, bs, SEEDS, grid, cell)))
     io.write_json(root / "study.json", {"study": "synthetic", "description": "test", "seeds": list(SEEDS),
                                         "base": base, "sharpness": {}, "notebooks": {
                                             "baseline": {"batch_sizes": list(BATCHES), "base": {},
@@ -185,19 +183,19 @@ def test_findings_cis_equal_t_based_cis_computed_here(study):
 
 def test_mean_ci_matches_scipy_and_handles_small_samples():
     values = [0.3, 0.5, 0.4, 0.45]
-    ci = report.mean_ci(values)
+    ci = findings.mean_ci(values)
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert (ci["lo"], ci["hi"]) == pytest.approx((lo, hi))
-    assert report.mean_ci([1.0, math.nan])["n"] == 1 and math.isnan(report.mean_ci([1.0])["lo"])
-    assert report.mean_ci([])["n"] == 0
-    assert report.fmt_ci(report.mean_ci([])) == "n/a"
+    assert findings.mean_ci([1.0, math.nan])["n"] == 1 and math.isnan(findings.mean_ci([1.0])["lo"])
+    assert findings.mean_ci([])["n"] == 0
+    assert findings.fmt_ci(findings.mean_ci([])) == "n/a"
 
 
 def test_every_figure_is_written_as_png_and_svg(study):
-    figures = study["root"] / "figures"
-    for name in report.FIGURES:
+    folder = study["root"] / "figures"
+    for name in figures.FIGURES:
         for ext in ("png", "svg"):
-            path = figures / f"{name}.{ext}"
+            path = folder / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 1000, path
     assert sorted(study["report"].files) == study["report"].files
     assert all((study["root"] / f).is_file() for f in study["report"].files)
@@ -227,7 +225,7 @@ def test_report_states_parameters_and_stop_rules(study):
     html = (study["root"] / "report.html").read_text()
     assert "steps=100" in html and "target_loss=0.1" in html and "Hoffer" in html
     assert "lr_scaling:" in html  # the params (notebooks and their grids) are printed
-    for name in report.FIGURES:
+    for name in figures.FIGURES:
         assert name in html
 
 
@@ -238,3 +236,87 @@ def test_collect_reads_an_interrupted_run_as_incomplete(tmp_path):
     rep = report.make_report(tmp_path)  # nothing finished: every figure still written, no crash
     assert all(p.is_file() for p in rep.figures.values())
     assert "1 runs (1 incomplete)" in rep.text[0]
+
+
+def test_a_missing_run_takes_its_columns_from_the_planned_config(study):
+    results = pd.read_csv(study["root"] / "results.csv")
+    missing = results[results["status"] == "missing"].iloc[0]
+    assert (missing["sam"], missing["m"], missing["seed"], missing["method"]) == ("sam", 16, 2, "SGD+SAM (m=16)")
+    assert missing["stop_rule"] == "steps=100" and missing["lr"] == pytest.approx(0.1)
+
+
+def test_a_study_json_without_configs_is_read_with_config_defaults(tmp_path):
+    """study.json written before the planner recorded full configs: the config is rebuilt from the params."""
+    run = layout.cell_dir(tmp_path, "sam_sgd", 64) / run_dirname({"m": 8}, 1)
+    io.write_json(tmp_path / "study.json", {
+        "base": {"steps": 7, "lr": 0.2}, "notebooks": {"sam_sgd": {"base": {"sam": "sam"}}},
+        "cells": [{"notebook": "sam_sgd", "batch_size": 64, "runs": [{"run_dir": str(run), "seed": 1, "point": {"m": 8}}]}],
+    })
+    row = report.collect(tmp_path).iloc[0]
+    assert (row["status"], row["method"], row["batch_size"], row["seed"]) == ("missing", "SGD+SAM (m=8)", 64, 1)
+    assert row["stop_rule"] == "steps=7" and row["lr"] == pytest.approx(0.2)
+
+
+def test_results_carry_the_new_metrics_and_prefer_recorded_step_seconds(tmp_path):
+    run_dir, _ = _write_run(tmp_path, "baseline", 64, {}, 0, {"steps": 10, "target_loss": 0.5})
+    io.update_json(run_dir / "metrics.json", converged=True, val_loss=0.4, val_accuracy=0.9, grad_norm=1.5,
+                   weight_norm=30.0, step_seconds=0.25)
+    row = report.collect(tmp_path).iloc[0]
+    assert row["converged"] is True or row["converged"] == True  # noqa: E712
+    assert (row["val_loss"], row["val_accuracy"], row["grad_norm"], row["weight_norm"]) == (0.4, 0.9, 1.5, 30.0)
+    assert row["step_seconds"] == 0.25 and row["seconds_per_epoch"] == 0.25 * math.ceil(4000 / 64)
+    older, _ = _write_run(tmp_path, "baseline", 64, {}, 1, {"steps": 10})  # a run made before those keys
+    row = layout.run_record(older)
+    assert row["converged"] is None and math.isnan(row["val_loss"]) and math.isnan(row["grad_norm"])
+    assert row["step_seconds"] == pytest.approx(2.0 / (2 * math.ceil(4000 / 64)))  # history: epochs 2-3
+
+
+def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
+    text = json.loads((study["root"] / "findings.json").read_text())["headline"]
+    assert f"in Fig. {figures.number('fig9_matched_loss')})" in text
+    assert findings.headline({"matched_loss": {"runs": 2, "reached": 1, "batch_size": 8, "methods": {"SGD": {}}}},
+                             matched_figure=3).count("Fig. 3") == 1
+
+
+_IMAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const found = [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth,
+                                                 height: i.naturalHeight, shown: i.getBoundingClientRect().width}));
+  const out = document.createElement("pre");
+  out.id = "image-check";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).is_file()), None)
+
+
+def test_report_html_shows_every_figure_in_a_real_browser(study, tmp_path):
+    """Headless Chromium loads report.html (a copy with a script that records, after load, what each
+    <img> decoded to) and every figure has decoded (naturalWidth > 0) and takes space on the page."""
+    import html as html_lib
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (Debian package 'chromium'; .ci/run installs it on CI)")
+    page = tmp_path / "report.html"
+    page.write_text((study["root"] / "report.html").read_text().replace("</body>", _IMAGE_CHECK + "</body>"))
+    proc = subprocess.run(
+        [browser, "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    match = re.search(r'<pre id="image-check">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"Chromium gave no result (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    images = json.loads(html_lib.unescape(match.group(1)))
+    assert [i["alt"] for i in images] == list(figures.FIGURES)
+    for image in images:
+        assert image["complete"] and image["width"] > 100 and image["height"] > 100, image  # decoded
+        assert image["shown"] > 100, image  # laid out on the page, not hidden or collapsed

@@ -1,9 +1,10 @@
-"""The study runner, driven with stub notebooks that write fake runs without TensorFlow.
+"""The study runner and the params file, driven with stub notebooks that write fake runs without
+TensorFlow.
 
 The stub cell notebook plays the real notebooks' part: it builds its runs with grid.cell_configs,
 skips complete ones, and for each run it trains writes config.json, appends ``<run_dir>\\t<pid>`` to a
 counter file, then writes model.weights.h5 and metrics.json (status ok). Completeness is checked by
-the runner with the real samlib.train.is_complete.
+the runner with the real samlib.study.layout.is_complete.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from samlib import study
-from samlib.study.grid import run_dirname
+from samlib import cli, study
+from samlib.config import SharpnessSettings
+from samlib.study import layout
+from samlib.study.layout import run_dirname
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +61,8 @@ def complete(c):
 
 for c in cell_configs(base, batch_size, seeds, grid, run_root):
     if complete(c):
+        if json.loads((Path(c.run_dir) / "metrics.json").read_text()).get("sharpness_settings") != sharpness:
+            io.update_json(Path(c.run_dir) / "metrics.json", sharpness_settings=sharpness)  # "measure" it
         continue
     d = Path(c.run_dir)
     io.write_json(d / "config.json", c.to_dict())
@@ -67,7 +72,8 @@ for c in cell_configs(base, batch_size, seeds, grid, run_root):
         time.sleep(600)  # "training" that the test kills
     io.write_text(d / "model.weights.h5", "fake weights")
     io.write_json(d / "metrics.json", {{"status": "ok", "python": sys.executable, "cwd": os.getcwd(),
-                                        "sharpness": sharpness, "study_dir": study_dir}})
+                                        "sharpness": sharpness, "study_dir": study_dir,
+                                        "sharpness_settings": sharpness, "sharpness_status": "ok"}})
 if batch_size == FAIL_BS:
     raise RuntimeError(f"stub failure at batch size {{batch_size}}")
 """
@@ -121,9 +127,11 @@ def counted(tmp_path: Path, name="counter.txt") -> list[str]:
 
 
 def all_complete(cells) -> bool:
-    from samlib.train import is_complete
+    return all(layout.is_complete(c.run_dir, c) for cell in cells for c in cell.configs)
 
-    return all(is_complete(c.run_dir, c) for cell in cells for c in cell.configs)
+
+def study_main(argv: list[str]) -> int:
+    return cli.main(["study", *argv])
 
 
 # ---------------------------------------------------------------------- plan
@@ -152,7 +160,7 @@ def test_plan_expands_cells_and_runs_and_cell_parameters(tmp_path):
         "seeds": [0, 1, 2],
         "base": {"epochs": 2, "lr": 0.05, "sam": "sam"},
         "grid": {"m": [None, 4], "rho": [0.05, 0.1]},
-        "sharpness": {"samples": 10},
+        "sharpness": SharpnessSettings(samples=10).to_dict(),  # the study's settings, defaults filled in
         "study_dir": str(tmp_path / "out" / "t"),
     }
     assert str(root / run_dirname({"m": 4, "rho": 0.1}, 2)) in {c.run_dir for c in b64.configs}
@@ -160,6 +168,15 @@ def test_plan_expands_cells_and_runs_and_cell_parameters(tmp_path):
     assert {(c.optimizer, c.seed, c.lr, c.batch_size, c.epochs) for c in a8} == {
         (o, s, 0.1, 8, 2) for o in ("sgd", "adam") for s in (0, 1, 2)
     }
+
+
+def test_sharpness_settings_are_per_notebook_with_overrides(tmp_path):
+    nbdir = make_stubs(tmp_path, names=("a", "b"))
+    sharpness = {"subset": 64, "notebooks": {"b": {"measures": ["sam"], "iters": 3}}}
+    params = study.load_params(write_params(tmp_path, **{**GRID_PARAMS, "sharpness": sharpness}), nbdir)
+    by_nb = {c.notebook: c.parameters["sharpness"] for c in study.plan_cells(params, tmp_path / "out")}
+    assert by_nb["a"] == SharpnessSettings(subset=64).to_dict()
+    assert by_nb["b"] == SharpnessSettings(subset=64, measures=("sam",), iters=3).to_dict()
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])
@@ -220,6 +237,14 @@ BAD = [
     ("notebooks.stub.batch_sizes", ["32"], "notebooks.stub.batch_sizes"),
     ("notebooks.missing", {"batch_sizes": [8]}, "notebooks.missing"),  # no notebooks/missing.ipynb
     ("summary", "nosuch", "summary"),
+    # sharpness settings (SharpnessSettings), checked before anything runs
+    ("sharpness.subsett", 64, "sharpness.subsett"),  # misspelt key
+    ("sharpness.measures", ["sharpest"], "sharpness.measures"),  # unknown measure
+    ("sharpness.iters", 2.5, "sharpness.iters"),  # wrong kind
+    ("sharpness.tol", "1e-3", "sharpness.tol"),  # YAML string
+    ("sharpness.notebooks", {"stub": {"max_iter": 0}}, "sharpness.notebooks.stub.max_iter"),
+    ("sharpness.notebooks", {"stub": {"measure": ["sam"]}}, "sharpness.notebooks.stub.measure"),
+    ("sharpness.notebooks", {"nosuch": {"subset": 8}}, "sharpness.notebooks.nosuch"),
 ]
 
 
@@ -229,7 +254,7 @@ def test_bad_params_exit_2_with_one_message_naming_the_key_and_write_nothing(tmp
     good = yaml.safe_load(write_params(tmp_path).read_text())
     params = write_params(tmp_path, **_set(good, path, value))
     out = tmp_path / "out"
-    code = study.main([str(params), "--out", str(out), "--notebooks", str(nbdir)])
+    code = study_main([str(params), "--out", str(out), "--notebooks", str(nbdir)])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
@@ -247,7 +272,7 @@ def test_missing_required_key(tmp_path, capsys):
     data = yaml.safe_load(params.read_text())
     del data["notebooks"]["stub"]["batch_sizes"]
     params.write_text(yaml.safe_dump(data))
-    assert study.main([str(params), "--out", str(tmp_path / "out"), "--notebooks", str(nbdir)]) == 2
+    assert study_main([str(params), "--out", str(tmp_path / "out"), "--notebooks", str(nbdir)]) == 2
     assert "missing required key 'notebooks.stub.batch_sizes'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -266,7 +291,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     params = write_params(tmp_path, **GRID_PARAMS)
     out = tmp_path / "out"
     before = sorted(p for p in tmp_path.rglob("*"))
-    assert study.main([str(params), "--out", str(out), "--notebooks", str(nbdir), "--dry-run"]) == 0
+    assert study_main([str(params), "--out", str(out), "--notebooks", str(nbdir), "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "5 cells, 42 runs: 5 to run, 0 to skip" in text
     assert "b/64" in text and "dry run" in text
@@ -293,7 +318,7 @@ def test_resume_after_kill_9_loses_nothing_and_redoes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "samlib", "study", str(params), "--out", str(out), "--notebooks", str(nbdir),
-         "--no-progress"],
+         "--no-progress", "--jobs", "1"],  # one cell at a time: the order of the runs is checked below
         cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -324,7 +349,7 @@ def test_resume_after_kill_9_loses_nothing_and_redoes_nothing(tmp_path, capsys):
     assert first == [c.run_dir for c in c8.configs + c16.configs]
 
     hang.unlink()
-    report = study.run_study(params, out, notebooks_dir=nbdir, progress=False)
+    report = study.run_study(params, out, jobs=1, notebooks_dir=nbdir, progress=False)
     assert counted(tmp_path) == first + [str(half)]  # only the cut run is redone
     assert [(c.name, c.state) for c in report.cells] == [("stub/8", "skipped"), ("stub/16", "ok")]
     assert report.summary.state == "ok" and report.exit_code == 0
@@ -333,10 +358,12 @@ def test_resume_after_kill_9_loses_nothing_and_redoes_nothing(tmp_path, capsys):
     assert counted(tmp_path, "summary.txt") == ["summary"]
     metrics = json.loads((half / "metrics.json").read_text())
     assert os.path.realpath(metrics["python"]) == os.path.realpath(sys.executable)  # the venv's kernel
-    assert metrics["cwd"] == str(nbdir) and metrics["sharpness"] == {"samples": 10}
+    assert metrics["cwd"] == str(nbdir) and metrics["sharpness"] == SharpnessSettings(samples=10).to_dict()
     plan = json.loads((out / "t" / "study.json").read_text())
     assert [len(c["runs"]) for c in plan["cells"]] == [2, 2]
-    assert plan["cells"][1]["runs"][1] == {"run_dir": str(half), "seed": 1, "point": {}}
+    planned = plan["cells"][1]["runs"][1]
+    assert {k: planned[k] for k in ("run_dir", "seed", "point")} == {"run_dir": str(half), "seed": 1, "point": {}}
+    assert planned["config"] == c16.configs[1].to_dict()  # the full config, as the cell builds it
 
     # a finished study: nothing executes, not even the summary
     capsys.readouterr()
@@ -345,11 +372,21 @@ def test_resume_after_kill_9_loses_nothing_and_redoes_nothing(tmp_path, capsys):
     assert counted(tmp_path) == first + [str(half)] and counted(tmp_path, "summary.txt") == ["summary"]
     assert "0 ok, 3 skipped, 0 failed" in capsys.readouterr().out
 
+    # other sharpness settings: the cells execute again and measure, but train nothing
+    data = yaml.safe_load(params.read_text())
+    data["sharpness"] = {"samples": 11}
+    params.write_text(yaml.safe_dump(data))
+    report = study.run_study(params, out, jobs=1, notebooks_dir=nbdir, progress=False)
+    assert [c.state for c in report.cells] == ["ok", "ok"] and counted(tmp_path) == first + [str(half)]
+    assert json.loads((half / "metrics.json").read_text())["sharpness_settings"]["samples"] == 11
+    again = study.run_study(params, out, jobs=1, notebooks_dir=nbdir, progress=False)
+    assert [c.state for c in again.cells] == ["skipped", "skipped"]
+
     # one more seed: only the new runs train, then the summary is redone
     data = yaml.safe_load(params.read_text())
     data["seeds"] = [0, 1, 2]
     params.write_text(yaml.safe_dump(data))
-    report = study.run_study(params, out, notebooks_dir=nbdir, progress=False)
+    report = study.run_study(params, out, jobs=1, notebooks_dir=nbdir, progress=False)
     new = [str(c.run_root / "seed=2") for c in cells]
     assert counted(tmp_path) == first + [str(half)] + new
     assert [c.state for c in report.cells] == ["ok", "ok"] and report.summary.state == "ok"
@@ -372,7 +409,7 @@ def test_a_failing_cell_is_isolated_and_reported(tmp_path, capfd):
     nbdir = make_stubs(tmp_path, fail_bs=16)
     params = write_params(tmp_path, seeds=[0], notebooks={"stub": {"batch_sizes": [8, 16, 32]}})
     out = tmp_path / "out"
-    code = study.main([str(params), "--out", str(out), "--notebooks", str(nbdir), "--jobs", "2", "--no-progress"])
+    code = study_main([str(params), "--out", str(out), "--notebooks", str(nbdir), "--jobs", "2", "--no-progress"])
     assert code == 1
     captured = capfd.readouterr()
     text = captured.out
@@ -400,10 +437,11 @@ def test_a_failing_cell_is_isolated_and_reported(tmp_path, capfd):
     assert len(counted(tmp_path)) == 3
 
 
-def test_shard_runs_only_its_cells_and_no_summary(tmp_path):
+def test_shard_runs_only_its_cells_and_no_summary(tmp_path, capsys):
     nbdir = make_stubs(tmp_path)
     params = write_params(tmp_path, seeds=[0], notebooks={"stub": {"batch_sizes": [8, 16, 32]}})
     report = study.run_study(params, tmp_path / "out", shard="1/2", notebooks_dir=nbdir, progress=False)
+    assert f", {len(os.sched_getaffinity(0))} at once" in capsys.readouterr().out  # --jobs: the usable cores
     assert [(c.name, c.state) for c in report.cells] == [("stub/16", "ok")]
     assert report.summary is None and not (tmp_path / "out" / "t" / "summary.ipynb").exists()
     assert [Path(p).parent.name for p in counted(tmp_path)] == ["16"]
@@ -430,7 +468,7 @@ def test_dask_executor_on_a_running_scheduler(tmp_path):
     nbdir = make_stubs(tmp_path)
     params = write_params(tmp_path, seeds=[0], summary=None, notebooks={"stub": {"batch_sizes": [8]}})
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        code = study.main([str(params), "--out", str(tmp_path / "out"), "--notebooks", str(nbdir), "--no-progress",
+        code = study_main([str(params), "--out", str(tmp_path / "out"), "--notebooks", str(nbdir), "--no-progress",
                            "--executor", "dask", "--scheduler", cluster.scheduler_address])
         assert code == 0
         assert any(k.startswith("samlib") for k in cluster.scheduler.task_prefixes), cluster.scheduler.task_prefixes
@@ -446,5 +484,5 @@ def test_grid_may_be_a_union_of_sub_grids(tmp_path, capsys):
         (s, m, seed) for s, m in (("sam", None), ("sam", 4), ("looksam", None)) for seed in (0, 1)
     ]
     bad = {"a": {"batch_sizes": [8], "grid": [{"m": [None]}, {"rho": [-1.0]}]}}
-    code = study.main([str(write_params(tmp_path, name="bad.yaml", notebooks=bad)), "--out", str(tmp_path / "o"), "--notebooks", str(nbdir)])
+    code = study_main([str(write_params(tmp_path, name="bad.yaml", notebooks=bad)), "--out", str(tmp_path / "o"), "--notebooks", str(nbdir)])
     assert code == 2 and "'notebooks.a.grid[1].rho'" in capsys.readouterr().err

@@ -1,9 +1,14 @@
-"""The study machinery: params file → grid of papermill notebook cells → summary report.
+"""The study machinery: a params file → a grid of papermill notebook cells → the summary report.
 
-`runner` (``python -m samlib study``), `executors` (where notebooks execute), `grid` (a cell's runs),
-`cell` (what a grid notebook does), `report`, `findings`, `figures` (the summary).
+`params` (the params file and the plan), `runner` (``python -m samlib study``), `executors` (where
+notebooks execute), `layout` (the on-disk contract), `grid` (a cell's runs), `cell` and `cellview`
+(what a grid notebook does and shows), `report`, `findings`, `figures` (the summary).
 """
 
-from samlib.study.runner import ParamsError, StudyParams, load_params, main, plan_cells, run_study, select_cells, parse_shard
+from samlib.study.params import Cell, NotebookSpec, ParamsError, StudyParams, load_params, parse_shard, plan_cells, select_cells
+from samlib.study.runner import CellResult, StudyReport, default_jobs, run_study
 
-__all__ = ["ParamsError", "StudyParams", "load_params", "main", "plan_cells", "run_study", "select_cells", "parse_shard"]
+__all__ = [
+    "Cell", "CellResult", "NotebookSpec", "ParamsError", "StudyParams", "StudyReport", "default_jobs",
+    "load_params", "parse_shard", "plan_cells", "run_study", "select_cells",
+]

@@ -8,13 +8,13 @@ A *task* is plain data (a dict, so it pickles to any dask worker) describing one
 all paths absolute. `execute_notebook_task(task)` runs it and returns the cell's status dict, which it
 also writes atomically to ``task["status_path"]``:
 
-    {"status": "running" | "ok" | "failed", "error": str | None, "started": ISO time,
+    {"status": RUNNING | OK | FAILED (`samlib.study.layout`), "error": str | None, "started": ISO time,
      "finished": ISO time, "seconds": float, "host": str, "pid": int, "notebook": output path, **info}
 
 The kernel process's own stdout/stderr (ipykernel's echo of the cell output, TensorFlow's C++
 log lines, a crash message) are appended to ``task["kernel_log"]``; the notebook keeps the cell output.
 
-It never raises for a failing notebook (that is a result: status ``failed`` with the error); only
+It never raises for a failing notebook (that is a result: status FAILED with the error); only
 ``KeyboardInterrupt``/``SystemExit`` go through. This module does not import TensorFlow.
 
 Papermill notes: ``kernel_name="python3"`` is the ipykernel spec whose ``python`` argv jupyter_client
@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Self
 
 from samlib import io
+from samlib.study import layout
 
 KERNEL = "python3"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -87,7 +88,7 @@ def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
     status: dict[str, Any] = {
         **task.get("info", {}),
         "notebook": task["output"],
-        "status": "running",
+        "status": layout.RUNNING,
         "error": None,
         "started": _now(),
         "finished": None,
@@ -109,9 +110,9 @@ def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
             resources={"metadata": {"path": task["cwd"]}},
             kernel_manager_class=_kernel_manager_class(task["kernel_log"]),
         )
-        status.update(status="ok")
+        status.update(status=layout.OK)
     except Exception as err:  # noqa: BLE001 - a failing notebook is a result, not a crash
-        status.update(status="failed", error=_error_text(err))
+        status.update(status=layout.FAILED, error=_error_text(err))
     status.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3))
     io.write_json(task["status_path"], status)
     return status
@@ -122,7 +123,7 @@ def _failed(task: dict[str, Any], err: BaseException) -> dict[str, Any]:
     status = {
         **task.get("info", {}),
         "notebook": task["output"],
-        "status": "failed",
+        "status": layout.FAILED,
         "error": _error_text(err),
         "started": None,
         "finished": _now(),

@@ -1,28 +1,33 @@
-"""The study's figures (seaborn / matplotlib): `make_figures` draws every figure of `FIGURES`.
+"""The study's figures (seaborn / matplotlib): one public call per figure, and `make_figures`.
 
-Each ``fig_*`` function takes the `samlib.report.collect` table and returns one Figure; the private
-helpers set the theme, the log axes, the panels and the ✕ marks of runs that did not finish ok.
+Each ``fig_*`` function takes the whole results table (`samlib.study.report.collect`, or results.csv
+read back) and returns one matplotlib Figure, e.g. ``fig_loss(results, family="SGD")``;
+``figure("fig1_sgd_loss", results)`` draws a figure of `FIGURES` by name, and `make_figures` writes
+them all. Colours and method order come from a `Style` of the table (pass one `Style` to several
+calls to keep a method's colour across figures drawn from different subsets). The figures are not
+left open in pyplot: a notebook shows each once, as the value of its cell.
+
 Every line is mean ± seaborn's bootstrap 95 % CI (``errorbar=("ci", 95)``, 1,000 resamples, seed 0)
 over seeds; diverged runs never enter a mean and are drawn as ✕ at the top of their panel.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from samlib import io
 from samlib.study.findings import (
-    ADAM_FAMILY,
+    FAMILIES,
     LR_NOTEBOOK,
-    OK,
     SGD_FAMILY,
     _method_order,
     _ok,
-    _present,
     best_lr,
     cost_ratios,
     family,
@@ -30,7 +35,10 @@ from samlib.study.findings import (
     matched_runs,
     measure_label,
     measures_in,
+    reached_target,
 )
+from samlib.study.layout import OK, TARGET_NOT_REACHED
+from samlib.study.layout import present as _present
 
 # --------------------------------------------------------------------------------------- constants
 FIGURES = (
@@ -81,11 +89,35 @@ def _setup_matplotlib():
     return plt, sns
 
 
-def _palette(methods: Sequence[str]) -> dict[str, Any]:
-    import seaborn as sns
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """What every figure of one table shares: the method order, a colour per method, the measures."""
 
-    colors = sns.color_palette("tab10", 10)
-    return {m: colors[i % 10] for i, m in enumerate(methods)}
+    order: list[str]
+    palette: dict[str, Any]
+    measures: list[str]
+
+    @classmethod
+    def of(cls, results: pd.DataFrame) -> "Style":
+        import seaborn as sns
+
+        order = _method_order(results["method"].dropna()) if len(results) else []
+        colors = sns.color_palette("tab10", 10)
+        return cls(order, {m: colors[i % 10] for i, m in enumerate(order)}, measures_in(results))
+
+
+def _figure(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A public figure: `style` defaults to the table's own; the Figure is closed in pyplot (a notebook
+    shows it once, as the cell's value, and nothing accumulates in pyplot's figure list)."""
+
+    @functools.wraps(function)
+    def draw(results: pd.DataFrame, *args: Any, style: Style | None = None, **kwargs: Any):
+        plt, _ = _setup_matplotlib()
+        fig = function(plt, results, *args, style=style or Style.of(results), **kwargs)
+        plt.close(fig)
+        return fig
+
+    return draw
 
 
 def _log2_x(ax, values: Iterable[float]) -> None:
@@ -101,7 +133,7 @@ def _log2_x(ax, values: Iterable[float]) -> None:
         ax.set_xlim(ticks[0] / pad, ticks[-1] * pad)
 
 
-def _log_axis(ax, which: str = "y") -> None:
+def log_axis(ax, which: str = "y") -> None:
     """Log scale with plain tick labels (1, 2, 5 per decade) instead of crowded 3×10⁻¹ minor labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -115,10 +147,10 @@ def _log_axis(ax, which: str = "y") -> None:
 def _auto_log_y(ax, values: pd.Series) -> None:
     v = values[np.isfinite(values)]
     if len(v) and (v > 0).all() and v.max() / v.min() > 30:
-        _log_axis(ax, "y")
+        log_axis(ax, "y")
 
 
-def _empty(ax, text: str = "no runs for this panel") -> None:
+def empty_panel(ax, text: str = "no runs for this panel") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -151,7 +183,7 @@ def _line(ax, data: pd.DataFrame, y: str, palette, order, x: str = "batch_size",
 
     ok = data[np.isfinite(data[y].astype(float))] if len(data) and y in data else data.iloc[0:0]
     if not len(ok):
-        _empty(ax, f"no finished runs with {y}")
+        empty_panel(ax, f"no finished runs with {y}")
         return
     sns.lineplot(data=ok, x=x, y=y, hue="method", hue_order=[m for m in order if m in set(ok["method"])],
                  palette=palette, style=style, markers=True, dashes=False if style is None else True,
@@ -182,12 +214,13 @@ def _finish(fig, axes, title: str, legend: bool = True) -> None:
     fig.tight_layout()
 
 
-def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, palette, order):
+def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, style: Style):
+    palette, order = style.palette, style.order
     fig, axes = _panels(plt, len(ys))
     bs_all = df["batch_size"].dropna().unique() if len(df) else []
     for ax, (y, label) in zip(axes, ys):
         if not len(df):
-            _empty(ax)
+            empty_panel(ax)
             ax.set_title(label)
             continue
         _line(ax, _ok(df), y, palette, order)
@@ -202,14 +235,27 @@ def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, 
     return fig
 
 
-def fig_loss(plt, df: pd.DataFrame, family_name: str, palette, order):
+def _family(results: pd.DataFrame, name: str) -> pd.DataFrame:
+    if name not in FAMILIES:
+        raise ValueError(f"family has value {name!r}; allowed: {', '.join(FAMILIES)}")
+    return family(main_runs(results), FAMILIES[name])
+
+
+@_figure
+def fig_loss(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
+    """Train and test loss vs batch size of one optimizer family ("SGD" or "Adam") without / with SAM
+    (step-budget runs)."""
+    df = _family(results, family)
     return _vs_batch(plt, df, [("train_loss", "train loss"), ("test_loss", "test loss")],
-                     f"{family_name}: loss vs batch size ({_rules(df)})", palette, order)
+                     f"{family} without / with SAM: loss vs batch size ({_rules(df)})", style)
 
 
-def fig_sharpness(plt, df: pd.DataFrame, measures: Sequence[str], family_name: str, palette, order):
-    ys = [(m, measure_label(m)) for m in measures] or [("sam_sharpness", "sharpness")]
-    return _vs_batch(plt, df, ys, f"{family_name}: sharpness vs batch size ({_rules(df)})", palette, order)
+@_figure
+def fig_sharpness(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
+    """Sharpness vs batch size of one optimizer family without / with SAM, one panel per measure."""
+    df = _family(results, family)
+    ys = [(m, measure_label(m)) for m in style.measures] or [("sam_sharpness", "sharpness")]
+    return _vs_batch(plt, df, ys, f"{family} without / with SAM: sharpness vs batch size ({_rules(df)})", style)
 
 
 def _rules(df: pd.DataFrame) -> str:
@@ -217,8 +263,12 @@ def _rules(df: pd.DataFrame) -> str:
     return "stop rule: " + (", ".join(rules) if rules else "n/a")
 
 
-def fig_lr_scaling(plt, df: pd.DataFrame, palette, order):
+@_figure
+def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
+    """The best effective lr vs batch size against the linear and sqrt rules; test loss over the sweep."""
     import seaborn as sns
+
+    palette, order = style.palette, style.order
 
     fig, axes = _panels(plt, 2, width=5.2, height=3.8)
     sweep = df[df["notebook"] == LR_NOTEBOOK]
@@ -241,7 +291,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, palette, order):
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel("best effective lr (log₂)")
     else:
-        _empty(ax, "no lr-scaling runs")
+        empty_panel(ax, "no lr-scaling runs")
     ax.set_title("best lr vs batch size")
     ax = axes[1]
     if len(sweep):
@@ -259,7 +309,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, palette, order):
         ax.set_xlabel("effective lr (log₂)")
         ax.set_ylabel("test loss")
     else:
-        _empty(ax, "no lr-scaling runs")
+        empty_panel(ax, "no lr-scaling runs")
         note = ""
     ax.set_title("test loss over the lr sweep" + (f"\n{note}" if note else ""), fontsize=10)
     fig.suptitle(f"Learning-rate scaling ({_rules(sweep) if len(sweep) else 'no runs'})", fontsize=11)
@@ -267,8 +317,12 @@ def fig_lr_scaling(plt, df: pd.DataFrame, palette, order):
     return fig
 
 
-def fig_runtime(plt, df: pd.DataFrame, palette, order):
+@_figure
+def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
+    """Seconds per epoch vs batch size, and the SAM / base-optimizer cost ratio (step-budget runs)."""
     import seaborn as sns
+
+    palette, order = style.palette, style.order
 
     runs = main_runs(df)
     fig, axes = _panels(plt, 2, width=5.0)
@@ -276,11 +330,11 @@ def fig_runtime(plt, df: pd.DataFrame, palette, order):
     if len(runs):
         _line(ax, _ok(runs), "seconds_per_epoch", palette, order)
         _log2_x(ax, runs["batch_size"].dropna().unique())
-        _log_axis(ax, "y")
+        log_axis(ax, "y")
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel("seconds per epoch")
     else:
-        _empty(ax)
+        empty_panel(ax)
     ax.set_title("training time per epoch")
     ax = axes[1]
     ratios = cost_ratios(df)
@@ -293,7 +347,7 @@ def fig_runtime(plt, df: pd.DataFrame, palette, order):
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel("SAM / base seconds per epoch")
     else:
-        _empty(ax, "no SAM run with a matching base run")
+        empty_panel(ax, "no SAM run with a matching base run")
     ax.set_title("cost ratio SAM / base optimizer")
     _finish(fig, axes, "Runtime (step-budget runs)")
     return fig
@@ -307,8 +361,12 @@ def _largest_sam_batch(df: pd.DataFrame) -> int | None:
     return int(sam["batch_size"].max()) if len(sam) else None
 
 
-def fig_m_sharpness(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
+@_figure
+def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
+    """m-sharpness at the largest SAM batch size: whole-batch vs micro-batch perturbations."""
     import seaborn as sns
+
+    palette, order, measures = style.palette, style.order, style.measures
 
     bs = _largest_sam_batch(df)
     ys = [("test_loss", "test loss"), ("train_loss", "train loss")] + [(m, measure_label(m)) for m in measures]
@@ -342,7 +400,7 @@ def fig_m_sharpness(plt, df: pd.DataFrame, measures: Sequence[str], palette, ord
             else:
                 ax.set_title(label)
         else:
-            _empty(ax)
+            empty_panel(ax)
             ax.set_title(label)
         ax.set_xlabel("")
         ax.set_ylabel(label)
@@ -352,18 +410,22 @@ def fig_m_sharpness(plt, df: pd.DataFrame, measures: Sequence[str], palette, ord
     return fig
 
 
-def fig_generalization(plt, df: pd.DataFrame, palette, order):
+@_figure
+def fig_generalization(plt, df: pd.DataFrame, *, style: Style):
+    """Accuracy and generalization gaps vs batch size (step-budget runs)."""
     ys = [("train_accuracy", "train accuracy"), ("test_accuracy", "test accuracy"),
           ("loss_gap", "test − train loss"), ("accuracy_gap", "train − test accuracy")]
-    return _vs_batch(plt, main_runs(df), ys, f"Generalization vs batch size ({_rules(main_runs(df))})",
-                     palette, order)
+    return _vs_batch(plt, main_runs(df), ys, f"Generalization vs batch size ({_rules(main_runs(df))})", style)
 
 
-def fig_matched(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
+@_figure
+def fig_matched(plt, df: pd.DataFrame, *, style: Style):
+    """Sharpness at a matched training loss: the loss-target runs that reached their target."""
+    palette, order, measures = style.palette, style.order, style.measures
     runs = matched_runs(df)
-    reached = runs[(runs["status"] == OK) & (runs["stop_reason"] == "target_loss")]
+    reached = reached_target(df)
     not_reached = runs[~runs.index.isin(reached.index)].copy()
-    not_reached["status"] = [s if s != OK else "target not reached" for s in not_reached["status"]]
+    not_reached["status"] = [s if s != OK else TARGET_NOT_REACHED for s in not_reached["status"]]
     ys = [("train_loss", "train loss reached")] + [(m, measure_label(m)) for m in measures]
     fig, axes = _panels(plt, len(ys), width=3.8)
     for ax, (y, label) in zip(axes, ys):
@@ -371,7 +433,7 @@ def fig_matched(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
             _line(ax, reached, y, palette, order)
             _auto_log_y(ax, reached[y].astype(float))
         else:
-            _empty(ax, "no run reached its loss target")
+            empty_panel(ax, "no run reached its loss target")
         if len(runs):
             _log2_x(ax, runs["batch_size"].dropna().unique())
         note = _mark_bad(ax, not_reached, "batch_size", palette)
@@ -385,8 +447,12 @@ def fig_matched(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
     return fig
 
 
-def fig_sharpness_vs_loss(plt, df: pd.DataFrame, measures: Sequence[str], palette, order):
+@_figure
+def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
+    """Sharpness vs final train loss of every finished run."""
     import seaborn as sns
+
+    palette, order, measures = style.palette, style.order, style.measures
 
     runs = _ok(df)
     ys = [(m, measure_label(m)) for m in measures] or [("sam_sharpness", "sharpness")]
@@ -398,10 +464,10 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, measures: Sequence[str], palett
             sns.scatterplot(data=d, x="train_loss", y=y, hue="method",
                             hue_order=[m for m in order if m in set(d["method"])], palette=palette,
                             size="batch_size", sizes=(15, 120), style="notebook", alpha=0.8, ax=ax)
-            _log_axis(ax, "x")
+            log_axis(ax, "x")
             _auto_log_y(ax, d[y].astype(float))
         else:
-            _empty(ax)
+            empty_panel(ax)
         ax.set_xlabel("final train loss (log)")
         ax.set_ylabel(label)
         ax.set_title(label)
@@ -409,36 +475,43 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, measures: Sequence[str], palett
     return fig
 
 
-def make_figures(df: pd.DataFrame, out_dir: str | Path, close: bool = True) -> dict[str, Any]:
+_MAKERS: dict[str, Callable[..., Any]] = {
+    "fig1_sgd_loss": functools.partial(fig_loss, family="SGD"),
+    "fig2_sgd_sharpness": functools.partial(fig_sharpness, family="SGD"),
+    "fig3_adam_loss": functools.partial(fig_loss, family="Adam"),
+    "fig4_adam_sharpness": functools.partial(fig_sharpness, family="Adam"),
+    "fig5_lr_scaling": fig_lr_scaling,
+    "fig6_runtime": fig_runtime,
+    "fig7_m_sharpness": fig_m_sharpness,
+    "fig8_generalization": fig_generalization,
+    "fig9_matched_loss": fig_matched,
+    "fig10_sharpness_vs_loss": fig_sharpness_vs_loss,
+}
+MATCHED_LOSS = "fig9_matched_loss"  # the figure the findings refer to for matched-loss sharpness
+
+
+def number(name: str) -> int:
+    """The figure's number in the report (its place in `FIGURES`, from 1)."""
+    return FIGURES.index(name) + 1
+
+
+def figure(name: str, results: pd.DataFrame, style: Style | None = None):
+    """Draw the figure `name` of `FIGURES` from a results table; returns the Figure."""
+    if name not in _MAKERS:
+        raise ValueError(f"figure has value {name!r}; allowed: {', '.join(FIGURES)}")
+    return _MAKERS[name](results, style=style)
+
+
+def make_figures(results: pd.DataFrame, out_dir: str | Path) -> dict[str, Any]:
     """Every figure of `FIGURES` as ``out_dir/<name>.png`` and ``.svg``; returns name -> Figure."""
-    plt, _ = _setup_matplotlib()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    order = _method_order(df["method"].dropna()) if len(df) else []
-    palette = _palette(order)
-    measures = measures_in(df)
-    main = main_runs(df)
-    sgd, adam = family(main, SGD_FAMILY), family(main, ADAM_FAMILY)
-    makers = {
-        "fig1_sgd_loss": lambda: fig_loss(plt, sgd, "SGD without / with SAM", palette, order),
-        "fig2_sgd_sharpness": lambda: fig_sharpness(plt, sgd, measures, "SGD without / with SAM", palette, order),
-        "fig3_adam_loss": lambda: fig_loss(plt, adam, "Adam without / with SAM", palette, order),
-        "fig4_adam_sharpness": lambda: fig_sharpness(plt, adam, measures, "Adam without / with SAM", palette,
-                                                     order),
-        "fig5_lr_scaling": lambda: fig_lr_scaling(plt, df, palette, order),
-        "fig6_runtime": lambda: fig_runtime(plt, df, palette, order),
-        "fig7_m_sharpness": lambda: fig_m_sharpness(plt, df, measures, palette, order),
-        "fig8_generalization": lambda: fig_generalization(plt, df, palette, order),
-        "fig9_matched_loss": lambda: fig_matched(plt, df, measures, palette, order),
-        "fig10_sharpness_vs_loss": lambda: fig_sharpness_vs_loss(plt, df, measures, palette, order),
-    }
+    style = Style.of(results)
     figures = {}
     for name in FIGURES:
-        fig = makers[name]()
+        fig = figure(name, results, style)
         for ext in ("png", "svg"):
             io.atomic_write(out_dir / f"{name}.{ext}",
                             lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=110, bbox_inches="tight"))
         figures[name] = fig
-        if close:
-            plt.close(fig)
     return figures

@@ -1,11 +1,11 @@
-"""What the study found, in numbers: the vocabulary of methods and measures, the run selections, the
-statistics and the findings paragraph.
+"""What the study found, in numbers: the run selections, the statistics and the findings paragraph.
 
-Labels (`method_label`, `measure_label`, `is_measure`) and selections of a `samlib.report.collect`
-table (`main_runs`, `matched_runs`, `family`, `measures_in`); `mean_ci` / `fmt_ci`, the t-based
-interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with ddof=1; no interval for n < 2); `best_lr` and `cost_ratios`
-(shared with the figures); `compute_findings` (findings.json), `findings_text` and `headline`.
-Diverged runs (non-finite loss) never enter a mean. Nothing here draws or writes files.
+Selections of a `samlib.study.report.collect` table (`main_runs`, `matched_runs`, `reached_target`,
+`family`, `measures_in`); measure labels (`measure_label`; the column vocabulary itself is
+`samlib.study.layout`'s); `mean_ci` / `fmt_ci`, the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with
+ddof=1; no interval for n < 2); `best_lr` and `cost_ratios` (shared with the figures);
+`compute_findings` (findings.json), `findings_text` and `headline`. Diverged runs (non-finite loss)
+never enter a mean. Nothing here draws or writes files.
 """
 
 from __future__ import annotations
@@ -18,26 +18,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from samlib.study.layout import OK, OPTIMIZER_LABELS, is_measure
+from samlib.study.layout import present as _present
+
 # --------------------------------------------------------------------------------------- constants
 LR_NOTEBOOK = "lr_scaling"
 SGD_FAMILY = ("sgd", "momentum")
 ADAM_FAMILY = ("adam", "adamw")
-OK = "ok"
+FAMILIES = {"SGD": SGD_FAMILY, "Adam": ADAM_FAMILY}
 MEASURE_LABELS = {
     "lambda_max": "Hessian λ_max",
     "hessian_trace": "Hessian trace",
     "sam_sharpness": "SAM sharpness f(w+ε̂)−f(w)",
 }
-_OPT = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
-_SAM = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
 
 
 # ============================================================================ names
-def is_measure(key: str) -> bool:
-    """A sharpness value key of `samlib.sharpness.measure` (not its timing or iteration count)."""
-    return bool(re.fullmatch(r"keskar_[0-9.e+-]+(_p\d+)?|lambda_max|hessian_trace|sam_sharpness", key))
-
-
 def measure_label(key: str) -> str:
     match = re.fullmatch(r"keskar_([0-9.e+-]+)(?:_p(\d+))?", key)
     if match:
@@ -53,21 +49,6 @@ def _measure_order(keys: Iterable[str]) -> list[str]:
         return ({"lambda_max": 1, "hessian_trace": 2, "sam_sharpness": 3}.get(k, 4), 0.0, k)
 
     return sorted(set(keys), key=rank)
-
-
-def method_label(optimizer: str, sam: str, m: Any = None) -> str:
-    """'SGD', 'SGD+SAM', 'SGD+SAM (m=32)', 'Adam+ASAM', ... (m as configured; None = whole batch)."""
-    label = _OPT.get(optimizer, str(optimizer))
-    if sam in (None, "none") or (isinstance(sam, float) and math.isnan(sam)):
-        return label
-    label += "+" + _SAM.get(sam, str(sam))
-    if _present(m):
-        label += f" (m={int(m)})"
-    return label
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def measures_in(df: pd.DataFrame) -> list[str]:
@@ -115,6 +96,16 @@ def matched_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["target_loss"].notna()]
 
 
+def reached_target(df: pd.DataFrame) -> pd.DataFrame:
+    """The loss-target runs that finished ok at their target: ``converged`` where the run recorded it,
+    else (runs made before that key) a stop at the target."""
+    runs = matched_runs(df)
+    stopped = runs["stop_reason"] == "target_loss"
+    if "converged" in runs:
+        stopped = runs["converged"].where(runs["converged"].notna(), stopped)
+    return runs[(runs["status"] == OK) & stopped.astype(bool)]
+
+
 def family(df: pd.DataFrame, optimizers: Sequence[str]) -> pd.DataFrame:
     return df[df["optimizer"].isin(optimizers)]
 
@@ -126,7 +117,7 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
 def _method_order(methods: Iterable[str]) -> list[str]:
     def rank(m: str) -> tuple:
         base = m.split("+")[0]
-        fam = list(_OPT.values()).index(base) if base in _OPT.values() else 9
+        fam = list(OPTIMIZER_LABELS.values()).index(base) if base in OPTIMIZER_LABELS.values() else 9
         has_m = "(m=" in m
         mval = int(re.search(r"m=(\d+)", m).group(1)) if has_m else 0
         return (fam, "+" in m, -mval if has_m else -10**9, m)
@@ -235,7 +226,7 @@ def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
     out["cost_ratio"] = cost
     # matched loss
     matched = matched_runs(df)
-    reached = matched[(matched["status"] == OK) & (matched["stop_reason"] == "target_loss")]
+    reached = reached_target(df)
     m_out: dict[str, Any] = {"runs": int(len(matched)), "reached": int(len(reached))}
     if len(reached):
         bs = int(reached["batch_size"].max())
@@ -332,8 +323,9 @@ def findings_text(f: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def headline(f: Mapping[str, Any]) -> str:
-    """A short paragraph of the main numbers (each computed in `compute_findings`)."""
+def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
+    """A short paragraph of the main numbers (each computed in `compute_findings`); `matched_figure`:
+    the number of the matched-loss figure, if the reader has it."""
     parts = []
     rules = f.get("stop_rules") or []
     if rules:
@@ -369,7 +361,9 @@ def headline(f: Mapping[str, Any]) -> str:
     m = f.get("matched_loss", {})
     if m.get("runs"):
         parts.append(f"{m['reached']} of {m['runs']} loss-target runs reached their target"
-                     + (f" (compared at batch size {m['batch_size']} in Fig. 9)." if m.get("methods") else "."))
+                     + (f" (compared at batch size {m['batch_size']}"
+                        + (f" in Fig. {matched_figure}" if matched_figure else "") + ")."
+                        if m.get("methods") else "."))
     bad = f.get("not_ok", [])
     parts.append(f"{len(bad)} of {f.get('n_runs', 0)} runs did not finish ok." if bad else
                  f"All {f.get('n_runs', 0)} runs finished ok.")

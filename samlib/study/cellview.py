@@ -1,0 +1,108 @@
+"""What a grid notebook shows of its cell (the `samlib.study.cell.run_cell` table): a runtime and
+sharpness table, learning curves, and for the lr-scaling notebook the lr sweep. Nothing is trained or
+written here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from samlib.study import layout
+from samlib.study.figures import empty_panel, log_axis
+
+
+def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runtime, result and sharpness of each run, for display."""
+    if not len(runs):
+        return pd.DataFrame()
+    measures = [c for c in runs.columns if layout.is_measure(c)]
+    cols = ["point", "seed", "status", "stop_reason", "steps", "lr", "train_loss", "test_loss", "test_accuracy",
+            "wall_seconds", "seconds_per_epoch", "sharpness_seconds"] + measures
+    table = runs[[c for c in cols if c in runs.columns]].copy()
+    return table.rename(columns={"wall_seconds": "train+eval s", "seconds_per_epoch": "s/epoch",
+                                 "sharpness_seconds": "sharpness s"})
+
+
+def _new_figure(n: int, width: float = 5.0, height: float = 3.6):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
+
+
+def plot_histories(runs: pd.DataFrame, x: str = "steps"):
+    """Learning curves of a cell's runs: train loss (epoch mean, dropout on) and the validation loss
+    after each epoch (runs without a validation split: the test loss) vs optimizer steps, one line per
+    grid point, mean ± 95 % CI over seeds. Returns the Figure."""
+    import seaborn as sns
+
+    frames = []
+    for _, r in runs.iterrows():
+        path = Path(r["run_dir"]) / layout.HISTORY
+        if path.is_file():
+            h = pd.read_csv(path)
+            if len(h):
+                frames.append(h.assign(point=r.get("point", layout.point_label(Path(r["run_dir"]).name)), seed=r["seed"]))
+    fig, axes = _new_figure(2)
+    if not frames:
+        for ax in axes:
+            empty_panel(ax, "no history yet")
+        return fig
+    hist = pd.concat(frames, ignore_index=True)
+    bs = runs["batch_size"].dropna().unique()
+    held_out = ("val_loss", "validation loss") if "val_loss" in hist else ("test_loss", "test loss")
+    for ax, (col, label) in zip(axes, [("loss", "train loss (epoch mean)"), held_out]):
+        if col not in hist:
+            empty_panel(ax, f"no {col}")
+            continue
+        sns.lineplot(data=hist, x=x, y=col, hue="point", marker="o", errorbar=("ci", 95), n_boot=1000, seed=0, ax=ax)
+        log_axis(ax, "y")
+        ax.set_title(label + (f", batch size {int(bs[0])}" if len(bs) == 1 else ""))
+        ax.set_xlabel("optimizer steps" if x == "steps" else x)
+    return fig
+
+
+def lr_sweep(runs: pd.DataFrame) -> pd.DataFrame:
+    """The lr sweep of one cell: per (method, effective lr) the mean test/train loss over seeds, the rules
+    that gave that lr, the best lr per method (lowest mean test loss) and the linear-rule lr."""
+    if not len(runs):
+        return pd.DataFrame()
+    d = runs.assign(lr=runs["lr"].astype(float).round(10))
+    table = d.groupby(["method", "lr"], as_index=False).agg(
+        rules=("lr_scaling", lambda s: ",".join(sorted(set(s)))),
+        test_loss=("test_loss", "mean"), train_loss=("train_loss", "mean"), test_accuracy=("test_accuracy", "mean"),
+        steps=("steps", "mean"), not_ok=("status", lambda s: int((s != layout.OK).sum())),
+    )
+    table["best"] = False
+    for method, g in table.groupby("method"):
+        if g["test_loss"].notna().any():
+            table.loc[g["test_loss"].idxmin(), "best"] = True
+    linear = d[d["lr_scaling"] == "linear"]["lr"]
+    table["linear rule lr"] = float(linear.iloc[0]) if len(linear) else math.nan
+    return table
+
+
+def plot_lr_sweep(runs: pd.DataFrame):
+    """Test loss vs effective lr in one cell, per method, with the linear-scaling lr marked."""
+    import seaborn as sns
+
+    fig, axes = _new_figure(2)
+    ok = runs[(runs["status"] == layout.OK)] if len(runs) else runs
+    for ax, col in zip(axes, ["test_loss", "train_loss"]):
+        if len(ok):
+            sns.lineplot(data=ok, x="lr", y=col, hue="method", marker="o", errorbar=("ci", 95), n_boot=1000,
+                         seed=0, ax=ax)
+            ax.set_xscale("log", base=2)
+            log_axis(ax, "y")
+        else:
+            empty_panel(ax, "no finished runs")
+        linear = runs[runs["lr_scaling"] == "linear"]["lr"] if len(runs) else []
+        if len(linear):
+            ax.axvline(float(linear.iloc[0]), color="k", ls="--", lw=1, label="linear rule")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("effective lr (log₂)")
+        ax.set_title(f"{col.replace('_', ' ')} vs lr"
+                     + (f", batch size {int(runs['batch_size'].iloc[0])}" if len(runs) else ""))
+    return fig

@@ -1,0 +1,398 @@
+"""The study's on-disk contract, in one place: where everything lives, the status words, when a run
+is complete or measured, how a study is read back, and the results.csv row of one run.
+
+Folder layout (a *study folder* is ``<out>/<study>/``)::
+
+    study.json                          the params and every cell's planned runs with their full configs
+    runs/<notebook>/<batch_size>/       one cell: <notebook>.ipynb (executed), status.json, kernel.log
+    runs/<notebook>/<batch_size>/<run>/ one run: config.json, metrics.json, history.csv, model.weights.h5
+    summary.ipynb, summary.status.json, summary.kernel.log
+    results.csv, findings.json, report.html, figures/
+
+``<run>`` is `run_dirname` of the run's grid values and seed, e.g. ``m=32,rho=0.05,seed=0``.
+
+Status words: a run's metrics.json says `RUNNING` while it trains, then `OK` or `DIVERGED` (both
+complete: a diverged run is a result) or `FAILED` (its training raised); results.csv adds `MISSING`
+(planned, never written) and `INCOMPLETE` (still ``running``: killed, or training now). A cell's
+status.json says `RUNNING`, `OK` or `FAILED`; the runner reports a cell it did not execute as
+`SKIPPED`.
+
+No TensorFlow and no pandas here: the study runner plans, skips and dry-runs cheaply.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from samlib import io
+from samlib.config import Config, ConfigError, SharpnessSettings
+
+# ---------------------------------------------------------------------- names
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+WEIGHTS = "model.weights.h5"
+RUN_FILES = (CONFIG, METRICS, HISTORY)  # a folder holding any of these is a run
+STUDY = "study.json"
+RUNS = "runs"
+CELL_STATUS = "status.json"
+KERNEL_LOG = "kernel.log"
+SUMMARY = "summary"  # summary.ipynb, summary.status.json, summary.kernel.log in the study folder
+RESULTS = "results.csv"
+FINDINGS = "findings.json"
+REPORT = "report.html"
+FIGURES = "figures"
+
+# ---------------------------------------------------------------------- status words
+RUNNING = "running"
+OK = "ok"
+DIVERGED = "diverged"
+FAILED = "failed"
+MISSING = "missing"
+INCOMPLETE = "incomplete"
+SKIPPED = "skipped"
+TO_RUN = "run"  # a dry run's plan: this cell would be executed
+COMPLETE = (OK, DIVERGED)  # a finished run (a diverged run is a result, not a crash)
+SHARPNESS_OK = OK
+SHARPNESS_SKIPPED = f"{SKIPPED}: {DIVERGED}"  # a diverged run's weights are not finite: not measured
+TARGET_NOT_REACHED = "target not reached"  # how figures mark a loss-target run that stopped at its cap
+_IGNORED_FOR_RESUME = ("run_dir", "verbose")  # Config fields that do not change a run's result
+
+
+# ---------------------------------------------------------------------- paths
+def cell_dir(study_dir: str | Path, notebook: str, batch_size: int) -> Path:
+    """``<study_dir>/runs/<notebook>/<batch_size>``: the folder of one cell."""
+    return Path(study_dir) / RUNS / notebook / str(batch_size)
+
+
+def executed_notebook(cell: str | Path, notebook: str) -> Path:
+    return Path(cell) / f"{notebook}.ipynb"
+
+
+def cell_status(cell: str | Path) -> Path:
+    return Path(cell) / CELL_STATUS
+
+
+def kernel_log(cell: str | Path) -> Path:
+    return Path(cell) / KERNEL_LOG
+
+
+def summary_files(study_dir: str | Path) -> tuple[Path, Path, Path]:
+    """(executed summary notebook, its status.json, its kernel log)."""
+    d = Path(study_dir)
+    return d / f"{SUMMARY}.ipynb", d / f"{SUMMARY}.{CELL_STATUS}", d / f"{SUMMARY}.{KERNEL_LOG}"
+
+
+def _fmt(value: Any) -> str:
+    text = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def run_dirname(point: Mapping[str, Any], seed: int) -> str:
+    """Folder name of one run from its grid values, e.g. ``m=32,rho=0.05,seed=0``."""
+    return ",".join([f"{k}={_fmt(point[k])}" for k in sorted(point)] + [f"seed={seed}"])
+
+
+def point_label(run_name: str) -> str:
+    """The grid values of a run folder name (``m=32,seed=0`` → ``m=32``; no grid → ``(base)``)."""
+    return re.sub(r",?seed=\d+$", "", run_name) or "(base)"
+
+
+def seed_of(run_name: str) -> int | None:
+    match = re.search(r"seed=(\d+)$", run_name)
+    return int(match.group(1)) if match else None
+
+
+def cell_of(run_dir: str | Path) -> tuple[str, int | None]:
+    """(notebook, batch size) of a run folder ``.../runs/<notebook>/<batch_size>/<run>``."""
+    run_dir = Path(run_dir).resolve()
+    bs = run_dir.parent.name
+    return run_dir.parent.parent.name, int(bs) if bs.isdigit() else None
+
+
+def notebook_of(cell: str | Path) -> str:
+    """The notebook of a cell folder ``.../runs/<notebook>/<batch_size>``."""
+    return Path(cell).resolve().parent.name
+
+
+def run_dirs(study_dir: str | Path) -> list[Path]:
+    """Every run folder under ``study_dir/runs/<notebook>/<batch_size>/`` holding any run file."""
+    root = Path(study_dir) / RUNS
+    if not root.is_dir():
+        return []
+    found = []
+    for nb in sorted(p for p in root.iterdir() if p.is_dir()):
+        for cell in sorted(p for p in nb.iterdir() if p.is_dir()):
+            for run in sorted(p for p in cell.iterdir() if p.is_dir()):
+                if any((run / f).exists() for f in RUN_FILES):
+                    found.append(run)
+    return found
+
+
+# ---------------------------------------------------------------------- one run's state
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """metrics.json of a run ({} when absent or unreadable)."""
+    return io.read_json_dict(Path(run_dir) / METRICS)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.json of a run ({} when absent or unreadable)."""
+    return io.read_json_dict(Path(run_dir) / CONFIG)
+
+
+def is_complete(run_dir: str | Path, config: Config) -> bool:
+    """True if `run_dir` holds a finished run (ok or diverged, weights saved) of the same parameters."""
+    run_dir = Path(run_dir)
+    metrics, saved = read_metrics(run_dir), read_config(run_dir)
+    if metrics.get("status") not in COMPLETE or not saved or not (run_dir / WEIGHTS).exists():
+        return False
+    mine = config.to_dict()
+    return all(saved.get(k) == mine[k] for k in mine if k not in _IGNORED_FOR_RESUME)
+
+
+def is_measured(run_dir: str | Path, settings: SharpnessSettings) -> bool:
+    """metrics.json holds a sharpness measurement (or a recorded skip) made with exactly `settings`."""
+    metrics = read_metrics(run_dir)
+    return "sharpness_status" in metrics and metrics.get("sharpness_settings") == settings.to_dict()
+
+
+# ---------------------------------------------------------------------- study.json
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run as the planner wrote it into study.json, located under the study folder as it is now."""
+
+    notebook: str
+    batch_size: int
+    run_dir: Path
+    seed: int | None
+    point: dict[str, Any]
+    config: dict[str, Any] | None  # the full validated Config dict (None: unreadable)
+
+
+def cell_record(notebook: str, batch_size: int, cell: Path, runs: Iterable[tuple[Mapping, int, Config]]) -> dict:
+    """study.json's entry for one cell: its files and each run's grid point, seed and full config."""
+    return {
+        "notebook": notebook,
+        "batch_size": batch_size,
+        "run_root": str(cell),
+        "executed_notebook": str(executed_notebook(cell, notebook)),
+        "status": str(cell_status(cell)),
+        "runs": [{"run_dir": c.run_dir, "seed": seed, "point": dict(point), "config": c.to_dict()}
+                 for point, seed, c in runs],
+    }
+
+
+def write_study(study_dir: str | Path, header: Mapping[str, Any], cells: Iterable[Mapping]) -> Path:
+    """Write ``study.json``: `header` (the params) and the `cell_record` of every cell."""
+    return io.write_json(Path(study_dir) / STUDY, {**header, "cells": list(cells)})
+
+
+def read_study(study_dir: str | Path) -> dict[str, Any]:
+    """``study.json`` as the runner wrote it ({} when absent, e.g. for a notebook's own runs)."""
+    return io.read_json_dict(Path(study_dir) / STUDY)
+
+
+def planned_runs(study_dir: str | Path) -> list[PlannedRun]:
+    """Every run that study.json plans, at its place under `study_dir` (the folder may have moved
+    since study.json was written), with its full config. A study.json written before configs were
+    recorded gets them rebuilt from its params with `Config`'s own defaults."""
+    study_dir = Path(study_dir)
+    study = read_study(study_dir)
+    out = []
+    for cell in study.get("cells", []):
+        nb, bs = cell["notebook"], int(cell["batch_size"])
+        for run in cell.get("runs", []):
+            config = run.get("config")
+            if config is None:
+                config = _rebuilt_config(study, nb, bs, run.get("point", {}), run.get("seed"), run["run_dir"])
+            path = cell_dir(study_dir, nb, bs) / Path(run["run_dir"]).name
+            out.append(PlannedRun(nb, bs, path, run.get("seed"), dict(run.get("point", {})), config))
+    return out
+
+
+def _rebuilt_config(study: Mapping, notebook: str, batch_size: int, point: Mapping, seed: Any, run_dir: str):
+    nb_base = study.get("notebooks", {}).get(notebook, {}).get("base", {})
+    values = {**study.get("base", {}), **nb_base, **point, "batch_size": batch_size, "run_dir": run_dir}
+    if seed is not None:
+        values["seed"] = seed
+    try:
+        return Config.from_dict(values).to_dict()
+    except ConfigError:
+        return None
+
+
+# ---------------------------------------------------------------------- results.csv row
+COLUMNS = [
+    "notebook", "run", "method", "optimizer", "sam", "rho", "m", "batch_size", "lr", "lr_base",
+    "lr_scaling", "base_batch_size", "warmup_epochs", "seed", "epochs", "steps", "steps_budget",
+    "epochs_max", "target_loss", "stop_rule", "stop_reason", "converged", "status", "train_loss",
+    "test_loss", "train_accuracy", "test_accuracy", "loss_gap", "accuracy_gap", "val_loss", "val_accuracy",
+    "grad_norm", "weight_norm",
+]  # then the sharpness measures, then TAIL
+TAIL = [
+    "wall_seconds", "train_seconds", "step_seconds", "seconds_per_epoch", "samples_per_second",
+    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "reused_from", "error", "run_dir",
+]
+N_TRAIN = {"mnist5k": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}  # before a val split
+OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
+_SAM = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
+
+
+def present(value: Any) -> bool:
+    """A value results.csv treats as given: not None and not NaN."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def is_measure(key: str) -> bool:
+    """A sharpness value key of `samlib.sharpness.measure` (not its timing or iteration count)."""
+    return bool(re.fullmatch(r"keskar_[0-9.e+-]+(_p\d+)?|lambda_max|hessian_trace|sam_sharpness", key))
+
+
+def method_label(optimizer: str, sam: Any, m: Any = None) -> str:
+    """'SGD', 'SGD+SAM', 'SGD+SAM (m=32)', 'Adam+ASAM', ... (m as configured; None = whole batch)."""
+    label = OPTIMIZER_LABELS.get(optimizer, str(optimizer))
+    if sam in (None, "none") or (isinstance(sam, float) and math.isnan(sam)):
+        return label
+    label += "+" + _SAM.get(sam, str(sam))
+    if present(m):
+        label += f" (m={int(m)})"
+    return label
+
+
+def stop_rule(config: Mapping[str, Any]) -> str:
+    """How a run was told to stop: 'steps=64', 'target_loss=0.5 (cap 64 steps)', 'epochs=5'."""
+    steps, target, epochs = config.get("steps"), config.get("target_loss"), config.get("epochs")
+    if present(target):
+        cap = f"cap {int(steps)} steps" if present(steps) else f"cap {int(epochs)} epochs"
+        return f"target_loss={float(target):g} ({cap})"
+    if present(steps):
+        return f"steps={int(steps)}"
+    return f"epochs={epochs}"
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _read_history(run_dir: Path) -> list[dict[str, str]]:
+    try:
+        with open(run_dir / HISTORY, newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def _step_seconds(history: list[dict[str, str]], metrics: Mapping[str, Any]) -> float:
+    """Seconds per optimizer step: metrics' steady-state ``step_seconds`` where the run recorded it;
+    else from history.csv's epochs after the first (which includes graph tracing) when the run has
+    more than one epoch; else the whole training time over the steps."""
+    if present(metrics.get("step_seconds")):
+        return _num(metrics["step_seconds"])
+    if len(history) >= 2 and {"epoch_seconds", "steps"} <= set(history[0]):
+        steps = _num(history[-1]["steps"]) - _num(history[0]["steps"])
+        seconds = sum(_num(row["epoch_seconds"]) for row in history[1:])
+        if steps > 0 and math.isfinite(seconds):
+            return seconds / steps
+    seconds, steps = _num(metrics.get("train_seconds")), _num(metrics.get("steps"))
+    return seconds / steps if steps and steps > 0 else math.nan
+
+
+def _scaled_lr(config: Mapping[str, Any]) -> float:
+    try:
+        return Config.from_dict(config).scaled_lr
+    except (ConfigError, TypeError):
+        return math.nan
+
+
+def run_record(
+    run_dir: str | Path,
+    notebook: str | None = None,
+    batch_size: int | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One run folder as a flat dict of the `COLUMNS`, the sharpness measures it holds, and `TAIL`.
+
+    `config`: the run's planned config, used when the folder has no config.json. Missing or unreadable
+    files never raise: a folder without metrics.json is status `MISSING`, one whose metrics still say
+    `RUNNING` is `INCOMPLETE`. Columns the run did not record (e.g. ``val_loss`` of runs made before
+    the validation split) are NaN / None.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir) or dict(config or {})
+    metrics = read_metrics(run_dir)
+    history = _read_history(run_dir)
+    status = metrics.get("status") if metrics else MISSING
+    if status == RUNNING:
+        status = INCOMPLETE
+    if notebook is None or batch_size is None:
+        nb, bs = cell_of(run_dir)
+        notebook, batch_size = notebook if notebook is not None else nb, batch_size if batch_size is not None else bs
+    bs = config.get("batch_size", batch_size)
+    lr_eff = metrics.get("lr_effective")
+    if not present(lr_eff):
+        lr_eff = _scaled_lr(config) if config else math.nan
+    dataset = config.get("dataset")
+    n_train = metrics.get("n_train") or N_TRAIN.get(dataset)
+    step_s = _step_seconds(history, metrics)
+    per_epoch = step_s * math.ceil(n_train / bs) if n_train and bs and math.isfinite(step_s) else math.nan
+    converged = metrics.get("converged")
+    row: dict[str, Any] = {
+        "notebook": notebook,
+        "run": run_dir.name,
+        "method": method_label(config.get("optimizer", "?"), config.get("sam", "none"), config.get("m")),
+        "optimizer": config.get("optimizer"),
+        "sam": config.get("sam"),
+        "rho": config.get("rho"),
+        "m": config.get("m"),
+        "batch_size": bs,
+        "lr": lr_eff,
+        "lr_base": config.get("lr"),
+        "lr_scaling": config.get("lr_scaling"),
+        "base_batch_size": config.get("base_batch_size"),
+        "warmup_epochs": config.get("warmup_epochs"),
+        "seed": config.get("seed", seed_of(run_dir.name)),
+        "epochs": metrics.get("epochs_run"),
+        "steps": metrics.get("steps"),
+        "steps_budget": config.get("steps"),
+        "epochs_max": config.get("epochs"),
+        "target_loss": config.get("target_loss"),
+        "stop_rule": stop_rule(config) if config else None,
+        "stop_reason": metrics.get("stop_reason"),
+        "converged": converged if isinstance(converged, bool) else None,
+        "status": status,
+        "train_loss": _num(metrics.get("train_loss")),
+        "test_loss": _num(metrics.get("test_loss")),
+        "train_accuracy": _num(metrics.get("train_accuracy")),
+        "test_accuracy": _num(metrics.get("test_accuracy")),
+        "val_loss": _num(metrics.get("val_loss")),
+        "val_accuracy": _num(metrics.get("val_accuracy")),
+        "grad_norm": _num(metrics.get("grad_norm")),
+        "weight_norm": _num(metrics.get("weight_norm")),
+        "wall_seconds": _num(metrics.get("wall_seconds")),
+        "train_seconds": _num(metrics.get("train_seconds")),
+        "step_seconds": step_s,
+        "seconds_per_epoch": per_epoch,
+        "samples_per_second": _num(metrics.get("samples_per_second")),
+        "sharpness_seconds": _num(metrics.get("sharpness_seconds")),
+        "sharpness_subset": metrics.get("sharpness_subset"),
+        "dataset": dataset,
+        "n_train": n_train,
+        "reused_from": metrics.get("reused_from"),
+        "error": metrics.get("error") or metrics.get("sharpness_error"),
+        "run_dir": str(run_dir),
+    }
+    row["loss_gap"] = row["test_loss"] - row["train_loss"]
+    row["accuracy_gap"] = row["train_accuracy"] - row["test_accuracy"]
+    for key, value in metrics.items():
+        if is_measure(key):
+            row[key] = _num(value)
+    return row
