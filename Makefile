@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/quick.yaml
-JOBS   ?= 2
+# cells at once (make study JOBS=4); empty: the study's default, the usable cores
+JOBS   ?=
 # quiet TensorFlow's C++ start-up chatter
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 study: install  ## run the quick study end to end (offline) and write outputs/quick/report.html
-	$(PY) -m samlib study $(PARAMS) --jobs $(JOBS)
+	$(PY) -m samlib study $(PARAMS) $(if $(JOBS),--jobs $(JOBS))
 
 test: install  ## the whole test suite, notebooks included
 	$(PY) -m pytest
