@@ -79,7 +79,7 @@ class Report:
         return sorted(names + [layout.FINDINGS, layout.REPORT, layout.RESULTS])
 
     def _repr_html_(self) -> str:
-        return _html_body(self, embed=True)
+        return _html_body(self)
 
 
 def make_report(study_dir: str | Path) -> Report:
@@ -96,7 +96,7 @@ def make_report(study_dir: str | Path) -> Report:
     rep = Report(study_dir, df, pngs, findings, text, study_dir / layout.REPORT, head)
     io.write_text(rep.html, "<!doctype html>\n<html><head><meta charset='utf-8'>"
                   f"<title>SAM study: {html.escape(study_dir.name)}</title>{_CSS}</head><body>"
-                  + _html_body(rep, embed=True) + "</body></html>\n")
+                  + _html_body(rep) + "</body></html>\n")
     return rep
 
 
@@ -109,7 +109,8 @@ figure{margin:1.5em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
 </style>"""
 
 
-def _html_body(rep: Report, embed: bool = True) -> str:
+def _html_body(rep: Report) -> str:
+    """The report's body; figures embedded as data URIs, so report.html is one self-contained file."""
     study = layout.read_study(rep.study_dir)
     params = {k: study[k] for k in ("study", "description", "seeds", "base", "sharpness", "notebooks", "summary")
               if k in study}
@@ -138,10 +139,7 @@ def _html_body(rep: Report, embed: bool = True) -> str:
                      "those in results.csv.</p>")
     parts.append("<h2>Figures</h2>")
     for name, png in rep.figures.items():
-        if embed and png.is_file():
-            src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-        else:
-            src = f"{layout.FIGURES}/{name}.png"
+        src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
         parts.append(f"<figure><img src='{src}' alt='{name}'><figcaption><b>Fig. {figures.number(name)}</b> "
                      f"({name}): {html.escape(figures.CAPTIONS.get(name, ''))} "
                      f"(<a href='{layout.FIGURES}/{name}.svg'>svg</a>)</figcaption></figure>")
