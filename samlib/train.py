@@ -37,7 +37,7 @@ from samlib import devices, io
 from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
 from samlib.data import Data, DataError, load, split_validation
 from samlib.models import build_cnn
-from samlib.rundir import WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
+from samlib.study.layout import DIVERGED, OK, RUNNING, WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
 from samlib.sam import SAM
 
 
@@ -220,7 +220,7 @@ class _RunMonitor(keras.callbacks.Callback):
         self._last = (self._clock(), step)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.stop_reason, self.model.stop_training = "diverged", True
+            self.stop_reason, self.model.stop_training = DIVERGED, True
             return
         if self.schedule is not None and self.schedule.due(step):
             start = time.perf_counter()
@@ -286,7 +286,7 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
     run_dir = Path(config.run_dir) if config.run_dir else None
     if run_dir is not None:
         io.write_json(run_dir / "config.json", config.to_dict())
-        io.write_json(run_dir / "metrics.json", {"status": "running"})
+        io.write_json(run_dir / "metrics.json", {"status": RUNNING})
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -323,7 +323,7 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         history = pd.DataFrame(monitor.rows)
         for key, values in fit.history.items():  # loss, accuracy (dropout on), SAM's norms
             history[key] = values[: len(history)]
-        diverged = monitor.stop_reason == "diverged"
+        diverged = monitor.stop_reason == DIVERGED
         # the check that stopped the run saw these very weights: its value is the run's train loss
         train_loss, train_acc = monitor.target_hit or evaluate["train"]()
         val_loss, val_acc = evaluate["val"]() if "val" in evaluate else (math.nan, math.nan)
@@ -334,8 +334,8 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
     finite = all(math.isfinite(v) for v in (train_loss, test_loss))
     target = config.target_loss
     metrics = {
-        "status": "diverged" if diverged or not finite else "ok",
-        "stop_reason": "diverged" if diverged or not finite else monitor.stop_reason,
+        "status": DIVERGED if diverged or not finite else OK,
+        "stop_reason": DIVERGED if diverged or not finite else monitor.stop_reason,
         # converged: the inference-mode training loss reached the target (None: the run had no target)
         "converged": None if target is None else bool(finite and not diverged and train_loss <= target),
         "train_loss": train_loss,
