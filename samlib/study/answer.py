@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from samlib.study import stats
+from samlib.study.layout import OK
 
 LR_NOTEBOOK = "lr_scaling"
 FAMILIES = {"sgd": ("sgd", "momentum"), "adam": ("adam", "adamw")}
@@ -48,14 +49,14 @@ def _converged(df: pd.DataFrame) -> pd.Series:
 def compared(df: pd.DataFrame) -> pd.DataFrame:
     """Main runs that finished ok at their target (module doc), with ``test_error`` = 1 − accuracy."""
     runs = _main(df)
-    runs = runs[(runs["status"] == "ok") & _converged(runs)]
+    runs = runs[(runs["status"] == OK) & _converged(runs)]
     return runs.assign(test_error=1.0 - runs["test_accuracy"].astype(float))
 
 
 def not_compared(df: pd.DataFrame) -> pd.DataFrame:
     """Main runs left out of every comparison: not ok (diverged, failed, missing) or not converged."""
     runs = _main(df)
-    return runs[(runs["status"] != "ok") | ~_converged(runs)]
+    return runs[(runs["status"] != OK) | ~_converged(runs)]
 
 
 def _family(df: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -127,7 +128,7 @@ def paired(df: pd.DataFrame, measures: Iterable[str] = ()) -> pd.DataFrame:
 def lr_selection(df: pd.DataFrame) -> pd.DataFrame:
     """Per (batch size, method, seed) of the lr sweep: the effective lr with the lowest validation loss,
     and the test loss and accuracy of that run (the only test numbers of the sweep that are reported)."""
-    runs = df[(df["notebook"] == LR_NOTEBOOK) & (df["status"] == "ok")]
+    runs = df[(df["notebook"] == LR_NOTEBOOK) & (df["status"] == OK)]
     runs = runs[np.isfinite(runs["val_loss"].astype(float))] if "val_loss" in runs else runs.iloc[0:0]
     cols = ["batch_size", "method", "seed", "lr", "val_loss", "test_loss", "test_accuracy", "n_lrs"]
     if not len(runs):
