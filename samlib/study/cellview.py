@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from samlib.study import layout
-from samlib.study.figures import empty_panel, log_axis
+from samlib.study.plotting import empty_panel, log_axis
 
 
 def cell_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -13,10 +13,9 @@ over seeds; diverged runs never enter a mean and are drawn as ✕ at the top of 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,11 +33,21 @@ from samlib.study.findings import (
     main_runs,
     matched_runs,
     measure_label,
-    measures_in,
     reached_target,
 )
 from samlib.study.layout import OK, TARGET_NOT_REACHED
-from samlib.study.layout import present as _present
+from samlib.study.plotting import (
+    Style,
+    auto_log_y,
+    empty_panel,
+    figure_function,
+    finish,
+    line,
+    log2_x,
+    log_axis,
+    mark_bad,
+    panels,
+)
 
 # --------------------------------------------------------------------------------------- constants
 FIGURES = (
@@ -76,162 +85,24 @@ CAPTIONS = {
 }
 
 
-# ============================================================================ figures
-def _setup_matplotlib():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg",) and "inline" not in matplotlib.get_backend().lower():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
-    return plt, sns
-
-
-@dataclasses.dataclass(frozen=True)
-class Style:
-    """What every figure of one table shares: the method order, a colour per method, the measures."""
-
-    order: list[str]
-    palette: dict[str, Any]
-    measures: list[str]
-
-    @classmethod
-    def of(cls, results: pd.DataFrame) -> "Style":
-        import seaborn as sns
-
-        order = _method_order(results["method"].dropna()) if len(results) else []
-        colors = sns.color_palette("tab10", 10)
-        return cls(order, {m: colors[i % 10] for i, m in enumerate(order)}, measures_in(results))
-
-
-def _figure(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A public figure: `style` defaults to the table's own; the Figure is closed in pyplot (a notebook
-    shows it once, as the cell's value, and nothing accumulates in pyplot's figure list)."""
-
-    @functools.wraps(function)
-    def draw(results: pd.DataFrame, *args: Any, style: Style | None = None, **kwargs: Any):
-        plt, _ = _setup_matplotlib()
-        fig = function(plt, results, *args, style=style or Style.of(results), **kwargs)
-        plt.close(fig)
-        return fig
-
-    return draw
-
-
-def _log2_x(ax, values: Iterable[float]) -> None:
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    ticks = sorted({float(v) for v in values if _present(v) and v > 0})
-    ax.set_xscale("log", base=2)
-    if ticks:
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
-        pad = 2 ** 0.3
-        ax.set_xlim(ticks[0] / pad, ticks[-1] * pad)
-
-
-def log_axis(ax, which: str = "y") -> None:
-    """Log scale with plain tick labels (1, 2, 5 per decade) instead of crowded 3×10⁻¹ minor labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis = ax.yaxis if which == "y" else ax.xaxis
-    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _auto_log_y(ax, values: pd.Series) -> None:
-    v = values[np.isfinite(values)]
-    if len(v) and (v > 0).all() and v.max() / v.min() > 30:
-        log_axis(ax, "y")
-
-
-def empty_panel(ax, text: str = "no runs for this panel") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _mark_bad(ax, bad: pd.DataFrame, x: str, palette: Mapping[str, Any]) -> str:
-    """Draw ✕ at the top of `ax` (one row per method) for the runs that did not finish ok (diverged,
-    failed, missing, target not reached); returns a note like '✕ 2 diverged' for the panel title."""
-    import matplotlib.transforms as mtransforms
-
-    if bad is None or not len(bad):
-        return ""
-    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-    methods = list(dict.fromkeys(bad["method"]))
-    for (xv, method), group in bad.groupby([x, "method"], dropna=False):
-        if not _present(xv):
-            continue
-        y = 0.95 - 0.07 * methods.index(method)
-        ax.plot([xv], [y], marker="X", markersize=8, color=palette.get(method, "red"), markeredgecolor="black",
-                transform=trans, clip_on=False, linestyle="none")
-        if len(group) > 1:
-            ax.annotate(f"{len(group)}", (xv, y), xycoords=trans, xytext=(5, -3), textcoords="offset points",
-                        fontsize=7, color="0.2")
-    counts = bad["status"].value_counts()
-    return "✕ " + ", ".join(f"{n} {status}" for status, n in counts.items())
-
-
-def _line(ax, data: pd.DataFrame, y: str, palette, order, x: str = "batch_size", style: str | None = None) -> None:
-    import seaborn as sns
-
-    ok = data[np.isfinite(data[y].astype(float))] if len(data) and y in data else data.iloc[0:0]
-    if not len(ok):
-        empty_panel(ax, f"no finished runs with {y}")
-        return
-    sns.lineplot(data=ok, x=x, y=y, hue="method", hue_order=[m for m in order if m in set(ok["method"])],
-                 palette=palette, style=style, markers=True, dashes=False if style is None else True,
-                 marker="o" if style is None else None,
-                 errorbar=("ci", 95), n_boot=1000, seed=0, err_style="bars", err_kws={"capsize": 3},
-                 ax=ax)
-
-
-def _panels(plt, n: int, width: float = 4.2, height: float = 3.4, sharey: bool = False):
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), sharey=sharey, squeeze=False)
-    return fig, list(axes[0])
-
-
-def _finish(fig, axes, title: str, legend: bool = True) -> None:
-    handles, labels = [], []
-    for ax in axes:
-        leg = ax.get_legend()
-        if leg is not None:
-            for h, t in zip(leg.legend_handles, [t.get_text() for t in leg.get_texts()]):
-                if t not in labels:
-                    handles.append(h)
-                    labels.append(t)
-            leg.remove()
-    if legend and handles:
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 6),
-                   frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-
-
 def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, style: Style):
     palette, order = style.palette, style.order
-    fig, axes = _panels(plt, len(ys))
+    fig, axes = panels(plt, len(ys))
     bs_all = df["batch_size"].dropna().unique() if len(df) else []
     for ax, (y, label) in zip(axes, ys):
         if not len(df):
             empty_panel(ax)
             ax.set_title(label)
             continue
-        _line(ax, _ok(df), y, palette, order)
-        _log2_x(ax, bs_all)
+        line(ax, _ok(df), y, palette, order)
+        log2_x(ax, bs_all)
         if y in df:
-            _auto_log_y(ax, _ok(df)[y].astype(float))
-        note = _mark_bad(ax, df[df["status"] != OK], "batch_size", palette)
+            auto_log_y(ax, _ok(df)[y].astype(float))
+        note = mark_bad(ax, df[df["status"] != OK], "batch_size", palette)
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel(label)
         ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
-    _finish(fig, axes, title)
+    finish(fig, axes, title)
     return fig
 
 
@@ -241,7 +112,7 @@ def _family(results: pd.DataFrame, name: str) -> pd.DataFrame:
     return family(main_runs(results), FAMILIES[name])
 
 
-@_figure
+@figure_function
 def fig_loss(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
     """Train and test loss vs batch size of one optimizer family ("SGD" or "Adam") without / with SAM
     (step-budget runs)."""
@@ -250,7 +121,7 @@ def fig_loss(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
                      f"{family} without / with SAM: loss vs batch size ({_rules(df)})", style)
 
 
-@_figure
+@figure_function
 def fig_sharpness(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
     """Sharpness vs batch size of one optimizer family without / with SAM, one panel per measure."""
     df = _family(results, family)
@@ -263,14 +134,14 @@ def _rules(df: pd.DataFrame) -> str:
     return "stop rule: " + (", ".join(rules) if rules else "n/a")
 
 
-@_figure
+@figure_function
 def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
     """The best effective lr vs batch size against the linear and sqrt rules; test loss over the sweep."""
     import seaborn as sns
 
     palette, order = style.palette, style.order
 
-    fig, axes = _panels(plt, 2, width=5.2, height=3.8)
+    fig, axes = panels(plt, 2, width=5.2, height=3.8)
     sweep = df[df["notebook"] == LR_NOTEBOOK]
     best = best_lr(df)
     ax = axes[0]
@@ -285,7 +156,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
         grid_bs = np.geomspace(bss[0], bss[-1], 50)
         ax.plot(grid_bs, ref * grid_bs / ref_bs, "k--", lw=1, label="linear scaling (lr ∝ B)")
         ax.plot(grid_bs, ref * np.sqrt(grid_bs / ref_bs), "k:", lw=1, label="sqrt scaling (lr ∝ √B)")
-        _log2_x(ax, bss)
+        log2_x(ax, bss)
         ax.set_yscale("log", base=2)
         ax.legend(fontsize=7)
         ax.set_xlabel("batch size (log₂)")
@@ -303,9 +174,9 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
                          palette="viridis", style="method", markers=True, errorbar=("ci", 95), n_boot=1000, seed=0,
                          err_style="bars", ax=ax)
             ax.set_xscale("log", base=2)
-            _auto_log_y(ax, ok["test_loss"].astype(float))
+            auto_log_y(ax, ok["test_loss"].astype(float))
             ax.legend(fontsize=7, title="batch size / method", title_fontsize=7)
-        note = _mark_bad(ax, sweep[sweep["status"] != OK], "lr", palette)
+        note = mark_bad(ax, sweep[sweep["status"] != OK], "lr", palette)
         ax.set_xlabel("effective lr (log₂)")
         ax.set_ylabel("test loss")
     else:
@@ -317,7 +188,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
     return fig
 
 
-@_figure
+@figure_function
 def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
     """Seconds per epoch vs batch size, and the SAM / base-optimizer cost ratio (step-budget runs)."""
     import seaborn as sns
@@ -325,11 +196,11 @@ def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
     palette, order = style.palette, style.order
 
     runs = main_runs(df)
-    fig, axes = _panels(plt, 2, width=5.0)
+    fig, axes = panels(plt, 2, width=5.0)
     ax = axes[0]
     if len(runs):
-        _line(ax, _ok(runs), "seconds_per_epoch", palette, order)
-        _log2_x(ax, runs["batch_size"].dropna().unique())
+        line(ax, _ok(runs), "seconds_per_epoch", palette, order)
+        log2_x(ax, runs["batch_size"].dropna().unique())
         log_axis(ax, "y")
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel("seconds per epoch")
@@ -343,13 +214,13 @@ def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
                      hue_order=[m for m in order if m in set(ratios["method"])], palette=palette, marker="o",
                      errorbar=("ci", 95), n_boot=1000, seed=0, err_style="bars", err_kws={"capsize": 3}, ax=ax)
         ax.axhline(2.0, color="k", ls="--", lw=1, label="2× (two passes)")
-        _log2_x(ax, ratios["batch_size"].unique())
+        log2_x(ax, ratios["batch_size"].unique())
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel("SAM / base seconds per epoch")
     else:
         empty_panel(ax, "no SAM run with a matching base run")
     ax.set_title("cost ratio SAM / base optimizer")
-    _finish(fig, axes, "Runtime (step-budget runs)")
+    finish(fig, axes, "Runtime (step-budget runs)")
     return fig
 
 
@@ -361,7 +232,7 @@ def _largest_sam_batch(df: pd.DataFrame) -> int | None:
     return int(sam["batch_size"].max()) if len(sam) else None
 
 
-@_figure
+@figure_function
 def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
     """m-sharpness at the largest SAM batch size: whole-batch vs micro-batch perturbations."""
     import seaborn as sns
@@ -370,7 +241,7 @@ def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
 
     bs = _largest_sam_batch(df)
     ys = [("test_loss", "test loss"), ("train_loss", "train loss")] + [(m, measure_label(m)) for m in measures]
-    fig, axes = _panels(plt, len(ys), width=3.3, height=3.6)
+    fig, axes = panels(plt, len(ys), width=3.3, height=3.6)
     runs = main_runs(df)
     if bs is not None:
         fam = runs[(runs["batch_size"] == bs)]
@@ -410,7 +281,7 @@ def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
     return fig
 
 
-@_figure
+@figure_function
 def fig_generalization(plt, df: pd.DataFrame, *, style: Style):
     """Accuracy and generalization gaps vs batch size (step-budget runs)."""
     ys = [("train_accuracy", "train accuracy"), ("test_accuracy", "test accuracy"),
@@ -418,7 +289,7 @@ def fig_generalization(plt, df: pd.DataFrame, *, style: Style):
     return _vs_batch(plt, main_runs(df), ys, f"Generalization vs batch size ({_rules(main_runs(df))})", style)
 
 
-@_figure
+@figure_function
 def fig_matched(plt, df: pd.DataFrame, *, style: Style):
     """Sharpness at a matched training loss: the loss-target runs that reached their target."""
     palette, order, measures = style.palette, style.order, style.measures
@@ -427,27 +298,27 @@ def fig_matched(plt, df: pd.DataFrame, *, style: Style):
     not_reached = runs[~runs.index.isin(reached.index)].copy()
     not_reached["status"] = [s if s != OK else TARGET_NOT_REACHED for s in not_reached["status"]]
     ys = [("train_loss", "train loss reached")] + [(m, measure_label(m)) for m in measures]
-    fig, axes = _panels(plt, len(ys), width=3.8)
+    fig, axes = panels(plt, len(ys), width=3.8)
     for ax, (y, label) in zip(axes, ys):
         if len(reached):
-            _line(ax, reached, y, palette, order)
-            _auto_log_y(ax, reached[y].astype(float))
+            line(ax, reached, y, palette, order)
+            auto_log_y(ax, reached[y].astype(float))
         else:
             empty_panel(ax, "no run reached its loss target")
         if len(runs):
-            _log2_x(ax, runs["batch_size"].dropna().unique())
-        note = _mark_bad(ax, not_reached, "batch_size", palette)
+            log2_x(ax, runs["batch_size"].dropna().unique())
+        note = mark_bad(ax, not_reached, "batch_size", palette)
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel(label)
         ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
     targets = sorted(set(runs["target_loss"].dropna())) if len(runs) else []
     rule = ", ".join(f"{t:g}" for t in targets) or "none"
-    _finish(fig, axes, f"Sharpness at matched train loss (target_loss = {rule}; "
+    finish(fig, axes, f"Sharpness at matched train loss (target_loss = {rule}; "
                        f"{len(reached)} of {len(runs)} runs reached it)")
     return fig
 
 
-@_figure
+@figure_function
 def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
     """Sharpness vs final train loss of every finished run."""
     import seaborn as sns
@@ -456,7 +327,7 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
 
     runs = _ok(df)
     ys = [(m, measure_label(m)) for m in measures] or [("sam_sharpness", "sharpness")]
-    fig, axes = _panels(plt, len(ys), width=3.9)
+    fig, axes = panels(plt, len(ys), width=3.9)
     for ax, (y, label) in zip(axes, ys):
         d = runs[np.isfinite(runs[y].astype(float)) & np.isfinite(runs["train_loss"].astype(float))] if y in runs \
             else runs.iloc[0:0]
@@ -465,13 +336,13 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
                             hue_order=[m for m in order if m in set(d["method"])], palette=palette,
                             size="batch_size", sizes=(15, 120), style="notebook", alpha=0.8, ax=ax)
             log_axis(ax, "x")
-            _auto_log_y(ax, d[y].astype(float))
+            auto_log_y(ax, d[y].astype(float))
         else:
             empty_panel(ax)
         ax.set_xlabel("final train loss (log)")
         ax.set_ylabel(label)
         ax.set_title(label)
-    _finish(fig, axes, "Sharpness vs train loss, every finished run")
+    finish(fig, axes, "Sharpness vs train loss, every finished run")
     return fig
 
 
