@@ -1,8 +1,9 @@
 """samlib: does Sharpness-Aware Minimization rescue large-batch training?
 
-Modules, one concern each: `config` (run configuration), `data` (data sets), `models` (the CNN),
-`sam` (the SAM Keras model), `train` (one run), `sharpness` (sharpness measures), `study` (the grid
-runner), `report` (figures and the summary), `bench` (throughput), `cli` (``python -m samlib``).
+The library, one concern per module: `config` (a run's `Config`, `SharpnessSettings`), `data` (data
+sets), `models` (the CNN), `sam` and `looksam` (SAM variants as Keras models), `train` (one run),
+`sharpness` (sharpness measures), `devices`, `bench`, `io` (atomic writes); `cli` (``python -m samlib``).
+The study machinery (params file → grid of notebook cells → report) is the sub-package `samlib.study`.
 """
 
 __version__ = "0.1.0"

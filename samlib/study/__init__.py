@@ -2,7 +2,8 @@
 
 `params` (the params file and the plan), `runner` (``python -m samlib study``), `executors` (where
 notebooks execute), `layout` (the on-disk contract), `grid` (a cell's runs), `cell` and `cellview`
-(what a grid notebook does and shows), `report`, `findings`, `figures` (the summary).
+(what a grid notebook does and shows), `report`, `findings`, `figures` and `plotting` (the summary),
+`stats` and `answer` (the study's direct answer).
 """
 
 from samlib.study.params import Cell, NotebookSpec, ParamsError, StudyParams, load_params, parse_shard, plan_cells, select_cells
