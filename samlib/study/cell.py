@@ -14,14 +14,6 @@ seeds, grid, run_root)``. `run_cell` goes through them in order and, for each ru
 
 So a cell killed between training and measuring measures that run on resume without retraining it.
 
-Loss-target runs beside a step budget (a grid axis ``target_loss: [null, T]`` with ``steps`` set):
-when the target-free twin of a run (same config and seed, ``target_loss: null``) recorded that its
-lowest checked training loss never reached T (metrics' ``loss_smoothed_min`` > T, written by runs
-whose loss target was checked every step) before its step budget ran out, the loss-target run is the
-very same computation (training is deterministic for a config and seed). It is then not trained
-again: the twin's files are copied (metrics.json says ``reused_from``). Without that record the run
-is trained.
-
 A diverged run is not measured (its weights are not finite): its sharpness keys are written as null
 with ``sharpness_status`` `layout.SHARPNESS_SKIPPED`. A run whose training raises is recorded as
 `layout.FAILED` with the error and the cell goes on with the next run; the study runner then reports
@@ -30,8 +22,6 @@ the cell as failed (one of its runs is not complete) and the summary lists the r
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -135,7 +125,6 @@ def run_cell(
     notebook = layout.notebook_of(run_root)
     settings = settings_of(sharpness)
     configs = cell_configs(base, batch_size, seeds, grid, run_root)
-    twins = _twins(configs)
     cache: dict[tuple, Any] = {}
     rows = []
     for config in configs:
@@ -147,12 +136,8 @@ def run_cell(
         model = None
         try:
             if not layout.is_complete(run_dir, config):
-                twin = twins.get(config.run_dir)
-                if twin is not None and _reuse_twin(config, twin):
-                    actions.append(f"copied from {twin.name} (target not reachable before the budget)")
-                else:
-                    model = train.train_and_evaluate(config, cache[key]).model
-                    actions.append("trained")
+                model = train.train_and_evaluate(config, cache[key]).model
+                actions.append("trained")
         except Exception as err:  # a failing run is recorded and the cell goes on
             io.update_json(run_dir / layout.METRICS, status=layout.FAILED, error=f"{type(err).__name__}: {err}",
                            traceback=traceback.format_exc(limit=5))
@@ -178,42 +163,6 @@ def run_cell(
         log(f"{len(failed)} of {len(df)} runs not ok: " + ", ".join(f"{r} ({s})" for r, s in
                                                                    zip(failed["run"], failed["status"])))
     return df
-
-
-def _twins(configs: Sequence[Config]) -> dict[str, Path]:
-    """run_dir of each loss-target run with a step budget -> run_dir of its target-free twin in the cell."""
-    def key(c: Config) -> str:
-        d = c.to_dict()
-        for k in ("run_dir", "target_loss", "verbose"):
-            d.pop(k)
-        return json.dumps(d, sort_keys=True)
-
-    free = {key(c): Path(c.run_dir) for c in configs if c.target_loss is None}
-    return {c.run_dir: free[key(c)] for c in configs
-            if c.target_loss is not None and c.steps is not None and key(c) in free}
-
-
-def _reuse_twin(config: Config, twin: Path) -> bool:
-    """Copy a finished twin's run into `config.run_dir` if the loss target could not have stopped the
-    run before the twin stopped (module doc); False (nothing written) otherwise."""
-    try:
-        twin_config = Config.from_dict(io.read_json(twin / layout.CONFIG))
-        metrics = io.read_json(twin / layout.METRICS)
-    except (OSError, ValueError):
-        return False
-    if not layout.is_complete(twin, twin_config) or twin_config.replace(target_loss=config.target_loss,
-                                                                         run_dir=config.run_dir) != config:
-        return False
-    lowest = metrics.get("loss_smoothed_min")  # recorded only by runs whose target was checked every step
-    if metrics.get("stop_reason") not in ("steps", layout.DIVERGED) or lowest is None or lowest <= config.target_loss:
-        return False
-    run_dir = Path(config.run_dir)
-    io.write_json(run_dir / layout.CONFIG, config.to_dict())
-    io.write_json(run_dir / layout.METRICS, {"status": layout.RUNNING})
-    for name in (layout.HISTORY, layout.WEIGHTS):
-        io.atomic_write(run_dir / name, lambda tmp, n=name: shutil.copyfile(twin / n, tmp))
-    io.write_json(run_dir / layout.METRICS, {**metrics, "reused_from": twin.name})  # last: marks it complete
-    return True
 
 
 def _log_line(row: Mapping[str, Any], seconds: float) -> str:
