@@ -11,7 +11,6 @@ SGD 6,000 → 10,300 samples/s wall while CPU-time throughput stayed at 6,300 ±
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -27,7 +26,7 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def _split_cpu(replicas: int) -> None:
+def split_cpu(replicas: int) -> None:
     """Split the CPU into `replicas` logical devices (must run before TensorFlow touches devices)."""
     import tensorflow as tf
 
@@ -97,25 +96,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['method']:<9}{r['batch_size']:>7}{r['replicas']:>10}{r['samples_per_s']:>12.0f}{r['cost_vs_sgd']:>20.2f}x"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m samlib bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
-    parser.add_argument("--batch-sizes", default="128,2048")
-    parser.add_argument("--replicas", default="1,2", help="comma list; >1 uses MirroredStrategy over logical CPUs")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=8192, help="samples per timed round (≥ 4 batches)")
-    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
-    args = parser.parse_args(argv)
-    methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"error: unknown method {unknown[0]!r}; allowed: {', '.join(METHODS)}", file=sys.stderr)
-        return 2
-    replicas = [int(r) for r in args.replicas.split(",")]
-    if max(replicas) > 1:
-        _split_cpu(max(replicas))
-    rows = run(methods, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.samples, replicas)
-    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
-    return 0

@@ -63,7 +63,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     replicas = [int(r) for r in args.replicas.split(",")]
     if max(replicas) > 1:
-        bench._split_cpu(max(replicas))
+        bench.split_cpu(max(replicas))
     rows = bench.run(methods, [int(b) for b in args.batch_sizes.split(",")], args.rounds, args.samples, replicas)
     print(json.dumps(rows, indent=1) if args.json else bench.format_table(rows))
     return 0

@@ -482,7 +482,7 @@ def measure(
     Settings: `settings` (default `SharpnessSettings()`, the one source of these defaults), with any of
     its fields given by keyword (``epsilons``, ``subspace_dim``, ``max_iter``, ``iters``, ``tol``,
     ``samples``, ``rho``, ``seed``, ``batch_size``) replacing its value. `measures`: default
-    ``settings.measures`` when `settings` is given, else every measure of `MEASURES`. The settings'
+    ``settings.measures`` (`SharpnessSettings().measures` without settings). The settings'
     ``subset`` does not apply here: x and y are measured as given. One set of compiled functions serves all.
     """
     base = settings if settings is not None else SharpnessSettings()
@@ -492,7 +492,7 @@ def measure(
         raise TypeError(f"measure() got unknown settings {unknown}; allowed: {', '.join(names)}")
     s = {name: overrides.get(name, getattr(base, name)) for name in names}
     if measures is None:
-        measures = settings.measures if settings is not None else MEASURES
+        measures = base.measures
     obj = _Objective(model, loss, x, y, s["batch_size"])
     return _measure(obj, measures, s["epsilons"], s["subspace_dim"], s["max_iter"], s["iters"], s["tol"],
                     s["samples"], s["rho"], s["seed"])

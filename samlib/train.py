@@ -20,7 +20,6 @@ has ``converged: false``. The test split is evaluated once, after training; the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -37,7 +36,7 @@ from samlib import devices, io
 from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
 from samlib.data import Data, DataError, load, split_validation
 from samlib.models import build_cnn
-from samlib.study.layout import DIVERGED, OK, RUNNING, WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
+from samlib.study.layout import CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
 from samlib.sam import SAM
 
 
@@ -285,8 +284,8 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         data = split_validation(data, config.val_fraction)
     run_dir = Path(config.run_dir) if config.run_dir else None
     if run_dir is not None:
-        io.write_json(run_dir / "config.json", config.to_dict())
-        io.write_json(run_dir / "metrics.json", {"status": RUNNING})
+        io.write_json(run_dir / CONFIG, config.to_dict())
+        io.write_json(run_dir / METRICS, {"status": RUNNING})
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -360,9 +359,9 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         "replicas": strategy.num_replicas_in_sync,
     }
     if run_dir is not None:
-        io.write_text(run_dir / "history.csv", history.to_csv(index=False))
+        io.write_text(run_dir / HISTORY, history.to_csv(index=False))
         io.atomic_write(run_dir / WEIGHTS, network.save_weights)
-        io.write_json(run_dir / "metrics.json", metrics)  # last: its status marks the run complete
+        io.write_json(run_dir / METRICS, metrics)  # last: its status marks the run complete
     return RunResult(config=config, metrics=metrics, history=history, model=network, run_dir=run_dir)
 
 
@@ -376,39 +375,18 @@ def samples_seen(steps: int, steps_per_epoch: int, n_train: int, batch_size: int
 def load_run(run_dir: str | Path, data: Data | None = None) -> tuple[Config, keras.Model]:
     """Rebuild the network of a finished run and load its weights (`data`: its data set, if at hand)."""
     run_dir = Path(run_dir)
-    for name in ("config.json", WEIGHTS):
+    for name in (CONFIG, WEIGHTS):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
-    config = Config.from_dict(io.read_json(run_dir / "config.json"))
+    config = Config.from_dict(io.read_json(run_dir / CONFIG))
     data = data if data is not None else load_data(config)
     network = build_network(config, data)
     network.load_weights(run_dir / WEIGHTS)
     return config, network
 
 
-# ---------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------- params files
 def config_from_args(params: str | None, overrides: list[str]) -> Config:
     values = load_yaml_mapping(params) if params else {}
     values.update(parse_override(text) for text in overrides)
     return Config.from_dict(values)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m samlib train", description="Train one run.")
-    parser.add_argument("params", nargs="?", help="YAML file of Config keys")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args.params, args.overrides)
-        result = train_and_evaluate(config)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    m = result.metrics
-    print(
-        f"{m['status']}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f} | "
-        f"test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f} | {m['steps']} steps "
-        f"({m['stop_reason']}), {m['wall_seconds']:.1f} s, {m['samples_per_second']:.0f} samples/s"
-        + (f"\nrun directory: {result.run_dir}" if result.run_dir else "")
-    )
-    return 0

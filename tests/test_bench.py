@@ -1,10 +1,10 @@
 """The benchmark runs and prints its table (speed itself is reported, never asserted)."""
 
-from samlib.bench import main
+from samlib.cli import main as cli_main
 
 
 def test_bench_prints_a_row_per_method_and_batch_size(capsys):
-    assert main(["--methods", "sgd,sam,looksam", "--batch-sizes", "8", "--replicas", "1", "--rounds", "1", "--samples", "16"]) == 0
+    assert cli_main(["bench", "--methods", "sgd,sam,looksam", "--batch-sizes", "8", "--replicas", "1", "--rounds", "1", "--samples", "16"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:4] == ["method", "batch", "replicas", "samples/s"]
     rows = [line.split() for line in lines[1:]]
@@ -13,5 +13,5 @@ def test_bench_prints_a_row_per_method_and_batch_size(capsys):
 
 
 def test_bench_rejects_unknown_method(capsys):
-    assert main(["--methods", "sgd,gsam"]) == 2
+    assert cli_main(["bench", "--methods", "sgd,gsam"]) == 2
     assert "gsam" in capsys.readouterr().err

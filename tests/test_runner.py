@@ -170,6 +170,21 @@ def test_plan_expands_cells_and_runs_and_cell_parameters(tmp_path):
     }
 
 
+def test_a_notebook_may_have_its_own_seeds_and_m_at_or_above_the_batch_size_is_left_out(tmp_path):
+    nbdir = make_stubs(tmp_path, names=("a", "b"))
+    notebooks = {"a": {"batch_sizes": [8], "seeds": [5, 6]},
+                 "b": {"batch_sizes": [4, 8], "base": {"sam": "sam"}, "grid": {"m": [None, 4]}}}
+    params = study.load_params(write_params(tmp_path, notebooks=notebooks), nbdir)
+    cells = {c.name: c for c in study.plan_cells(params, tmp_path / "out")}
+    assert sorted(c.seed for c in cells["a/8"].configs) == [5, 6]  # its own seeds
+    assert sorted(c.seed for c in cells["b/8"].configs) == [0, 0, 1, 1]  # the study's
+    assert {c.m for c in cells["b/4"].configs} == {None}  # m = 4 at B = 4 would be plain SAM again
+    assert {c.m for c in cells["b/8"].configs} == {None, 4}
+    bad = write_params(tmp_path, name="bad.yaml", notebooks={"a": {"batch_sizes": [8], "seeds": [1, 1]}})
+    with pytest.raises(study.ParamsError, match="notebooks.a.seeds"):
+        study.load_params(bad, nbdir)
+
+
 def test_sharpness_settings_are_per_notebook_with_overrides(tmp_path):
     nbdir = make_stubs(tmp_path, names=("a", "b"))
     sharpness = {"subset": 64, "notebooks": {"b": {"measures": ["sam"], "iters": 3}}}

@@ -285,7 +285,7 @@ def test_a_sam_wrapper_is_measured_like_its_network():
 # ----------------------------------------------------------------------------- measure, callback, CLI
 def test_measure_keys_and_consistency():
     model, x, y, _ = least_squares(seed=8, at_minimum=False)
-    out = S.measure(model, MSE, x, y, epsilons=(1e-3, 5e-4), iters=50, samples=4, max_iter=5)
+    out = S.measure(model, MSE, x, y, S.MEASURES, epsilons=(1e-3, 5e-4), iters=50, samples=4, max_iter=5)
     for key in ("keskar_1e-03", "keskar_5e-04", "lambda_max", "hessian_trace", "sam_sharpness"):
         assert isinstance(out[key], float) and out[f"{key}_seconds"] > 0
     assert out["hessian_trace_stderr"] >= 0 and out["lambda_max_iterations"] >= 1
@@ -324,7 +324,10 @@ def make_run(tmp_path):
 
 
 def test_cli_merges_into_metrics_json_and_rejects_missing_run(tmp_path, capsys):
-    from samlib.sharpness_cli import main
+    from samlib.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["sharpness", *argv])
 
     run = make_run(tmp_path)
     (run / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))

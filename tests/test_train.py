@@ -9,7 +9,8 @@ import pytest
 
 from samlib.config import Config
 from samlib.data import Data
-from samlib.train import WarmupSchedule, is_complete, load_run, main, samples_seen, train_and_evaluate
+from samlib.cli import main as cli_main
+from samlib.train import WarmupSchedule, is_complete, load_run, samples_seen, train_and_evaluate
 
 
 def tiny_data(n_train=96, n_test=32, seed=0) -> Data:
@@ -193,9 +194,9 @@ def test_learns_on_embedded_mnist5k_and_reloads(tmp_path):
 def test_cli_trains_with_overrides_and_rejects_bad_keys(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text("epochs: 1\nverbose: 0\nsteps: 2\n")
-    assert main([str(params), "--set", "batch_size=16", "--set", f"run_dir={tmp_path / 'cli'}"]) == 0
+    assert cli_main(["train", str(params), "--set", "batch_size=16", "--set", f"run_dir={tmp_path / 'cli'}"]) == 0
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["steps"] == 2
-    assert main([str(params), "--set", "batch_sise=16"]) == 2
+    assert cli_main(["train", str(params), "--set", "batch_sise=16"]) == 2
     assert "batch_sise" in capsys.readouterr().err
 
 

@@ -4,7 +4,6 @@ written here."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -65,32 +64,31 @@ def plot_histories(runs: pd.DataFrame, x: str = "steps"):
 
 
 def lr_sweep(runs: pd.DataFrame) -> pd.DataFrame:
-    """The lr sweep of one cell: per (method, effective lr) the mean test/train loss over seeds, the rules
-    that gave that lr, the best lr per method (lowest mean test loss) and the linear-rule lr."""
+    """The lr sweep of one cell: per (method, effective lr) the mean validation/train loss over seeds,
+    the rules that gave that lr, and the best lr per method (lowest mean **validation** loss: the test
+    split chooses nothing)."""
     if not len(runs):
         return pd.DataFrame()
     d = runs.assign(lr=runs["lr"].astype(float).round(10))
     table = d.groupby(["method", "lr"], as_index=False).agg(
         rules=("lr_scaling", lambda s: ",".join(sorted(set(s)))),
-        test_loss=("test_loss", "mean"), train_loss=("train_loss", "mean"), test_accuracy=("test_accuracy", "mean"),
+        val_loss=("val_loss", "mean"), train_loss=("train_loss", "mean"), val_accuracy=("val_accuracy", "mean"),
         steps=("steps", "mean"), not_ok=("status", lambda s: int((s != layout.OK).sum())),
     )
     table["best"] = False
     for method, g in table.groupby("method"):
-        if g["test_loss"].notna().any():
-            table.loc[g["test_loss"].idxmin(), "best"] = True
-    linear = d[d["lr_scaling"] == "linear"]["lr"]
-    table["linear rule lr"] = float(linear.iloc[0]) if len(linear) else math.nan
+        if g["val_loss"].notna().any():
+            table.loc[g["val_loss"].idxmin(), "best"] = True
     return table
 
 
 def plot_lr_sweep(runs: pd.DataFrame):
-    """Test loss vs effective lr in one cell, per method, with the linear-scaling lr marked."""
+    """Validation and training loss vs effective lr in one cell, per method."""
     import seaborn as sns
 
     fig, axes = _new_figure(2)
     ok = runs[(runs["status"] == layout.OK)] if len(runs) else runs
-    for ax, col in zip(axes, ["test_loss", "train_loss"]):
+    for ax, col in zip(axes, ["val_loss", "train_loss"]):
         if len(ok):
             sns.lineplot(data=ok, x="lr", y=col, hue="method", marker="o", errorbar=("ci", 95), n_boot=1000,
                          seed=0, ax=ax)
@@ -98,10 +96,6 @@ def plot_lr_sweep(runs: pd.DataFrame):
             log_axis(ax, "y")
         else:
             empty_panel(ax, "no finished runs")
-        linear = runs[runs["lr_scaling"] == "linear"]["lr"] if len(runs) else []
-        if len(linear):
-            ax.axvline(float(linear.iloc[0]), color="k", ls="--", lw=1, label="linear rule")
-            ax.legend(fontsize=8)
         ax.set_xlabel("effective lr (log₂)")
         ax.set_title(f"{col.replace('_', ' ')} vs lr"
                      + (f", batch size {int(runs['batch_size'].iloc[0])}" if len(runs) else ""))

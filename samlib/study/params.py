@@ -16,7 +16,9 @@ Params file (YAML)::
         batch_sizes: [32, 1024]   # required; non-empty list of distinct ints >= 1
         base: {sam: sam}          # optional; Config keys, override the study's base
         grid: {m: [null, 32]}     # optional; Config key -> non-empty list (or a list of such
-                                  # mappings: their union); overrides base
+                                  # mappings: their union); overrides base. A point with m >= the
+                                  # batch size is left out (plain SAM under another label)
+        seeds: [0, 1, 2]          # optional; this notebook's seeds instead of the study's
     summary: summary              # optional; notebook run last (default "summary"; null: none)
 
 ``batch_size``, ``seed`` and ``run_dir`` are set by the runner and may not appear in base or grid.
@@ -48,7 +50,7 @@ OVERRIDES = "notebooks"  # the key of per-notebook overrides under ``sharpness``
 DEFAULT_SUMMARY = "summary"  # notebooks/summary.ipynb
 _TOP_KEYS = {"study": True, "description": False, "seeds": True, "base": False, "sharpness": False,
              "notebooks": True, "summary": False}  # key -> required
-_NOTEBOOK_KEYS = {"batch_sizes": True, "grid": False, "base": False}
+_NOTEBOOK_KEYS = {"batch_sizes": True, "grid": False, "base": False, "seeds": False}
 _CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 
 
@@ -64,6 +66,7 @@ class NotebookSpec:
     grid: dict[str, list[Any]] | list[dict[str, list[Any]]]
     base: dict[str, Any]
     sharpness: SharpnessSettings  # the study's settings with this notebook's overrides
+    seeds: tuple[int, ...] = ()  # this notebook's own seeds (empty: the study's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,7 @@ class StudyParams:
             "sharpness": self.sharpness,
             "notebooks": {
                 n: {"batch_sizes": list(s.batch_sizes), "base": s.base, "grid": s.grid,
+                    "seeds": list(s.seeds or self.seeds),
                     "sharpness": s.sharpness.to_dict()}
                 for n, s in self.notebooks.items()
             },
@@ -240,7 +244,8 @@ def load_params(path: str | Path, notebooks_dir: str | Path | None = None) -> St
             check.config_values(f"{key}.grid", grid, is_grid=True)
         _check_notebook_file(check, key, name, nbdir)
         settings = check.sharpness(f"sharpness.{OVERRIDES}.{name}", {**shared, **(overrides.get(name) or {})})
-        notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings)
+        nb_seeds = check.int_list(f"{key}.seeds", spec["seeds"], lo=0) if "seeds" in spec else ()
+        notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds))
     summary = top.get("summary", DEFAULT_SUMMARY)
     if summary is not None:
         check.name("summary", summary, "a notebook name, or null for no summary")
@@ -323,7 +328,7 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
         for bs in spec.batch_sizes:
             run_root = layout.cell_dir(sdir, name, bs)
             try:
-                runs = cell_runs(base, bs, list(params.seeds), spec.grid, run_root)
+                runs = cell_runs(base, bs, list(spec.seeds or params.seeds), spec.grid, run_root)
             except ConfigError as err:
                 raise ParamsError(
                     f"{params.path}: key 'notebooks.{name}' at batch size {bs}: {err}"
@@ -338,7 +343,7 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
             parameters = {
                 "run_root": str(run_root),
                 "batch_size": bs,
-                "seeds": list(params.seeds),
+                "seeds": list(spec.seeds or params.seeds),
                 "base": base,
                 "grid": spec.grid,
                 "sharpness": spec.sharpness.to_dict(),
