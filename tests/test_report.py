@@ -20,6 +20,7 @@ from samlib.study.layout import run_dirname
 SEEDS = (0, 1, 2)
 BATCHES = (32, 256)
 MEASURES = ("keskar_1e-03", "keskar_5e-04", "lambda_max", "sam_sharpness")
+LR_BASE = {"base_batch_size": 32, "target_loss": None}  # the lr sweep: a step budget, no target
 
 
 def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, test_loss=None):
@@ -35,7 +36,7 @@ def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, tes
         io.write_json(run_dir / "metrics.json", {"status": "failed", "error": "RuntimeError: boom"})
         return run_dir, None
     diverged = status == "diverged"
-    train_loss = math.nan if diverged else float(rng.uniform(0.05, 0.3))
+    train_loss = math.nan if diverged else float(rng.uniform(0.05, 0.3)) + (0.5 if status == "capped" else 0.0)
     test_loss = math.nan if diverged else (test_loss if test_loss is not None else train_loss + float(rng.uniform(0, .1)))
     steps_per_epoch = math.ceil(4000 / bs)
     epochs = 3
@@ -48,9 +49,12 @@ def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, tes
         "test_loss": [1.0, 0.5, 0.35],
     })
     io.write_text(run_dir / "history.csv", history.to_csv(index=False))
+    capped = status == "capped"  # finished ok at its step cap, above its loss target
     metrics = {
         "status": "diverged" if diverged else "ok",
-        "stop_reason": "diverged" if diverged else ("target_loss" if config.target_loss else "steps"),
+        "stop_reason": "diverged" if diverged else ("target_loss" if config.target_loss and not capped else "steps"),
+        "converged": None if config.target_loss is None else bool(not diverged and train_loss <= config.target_loss),
+        "val_loss": math.nan if diverged else train_loss + 0.05,
         "train_loss": train_loss, "test_loss": test_loss,
         "train_accuracy": math.nan if diverged else 0.97, "test_accuracy": math.nan if diverged else 0.95,
         "wall_seconds": 5.0, "train_seconds": float(history["epoch_seconds"].sum()),
@@ -68,7 +72,7 @@ def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, tes
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     rng = np.random.default_rng(123)
-    base = {"dataset": "mnist5k", "steps": 100, "lr": 0.1, "verbose": 0}
+    base = {"dataset": "mnist5k", "target_loss": 0.3, "steps": 100, "lr": 0.1, "verbose": 0}
     written = {}
     planned = []
 
@@ -79,11 +83,10 @@ def study(tmp_path_factory):
 
     cells = []
     for bs in BATCHES:
-        # baseline: SGD, plus a loss-target axis
-        for point in ({"target_loss": None}, {"target_loss": 0.1}):
-            for seed in SEEDS:
-                status = "diverged" if (bs == 256 and seed == 2 and point["target_loss"] is None) else "ok"
-                add("baseline", bs, point, seed, {}, status=status)
+        # baseline: SGD; at 256 seed 2 diverged, at 32 seed 1 stopped at its cap above the target
+        for seed in SEEDS:
+            status = "diverged" if (bs == 256 and seed == 2) else "capped" if (bs == 32 and seed == 1) else "ok"
+            add("baseline", bs, {}, seed, {}, status=status)
         # sam_sgd: SAM with m-sharpness; at 256 one run failed and one was never written (missing)
         for point in ({"m": None}, {"m": 16}):
             for seed in SEEDS:
@@ -96,25 +99,22 @@ def study(tmp_path_factory):
         for rule in ("none", "linear"):
             for sam in ("none", "sam"):
                 for seed in SEEDS:
-                    add("lr_scaling", bs, {"lr_scaling": rule, "sam": sam}, seed, {"base_batch_size": 32})
+                    add("lr_scaling", bs, {"lr_scaling": rule, "sam": sam}, seed, LR_BASE)
         io.write_json(root / "runs" / "sam_sgd" / str(bs) / "status.json",
                       {"status": "failed" if bs == 256 else "ok"})
     # study.json as the runner writes it (cells and planned runs)
-    for nb, grid, nb_base in (("baseline", {"target_loss": [None, 0.1]}, {}),
+    for nb, grid, nb_base in (("baseline", {}, {}),
                               ("sam_sgd", {"m": [None, 16]}, {"sam": "sam"}),
-                              ("lr_scaling", {"lr_scaling": ["none", "linear"], "sam": ["none", "sam"]},
-                               {"base_batch_size": 32})):
+                              ("lr_scaling", {"lr_scaling": ["none", "linear"], "sam": ["none", "sam"]}, LR_BASE)):
         for bs in BATCHES:
             cell = layout.cell_dir(root, nb, bs)
             cells.append(layout.cell_record(nb, bs, cell, cell_runs({**base, **nb_base}, bs, SEEDS, grid, cell)))
     io.write_json(root / "study.json", {"study": "synthetic", "description": "test", "seeds": list(SEEDS),
                                         "base": base, "sharpness": {}, "notebooks": {
-                                            "baseline": {"batch_sizes": list(BATCHES), "base": {},
-                                                         "grid": {"target_loss": [None, 0.1]}},
+                                            "baseline": {"batch_sizes": list(BATCHES), "base": {}, "grid": {}},
                                             "sam_sgd": {"batch_sizes": list(BATCHES), "base": {"sam": "sam"},
                                                         "grid": {"m": [None, 16]}},
-                                            "lr_scaling": {"batch_sizes": list(BATCHES),
-                                                           "base": {"base_batch_size": 32},
+                                            "lr_scaling": {"batch_sizes": list(BATCHES), "base": LR_BASE,
                                                            "grid": {"lr_scaling": ["none", "linear"],
                                                                     "sam": ["none", "sam"]}}},
                                         "cells": cells})
@@ -145,13 +145,15 @@ def test_results_csv_has_one_row_per_written_run_plus_missing_ones(study):
     for run_dir, (nb, bs, point, seed, status, metrics) in study["written"].items():
         row = results[results["run_dir"] == run_dir].iloc[0]
         assert (row["notebook"], row["batch_size"], row["seed"]) == (nb, bs, seed)
-        assert row["status"] == status
+        assert row["status"] == ("ok" if status == "capped" else status)  # capped: finished ok, above target
         if status == "ok":
             assert row["test_loss"] == pytest.approx(metrics["test_loss"])
             assert row["lambda_max"] == pytest.approx(metrics["lambda_max"])
-    budget = results[(results["notebook"] == "baseline") & results["target_loss"].isna()]
-    assert set(budget["stop_rule"]) == {"steps=100"}
-    assert set(results[results["target_loss"] == 0.1]["stop_rule"]) == {"target_loss=0.1 (cap 100 steps)"}
+    main = results[results["notebook"] != "lr_scaling"]
+    assert set(main["stop_rule"]) == {"target_loss=0.3 (cap 100 steps)"}
+    assert set(results[results["notebook"] == "lr_scaling"]["stop_rule"]) == {"steps=100"}
+    capped = results[(results["notebook"] == "baseline") & (results["batch_size"] == 32) & (results["seed"] == 1)]
+    assert capped.iloc[0]["converged"] == False  # noqa: E712
     lr = results[(results["notebook"] == "lr_scaling") & (results["batch_size"] == 256)]
     assert set(lr["lr"].round(6)) == {0.1, 0.8}  # effective lr: none and linear (k = 256/32)
 
@@ -162,8 +164,8 @@ def test_findings_cis_equal_t_based_cis_computed_here(study):
     html = (study["root"] / "report.html").read_text()
     entry = findings["largest_batch"]["SGD"]
     assert entry["batch_size"] == 256
-    main = results[(results["notebook"] != "lr_scaling") & results["target_loss"].isna()
-                   & (results["batch_size"] == 256) & (results["status"] == "ok")]
+    main = results[(results["notebook"] != "lr_scaling") & (results["batch_size"] == 256)
+                   & (results["status"] == "ok") & (results["converged"] == True)]  # noqa: E712
     sgd = main[main["sam"] == "none"]
     sam = main[(main["sam"] == "sam") & main["m"].isna()]
     assert len(sgd) == 2 and len(sam) == 3  # SGD: seed 2 diverged, never averaged
@@ -177,8 +179,23 @@ def test_findings_cis_equal_t_based_cis_computed_here(study):
         # the paragraph states the same numbers
         mean, lo, hi = _t_ci(rows["test_loss"].to_numpy())
         assert f"{mean:.3g} (95 % CI {lo:.3g}–{hi:.3g}, n={len(rows)})" in html
-    # the diverged SGD run is counted as not ok, not averaged
-    assert entry["methods"]["SGD"]["not_ok"] == 1 and entry["methods"]["SGD"]["runs"] == 3
+    # the diverged SGD run is counted as not compared, not averaged
+    assert entry["methods"]["SGD"]["not_compared"] == 1 and entry["methods"]["SGD"]["runs"] == 3
+
+
+def test_gap_closure_is_computed_from_the_compared_runs_and_stated_first(study):
+    results = pd.read_csv(study["root"] / "results.csv")
+    f = json.loads((study["root"] / "findings.json").read_text())
+    g = f["gap_closure"]["sgd"]
+    ok = results[(results["notebook"] != "lr_scaling") & (results["status"] == "ok") & (results["converged"] == True)]  # noqa: E712
+    shared = [0]  # seed 1 missed its target at 32, seed 2 diverged at 256: only seed 0 has all three runs
+    sel = lambda nb, bs, m: ok[(ok["notebook"] == nb) & (ok["batch_size"] == bs) & ok["m"].isna()  # noqa: E731
+                               & ok["seed"].isin(shared)]["test_loss"].mean()
+    base_lb, sam_lb, base_sb = sel("baseline", 256, None), sel("sam_sgd", 256, None), sel("baseline", 32, None)
+    assert g["n_seeds"] == 1 and (g["small_batch"], g["large_batch"]) == (32, 256)
+    assert g["estimate"] == pytest.approx((base_lb - sam_lb) / (base_lb - base_sb))
+    assert f["text"][0] == f["answer"][0] and "batch 256" in f["text"][0] and "batch 32" in f["text"][0]
+    assert f["headline"].startswith(f["answer"][0])
 
 
 def test_mean_ci_matches_scipy_and_handles_small_samples():
@@ -214,16 +231,18 @@ def test_diverged_failed_and_missing_runs_are_present_and_flagged(study):
     assert len(failed) == 1 and failed.iloc[0]["error"] == "RuntimeError: boom"
     assert failed.iloc[0]["cell_status"] == "failed"
     flagged = {(b["notebook"], b["batch_size"], b["run"], b["status"]) for b in findings["not_ok"]}
-    assert ("baseline", 256, "target_loss=none,seed=2", "diverged") in flagged
+    assert ("baseline", 256, "seed=2", "diverged") in flagged
     assert ("sam_sgd", 256, "m=16,seed=1", "failed") in flagged
     assert ("sam_sgd", 256, "m=16,seed=2", "missing") in flagged
-    assert "Runs not ok (3)" in html and "target_loss=none,seed=2" in html
-    assert re.search(r"3 run\(s\) did not finish ok", html)
+    assert "Runs not ok (3)" in html
+    left = {(b["notebook"], b["batch_size"], b["run"], b["status"]) for b in findings["not_compared"]}
+    assert left == flagged | {("baseline", 32, "seed=1", "target not reached")}
+    assert re.search(r"4 run\(s\) of the comparisons are shown but not compared", html)
 
 
 def test_report_states_parameters_and_stop_rules(study):
     html = (study["root"] / "report.html").read_text()
-    assert "steps=100" in html and "target_loss=0.1" in html and "Hoffer" in html
+    assert "steps=100" in html and "target_loss=0.3" in html and "Hoffer" in html
     assert "lr_scaling:" in html  # the params (notebooks and their grids) are printed
     for name in figures.FIGURES:
         assert name in html
@@ -235,14 +254,14 @@ def test_collect_reads_an_interrupted_run_as_incomplete(tmp_path):
     assert list(df["status"]) == ["incomplete"] and df.iloc[0]["stop_rule"] == "steps=10"
     rep = report.make_report(tmp_path)  # nothing finished: every figure still written, no crash
     assert all(p.is_file() for p in rep.figures.values())
-    assert "1 runs (1 incomplete)" in rep.text[0]
+    assert any("1 runs (1 incomplete)" in t for t in rep.text)
 
 
 def test_a_missing_run_takes_its_columns_from_the_planned_config(study):
     results = pd.read_csv(study["root"] / "results.csv")
     missing = results[results["status"] == "missing"].iloc[0]
     assert (missing["sam"], missing["m"], missing["seed"], missing["method"]) == ("sam", 16, 2, "SGD+SAM (m=16)")
-    assert missing["stop_rule"] == "steps=100" and missing["lr"] == pytest.approx(0.1)
+    assert missing["stop_rule"] == "target_loss=0.3 (cap 100 steps)" and missing["lr"] == pytest.approx(0.1)
 
 
 def test_a_study_json_without_configs_is_read_with_config_defaults(tmp_path):
@@ -266,6 +285,8 @@ def test_results_carry_the_new_metrics_and_prefer_recorded_step_seconds(tmp_path
     assert (row["val_loss"], row["val_accuracy"], row["grad_norm"], row["weight_norm"]) == (0.4, 0.9, 1.5, 30.0)
     assert row["step_seconds"] == 0.25 and row["seconds_per_epoch"] == 0.25 * math.ceil(4000 / 64)
     older, _ = _write_run(tmp_path, "baseline", 64, {}, 1, {"steps": 10})  # a run made before those keys
+    old = {k: v for k, v in io.read_json(older / "metrics.json").items() if k not in ("converged", "val_loss")}
+    io.write_json(older / "metrics.json", old)
     row = layout.run_record(older)
     assert row["converged"] is None and math.isnan(row["val_loss"]) and math.isnan(row["grad_norm"])
     assert row["step_seconds"] == pytest.approx(2.0 / (2 * math.ceil(4000 / 64)))  # history: epochs 2-3
@@ -273,9 +294,8 @@ def test_results_carry_the_new_metrics_and_prefer_recorded_step_seconds(tmp_path
 
 def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
     text = json.loads((study["root"] / "findings.json").read_text())["headline"]
-    assert f"in Fig. {figures.number('fig9_matched_loss')})" in text
-    assert findings.headline({"matched_loss": {"runs": 2, "reached": 1, "batch_size": 8, "methods": {"SGD": {}}}},
-                             matched_figure=3).count("Fig. 3") == 1
+    assert f"(Fig. {figures.number('fig9_matched_loss')} shows the training loss each reached)" in text
+    assert findings.headline({"not_compared": [{}]}, matched_figure=3).count("Fig. 3") == 1
 
 
 _IMAGE_CHECK = """<script>

@@ -46,17 +46,22 @@ def _converged(df: pd.DataFrame) -> pd.Series:
     return df["converged"].map(lambda v: v is None or (isinstance(v, float) and math.isnan(v)) or bool(v))
 
 
+def comparable(df: pd.DataFrame) -> pd.Series:
+    """True for runs that finished ok and reached their loss target (or had none)."""
+    return (df["status"] == OK) & _converged(df)
+
+
 def compared(df: pd.DataFrame) -> pd.DataFrame:
     """Main runs that finished ok at their target (module doc), with ``test_error`` = 1 − accuracy."""
     runs = _main(df)
-    runs = runs[(runs["status"] == OK) & _converged(runs)]
+    runs = runs[comparable(runs)]
     return runs.assign(test_error=1.0 - runs["test_accuracy"].astype(float))
 
 
 def not_compared(df: pd.DataFrame) -> pd.DataFrame:
     """Main runs left out of every comparison: not ok (diverged, failed, missing) or not converged."""
     runs = _main(df)
-    return runs[(runs["status"] != OK) | ~_converged(runs)]
+    return runs[~comparable(runs)]
 
 
 def _family(df: pd.DataFrame, family: str) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from samlib.study.findings import (
     _ok,
     best_lr,
     cost_ratios,
+    excluded,
     family,
     main_runs,
     matched_runs,
@@ -63,14 +64,15 @@ FIGURES = (
     "fig10_sharpness_vs_loss",
 )
 CAPTIONS = {
-    "fig1_sgd_loss": "Train and test loss vs batch size, SGD without / with SAM (step-budget runs).",
-    "fig2_sgd_sharpness": "Sharpness vs batch size, SGD without / with SAM (one panel per measure; "
-    "y-axes not shared).",
+    "fig1_sgd_loss": "Train and test loss vs batch size, SGD without / with SAM: every run trained until its "
+    "inference-mode training loss reached the target (✕: runs that did not, shown but not averaged).",
+    "fig2_sgd_sharpness": "Sharpness vs batch size at the same training loss, SGD without / with SAM (one "
+    "panel per measure; y-axes not shared).",
     "fig3_adam_loss": "Train and test loss vs batch size, Adam without / with SAM.",
     "fig4_adam_sharpness": "Sharpness vs batch size, Adam without / with SAM.",
-    "fig5_lr_scaling": "Learning-rate scaling: the best effective lr (lowest test loss, chosen per seed) "
-    "vs batch size against the linear- and square-root-scaling lines through the smallest batch's "
-    "best lr (left); test loss over the lr sweep (right).",
+    "fig5_lr_scaling": "Learning-rate scaling: the best effective lr (lowest validation loss, chosen per "
+    "seed) vs batch size against the linear- and square-root-scaling lines through the smallest batch's "
+    "best lr (left); validation loss over the lr sweep (right).",
     "fig6_runtime": "Training time per epoch (steady state, first epoch's tracing excluded where a run "
     "has more than one epoch) and the SAM / base-optimizer cost ratio per seed, vs batch size.",
     "fig7_m_sharpness": "m-sharpness at the largest batch size: SAM whose perturbation is computed on "
@@ -98,7 +100,7 @@ def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, 
         log2_x(ax, bs_all)
         if y in df:
             auto_log_y(ax, _ok(df)[y].astype(float))
-        note = mark_bad(ax, df[df["status"] != OK], "batch_size", palette)
+        note = mark_bad(ax, excluded(df), "batch_size", palette)
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel(label)
         ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
@@ -115,7 +117,7 @@ def _family(results: pd.DataFrame, name: str) -> pd.DataFrame:
 @figure_function
 def fig_loss(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
     """Train and test loss vs batch size of one optimizer family ("SGD" or "Adam") without / with SAM
-    (step-budget runs)."""
+    (runs of the comparisons; ✕: not compared)."""
     df = _family(results, family)
     return _vs_batch(plt, df, [("train_loss", "train loss"), ("test_loss", "test loss")],
                      f"{family} without / with SAM: loss vs batch size ({_rules(df)})", style)
@@ -136,7 +138,8 @@ def _rules(df: pd.DataFrame) -> str:
 
 @figure_function
 def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
-    """The best effective lr vs batch size against the linear and sqrt rules; test loss over the sweep."""
+    """The best effective lr (by validation loss) vs batch size against the linear and sqrt rules;
+    validation loss over the sweep."""
     import seaborn as sns
 
     palette, order = style.palette, style.order
@@ -167,22 +170,22 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
     ax = axes[1]
     if len(sweep):
         ok = _ok(sweep)
-        ok = ok[np.isfinite(ok["test_loss"].astype(float))]
+        ok = ok[np.isfinite(ok["val_loss"].astype(float))]
         if len(ok):
-            sns.lineplot(data=ok.assign(B=ok["batch_size"].astype(int).astype(str)), x="lr", y="test_loss",
+            sns.lineplot(data=ok.assign(B=ok["batch_size"].astype(int).astype(str)), x="lr", y="val_loss",
                          hue="B", hue_order=[str(b) for b in sorted(ok["batch_size"].astype(int).unique())],
                          palette="viridis", style="method", markers=True, errorbar=("ci", 95), n_boot=1000, seed=0,
                          err_style="bars", ax=ax)
             ax.set_xscale("log", base=2)
-            auto_log_y(ax, ok["test_loss"].astype(float))
+            auto_log_y(ax, ok["val_loss"].astype(float))
             ax.legend(fontsize=7, title="batch size / method", title_fontsize=7)
-        note = mark_bad(ax, sweep[sweep["status"] != OK], "lr", palette)
+        note = mark_bad(ax, excluded(sweep), "lr", palette)
         ax.set_xlabel("effective lr (log₂)")
-        ax.set_ylabel("test loss")
+        ax.set_ylabel("validation loss")
     else:
         empty_panel(ax, "no lr-scaling runs")
         note = ""
-    ax.set_title("test loss over the lr sweep" + (f"\n{note}" if note else ""), fontsize=10)
+    ax.set_title("validation loss over the lr sweep" + (f"\n{note}" if note else ""), fontsize=10)
     fig.suptitle(f"Learning-rate scaling ({_rules(sweep) if len(sweep) else 'no runs'})", fontsize=11)
     fig.tight_layout()
     return fig
@@ -190,7 +193,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
 
 @figure_function
 def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
-    """Seconds per epoch vs batch size, and the SAM / base-optimizer cost ratio (step-budget runs)."""
+    """Seconds per epoch vs batch size, and the SAM / base-optimizer cost ratio (runs of the comparisons)."""
     import seaborn as sns
 
     palette, order = style.palette, style.order
@@ -220,7 +223,7 @@ def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
     else:
         empty_panel(ax, "no SAM run with a matching base run")
     ax.set_title("cost ratio SAM / base optimizer")
-    finish(fig, axes, "Runtime (step-budget runs)")
+    finish(fig, axes, "Runtime (runs of the comparisons)")
     return fig
 
 
@@ -264,7 +267,7 @@ def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
                         errorbar=("ci", 95), n_boot=1000, seed=0, capsize=0.2, ax=ax, legend=False)
             sns.stripplot(data=ok, x="method", y=y, order=methods, color="black", size=3, ax=ax)
             ax.tick_params(axis="x", rotation=35, labelsize=7)
-            bad = fam[fam["status"] != OK]
+            bad = excluded(fam)
             if len(bad):
                 ax.set_title(f"{label}\n({len(bad)} run(s) not ok: {', '.join(sorted(set(bad['status'])))})",
                              fontsize=8)
@@ -283,7 +286,7 @@ def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
 
 @figure_function
 def fig_generalization(plt, df: pd.DataFrame, *, style: Style):
-    """Accuracy and generalization gaps vs batch size (step-budget runs)."""
+    """Accuracy and generalization gaps vs batch size (runs of the comparisons)."""
     ys = [("train_accuracy", "train accuracy"), ("test_accuracy", "test accuracy"),
           ("loss_gap", "test − train loss"), ("accuracy_gap", "train − test accuracy")]
     return _vs_batch(plt, main_runs(df), ys, f"Generalization vs batch size ({_rules(main_runs(df))})", style)

@@ -1,7 +1,7 @@
 """What the study found, in numbers: the run selections, the statistics and the findings paragraph.
 
-Selections of a `samlib.study.report.collect` table (`main_runs`, `matched_runs`, `reached_target`,
-`family`, `measures_in`); measure labels (`measure_label`; the column vocabulary itself is
+Selections of a `samlib.study.report.collect` table (`main_runs`, `_ok`: the compared runs, ok and at
+their loss target, `excluded`, `matched_runs`, `reached_target`, `family`, `measures_in`); measure labels (`measure_label`; the column vocabulary itself is
 `samlib.study.layout`'s); `mean_ci` / `fmt_ci`, the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with
 ddof=1; no interval for n < 2); `best_lr` and `cost_ratios` (shared with the figures);
 `compute_findings` (findings.json), `findings_text` and `headline`. Diverged runs (non-finite loss)
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from samlib.study.layout import OK, OPTIMIZER_LABELS, is_measure
+from samlib.study import answer
+from samlib.study.layout import OK, OPTIMIZER_LABELS, TARGET_NOT_REACHED, is_measure
 from samlib.study.layout import present as _present
 
 # --------------------------------------------------------------------------------------- constants
@@ -26,6 +27,9 @@ LR_NOTEBOOK = "lr_scaling"
 SGD_FAMILY = ("sgd", "momentum")
 ADAM_FAMILY = ("adam", "adamw")
 FAMILIES = {"SGD": SGD_FAMILY, "Adam": ADAM_FAMILY}
+FAMILY_KEYS = {"SGD": "sgd", "Adam": "adam"}  # the names `answer` uses
+METRIC_LABELS = {"test_loss": "test loss", "test_error": "test error", "train_loss": "train loss",
+                 "val_loss": "validation loss"}
 MEASURE_LABELS = {
     "lambda_max": "Hessian λ_max",
     "hessian_trace": "Hessian trace",
@@ -87,8 +91,8 @@ def fmt_ci(ci: Mapping[str, float], digits: int = 3) -> str:
 
 # ============================================================================ selections
 def main_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs of the SAM-vs-base comparisons: step-budget (no loss target), not the lr sweep."""
-    return df[(df["notebook"] != LR_NOTEBOOK) & df["target_loss"].isna()]
+    """Runs of the SAM-vs-base comparisons (every notebook but the lr sweep), compared or not."""
+    return df[df["notebook"] != LR_NOTEBOOK]
 
 
 def matched_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +115,18 @@ def family(df: pd.DataFrame, optimizers: Sequence[str]) -> pd.DataFrame:
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == OK]
+    """The runs that enter means and comparisons: finished ok and at their loss target (if any)."""
+    return df[answer.comparable(df)] if len(df) else df
+
+
+def excluded(df: pd.DataFrame) -> pd.DataFrame:
+    """The complement of `_ok`, with ``status`` saying why (``target not reached`` for a run that
+    finished ok at its cap): what the figures mark ✕ and the report lists."""
+    if not len(df):
+        return df
+    left = df[~answer.comparable(df)].copy()
+    left["status"] = [s if s != OK else TARGET_NOT_REACHED for s in left["status"]]
+    return left
 
 
 def _method_order(methods: Iterable[str]) -> list[str]:
@@ -127,25 +142,14 @@ def _method_order(methods: Iterable[str]) -> list[str]:
 
 # ============================================================================ lr sweep and cost
 def best_lr(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (batch size, method, seed): the effective lr with the lowest test loss in the lr sweep.
-
-    Runs with the same effective lr (e.g. all rules at the base batch size) are averaged first.
-    Diverged runs (NaN test loss) never win.
-    """
-    runs = _ok(df[df["notebook"] == LR_NOTEBOOK])
-    runs = runs[np.isfinite(runs["test_loss"].astype(float))]
-    if not len(runs):
-        return pd.DataFrame(columns=["batch_size", "method", "seed", "lr", "test_loss"])
-    keyed = runs.assign(lr_key=runs["lr"].astype(float).round(12))
-    mean = keyed.groupby(["batch_size", "method", "seed", "lr_key"], as_index=False)["test_loss"].mean()
-    idx = mean.groupby(["batch_size", "method", "seed"])["test_loss"].idxmin()
-    out = mean.loc[idx].rename(columns={"lr_key": "lr"}).reset_index(drop=True)
-    return out[["batch_size", "method", "seed", "lr", "test_loss"]]
+    """Per (batch size, method, seed): the effective lr of the sweep with the lowest **validation** loss
+    (`answer.lr_selection`; the test split chooses nothing), with that run's test loss."""
+    return answer.lr_selection(df)
 
 
 def cost_ratios(df: pd.DataFrame) -> pd.DataFrame:
-    """SAM-type / base-optimizer seconds per epoch, paired by (batch size, seed, optimizer), per
-    SAM method. Main (step-budget) runs only."""
+    """SAM-type / base-optimizer seconds per epoch (steady-state seconds per step × steps per epoch),
+    paired by (batch size, seed, optimizer), per SAM method; compared main runs only."""
     runs = _ok(main_runs(df))
     runs = runs[np.isfinite(runs["seconds_per_epoch"].astype(float))]
     base = runs[runs["sam"] == "none"]
@@ -179,42 +183,58 @@ def _trend(df: pd.DataFrame, measure: str) -> dict[str, Any]:
 
 
 def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
-    """The numbers the findings paragraph states, each from the results table (see the module doc)."""
+    """The numbers the findings state, each from the results table (see the module doc).
+
+    Comparisons use `answer.compared` runs only: ok and at their loss target. ``gap_closure`` is the
+    direct answer (`answer.gap_closure`); ``paired`` holds every SAM-type method minus its base optimizer
+    at each batch size over shared seeds; ``sharpness_by_batch`` the measures per batch size (the seed
+    study's Fig. 2 and 4, here at a matched training loss); ``lr_scaling`` the sweep's validation-chosen
+    lrs and the slope of log(best lr) vs log(B); ``not_compared`` the runs left out, with why.
+    """
     out: dict[str, Any] = {"n_runs": int(len(df)), "status_counts": df["status"].value_counts().to_dict()}
     main = main_runs(df)
     out["stop_rules"] = sorted(set(main["stop_rule"].dropna()))
-    out["matched_stop_rules"] = sorted(set(matched_runs(df)["stop_rule"].dropna()))
     measures = measures_in(df)
-    # SAM vs base at the largest batch size (SGD family first, then Adam)
+    gaps = answer.gap_closure(df)
+    out["gap_closure"] = gaps
+    out["answer"] = answer.sentences(gaps)
+    compared = answer.compared(df)
+    paired = answer.paired(df, measures)
+    out["paired"] = paired.to_dict("records")
+    # each family at its largest batch: means with t-CIs, and the paired differences to the base
     comparisons = {}
-    for fam_name, fam in (("SGD", SGD_FAMILY), ("Adam", ADAM_FAMILY)):
-        runs = family(main, fam)
-        sam = runs[runs["sam"] != "none"]
-        if not len(sam) or not len(runs[runs["sam"] == "none"]):
+    for fam_name, fam in FAMILIES.items():
+        runs, every = family(compared, fam), family(main, fam)
+        if not len(runs[runs["sam"] != "none"]) or not len(runs[runs["sam"] == "none"]):
             continue
-        bs = int(sam["batch_size"].max())
+        bs = int(runs[runs["sam"] != "none"]["batch_size"].max())
         at = runs[runs["batch_size"] == bs]
-        entry: dict[str, Any] = {"batch_size": bs, "methods": {}}
+        entry: dict[str, Any] = {"batch_size": bs, "methods": {}, "paired": {}}
         for method in _method_order(at["method"]):
             rows = at[at["method"] == method]
+            n_all = int(((every["batch_size"] == bs) & (every["method"] == method)).sum())
             entry["methods"][method] = {
-                "test_loss": _ci_of(_ok(rows), "test_loss"),
-                "test_accuracy": _ci_of(_ok(rows), "test_accuracy"),
-                "train_loss": _ci_of(_ok(rows), "train_loss"),
-                **{m: _ci_of(_ok(rows), m) for m in measures},
-                "runs": int(len(rows)),
-                "not_ok": int((rows["status"] != OK).sum()),
+                **{k: _ci_of(rows, k) for k in ("test_loss", "test_error", "test_accuracy", "train_loss", "val_loss")},
+                **{m: _ci_of(rows, m) for m in measures + ["grad_norm", "weight_norm"] if m in rows},
+                "runs": n_all, "not_compared": n_all - int(len(rows)),
             }
+        for _, r in paired[(paired["family"] == FAMILY_KEYS[fam_name]) & (paired["batch_size"] == bs)].iterrows():
+            entry["paired"].setdefault(r["method"], {})[r["metric"]] = {k: r[k] for k in ("mean", "lo", "hi", "n",
+                                                                                       "significant")}
         comparisons[fam_name] = entry
     out["largest_batch"] = comparisons
-    # sharpness trend vs batch size, per method of the main runs
+    # sharpness per batch size and its trend, per method (compared runs: minima at the same train loss)
+    by_batch: dict[str, dict[str, Any]] = {}
     trends: dict[str, dict[str, Any]] = {}
-    for method in _method_order(main["method"].dropna()):
-        rows = main[main["method"] == method]
+    for method in _method_order(compared["method"].dropna()):
+        rows = compared[compared["method"] == method]
+        by_batch[method] = {m: {int(bs): _ci_of(g, m) for bs, g in rows.groupby("batch_size")}
+                            for m in measures + ["test_loss", "train_loss"] if m in rows}
         t = {m: _trend(rows, m) for m in measures}
         t = {k: v for k, v in t.items() if v}
         if t:
             trends[method] = t
+    out["sharpness_by_batch"] = by_batch
     out["sharpness_trend"] = trends
     # cost
     ratios = cost_ratios(df)
@@ -224,29 +244,22 @@ def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
         cost[method] = {"all": mean_ci(r["ratio"]), "largest_batch": int(r["batch_size"].max()),
                         "at_largest": mean_ci(r[r["batch_size"] == r["batch_size"].max()]["ratio"])}
     out["cost_ratio"] = cost
-    # matched loss
-    matched = matched_runs(df)
-    reached = reached_target(df)
-    m_out: dict[str, Any] = {"runs": int(len(matched)), "reached": int(len(reached))}
-    if len(reached):
-        bs = int(reached["batch_size"].max())
-        at = reached[reached["batch_size"] == bs]
-        m_out["batch_size"] = bs
-        m_out["methods"] = {
-            method: {"train_loss": _ci_of(at[at["method"] == method], "train_loss"),
-                     "test_loss": _ci_of(at[at["method"] == method], "test_loss"),
-                     **{m: _ci_of(at[at["method"] == method], m) for m in measures}}
-            for method in _method_order(at["method"])
-        }
-    out["matched_loss"] = m_out
-    # lr scaling
-    best = best_lr(df)
-    lr_out: dict[str, Any] = {}
-    for method in _method_order(best["method"]) if len(best) else []:
-        b = best[best["method"] == method]
-        lr_out[method] = {int(bs): mean_ci(g["lr"]) for bs, g in b.groupby("batch_size")}
-    out["best_lr"] = lr_out
-    # problems
+    # lr scaling: chosen on validation loss
+    selection = answer.lr_selection(df)
+    lr_out: dict[str, Any] = {"selection": selection.to_dict("records"), "slopes": answer.lr_slopes(selection),
+                              "best_lr": {}}
+    for method in _method_order(selection["method"]) if len(selection) else []:
+        b = selection[selection["method"] == method]
+        lr_out["best_lr"][method] = {int(bs): mean_ci(g["lr"]) for bs, g in b.groupby("batch_size")}
+    out["lr_scaling"] = lr_out
+    # what is not compared, and why
+    left = answer.not_compared(df)
+    out["not_compared"] = [
+        {"notebook": r["notebook"], "batch_size": _int_or_none(r["batch_size"]), "run": r["run"],
+         "status": r["status"] if r["status"] != OK else TARGET_NOT_REACHED,
+         "train_loss": r["train_loss"], "target_loss": r.get("target_loss")}
+        for _, r in left.iterrows()
+    ]
     bad = df[df["status"] != OK]
     out["not_ok"] = [
         {"notebook": r["notebook"], "batch_size": _int_or_none(r["batch_size"]), "run": r["run"],
@@ -260,113 +273,95 @@ def _int_or_none(v: Any) -> int | None:
     return int(v) if _present(v) else None
 
 
+def _diff(d: Mapping[str, Any], digits: int = 3) -> str:
+    if not d or not d.get("n"):
+        return "n/a"
+    if d["n"] < 2 or not np.isfinite(d["lo"]):
+        return f"{d['mean']:+.{digits}g} (n={d['n']}, no CI)"
+    return f"{d['mean']:+.{digits}g} (95 % CI {d['lo']:+.{digits}g} to {d['hi']:+.{digits}g}, n={d['n']})"
+
+
 def findings_text(f: Mapping[str, Any]) -> list[str]:
-    """The findings as sentences; every number comes from `compute_findings`."""
-    lines: list[str] = []
+    """The findings as sentences, the direct answer first; every number comes from `compute_findings`."""
+    lines: list[str] = list(f.get("answer", []))
+    for fam, entry in f.get("largest_batch", {}).items():
+        means = [f"{m}: test loss {fmt_ci(v['test_loss'])}, test error {fmt_ci(v['test_error'])}"
+                 + (f" [{v['not_compared']} of {v['runs']} runs not compared]" if v.get("not_compared") else "")
+                 for m, v in entry["methods"].items()]
+        lines.append(f"At the largest batch size {entry['batch_size']} ({fam} family, runs at the target): "
+                     + "; ".join(means) + ".")
+        parts = []
+        for method, diffs in entry.get("paired", {}).items():
+            items = [f"{METRIC_LABELS.get(k, measure_label(k))} {_diff(v)}" for k, v in diffs.items()
+                     if k in METRIC_LABELS or is_measure(k)]
+            parts.append(f"{method} − {fam}: " + "; ".join(items))
+        if parts:
+            lines.append(f"Paired differences at batch {entry['batch_size']} ({fam} family, same seeds, t-based "
+                         f"95 % CI): " + " | ".join(parts) + ".")
+    for method, by in f.get("sharpness_by_batch", {}).items():
+        if "+" in method:
+            continue  # the base optimizers' sharpness vs batch size (the seed study's Fig. 2 and 4)
+        parts = [f"{measure_label(k)} " + ", ".join(f"B={bs}: {fmt_ci(ci)}" for bs, ci in v.items())
+                 for k, v in by.items() if is_measure(k)]
+        if parts:
+            lines.append(f"Sharpness of {method} minima vs batch size (all at the same training loss): "
+                         + "; ".join(parts) + ".")
+    for method, trend in f.get("sharpness_trend", {}).items():
+        parts = [f"{measure_label(k)} ×{t['ratio']:.2g} from batch {t['smallest_batch']} to {t['largest_batch']} "
+                 f"(Spearman ρ = {t['spearman_rho']:.2f}, p = {t['spearman_p']:.2g}, {t['n_runs']} runs)"
+                 for k, t in trend.items()]
+        lines.append(f"Trend with batch size, {method}: " + "; ".join(parts) + ".")
+    slopes = f.get("lr_scaling", {}).get("slopes", {})
+    if slopes:
+        parts = []
+        for method, s in slopes.items():
+            ci = (f"95 % CI {s['lo']:.2f} to {s['hi']:.2f}" if np.isfinite(s.get("lo", math.nan)) else "no CI")
+            rules = ", ".join(s["rules_in_ci"]) or "none of none/sqrt/linear"
+            parts.append(f"{method}: slope {s['slope']:.2f} ({ci}, {s['n']} choices; within the CI: {rules}"
+                         + (f"; {s['at_edge']} choices at the sweep's edge" if s.get("at_edge") else "") + ")")
+        lines.append("Learning-rate scaling: best lr chosen per seed on validation loss, log(best lr) fitted "
+                     "against log(batch size): " + "; ".join(parts) + ".")
+    for method, c in f.get("cost_ratio", {}).items():
+        lines.append(f"Cost of {method} relative to its base optimizer (steady-state seconds per step, paired by "
+                     f"seed): {fmt_ci(c['all'], 2)} over all batch sizes; {fmt_ci(c['at_largest'], 2)} at batch "
+                     f"{c['largest_batch']}.")
     rules = f.get("stop_rules") or ["n/a"]
     counts = ", ".join(f"{v} {k}" for k, v in sorted(f.get("status_counts", {}).items()))
-    lines.append(f"{f.get('n_runs', 0)} runs ({counts}). Stop rule of the SAM-vs-base comparisons: "
-                 f"{'; '.join(rules)}" + (f"; matched-loss runs: {'; '.join(f['matched_stop_rules'])}"
-                                           if f.get("matched_stop_rules") else "") + ".")
-    for fam, entry in f.get("largest_batch", {}).items():
-        methods = entry["methods"]
-        parts = [f"{m}: test loss {fmt_ci(v['test_loss'])}, test accuracy {fmt_ci(v['test_accuracy'])}"
-                 + (f" [{v['not_ok']} of {v['runs']} runs not ok]" if v["not_ok"] else "")
-                 for m, v in methods.items()]
-        base = next((m for m in methods if "+" not in m), None)
-        verdicts = []
-        if base is not None:
-            b = methods[base]["test_loss"]
-            for m, v in methods.items():
-                if m == base or not v["test_loss"]["n"] or not b["n"]:
-                    continue
-                diff = v["test_loss"]["mean"] - b["mean"]
-                overlap = _overlap(v["test_loss"], b)
-                verdicts.append(f"{m} {'lower' if diff < 0 else 'higher'} than {base} by {abs(diff):.3g}"
-                                + (" (CIs overlap)" if overlap else " (CIs do not overlap)" if overlap is False
-                                   else " (no CI)"))
-        lines.append(f"At the largest batch size {entry['batch_size']} ({fam}): " + "; ".join(parts) + "."
-                     + (" Test loss: " + "; ".join(verdicts) + "." if verdicts else ""))
-    for method, trend in f.get("sharpness_trend", {}).items():
-        parts = []
-        for measure, t in trend.items():
-            parts.append(f"{measure_label(measure)} {t['small']['mean']:.3g} at batch {t['smallest_batch']} → "
-                         f"{t['large']['mean']:.3g} at {t['largest_batch']} (×{t['ratio']:.2g}, Spearman ρ = "
-                         f"{t['spearman_rho']:.2f} over {t['n_runs']} runs)")
-        lines.append(f"Sharpness vs batch size, {method}: " + "; ".join(parts) + ".")
-    for method, c in f.get("cost_ratio", {}).items():
-        lines.append(f"Cost of {method} relative to its base optimizer (seconds per epoch): "
-                     f"{fmt_ci(c['all'], 2)} over all batch sizes; {fmt_ci(c['at_largest'], 2)} at batch "
-                     f"{c['largest_batch']}.")
-    m = f.get("matched_loss", {})
-    if m.get("runs"):
-        text = f"Matched training loss: {m['reached']} of {m['runs']} loss-target runs reached their target"
-        if m.get("methods"):
-            parts = []
-            for method, v in m["methods"].items():
-                sharp = "; ".join(f"{measure_label(k)} {fmt_ci(v[k])}" for k in v
-                                  if is_measure(k) and v[k]["n"])
-                parts.append(f"{method}: train loss {fmt_ci(v['train_loss'])}, {sharp}")
-            text += f"; at batch size {m['batch_size']}: " + " | ".join(parts)
-        lines.append(text + ".")
-    if f.get("best_lr"):
-        parts = []
-        for method, by_bs in f["best_lr"].items():
-            parts.append(f"{method}: " + ", ".join(f"B={bs}: {v['mean']:.3g}" for bs, v in by_bs.items()))
-        lines.append("Best effective learning rate by batch size (mean over seeds of each seed's best): "
-                     + "; ".join(parts) + ".")
-    bad = f.get("not_ok", [])
+    lines.append(f"{f.get('n_runs', 0)} runs ({counts}). Stop rule of the comparisons: {'; '.join(rules)}.")
+    left = f.get("not_compared", [])
+    if left:
+        lines.append(f"{len(left)} run(s) of the comparisons are shown but not compared (not ok, or stopped at "
+                     "their cap above the target): "
+                     + ", ".join(f"{b['notebook']}/{b['batch_size']}/{b['run']} ({b['status']})" for b in left[:12])
+                     + (" …" if len(left) > 12 else "") + ".")
+    bad = [b for b in f.get("not_ok", []) if b["notebook"] == LR_NOTEBOOK]
     if bad:
-        lines.append(f"{len(bad)} run(s) did not finish ok and are listed below (never dropped silently): "
-                     + ", ".join(f"{b['notebook']}/{b['batch_size']}/{b['run']} ({b['status']})" for b in bad[:12])
+        lines.append(f"{len(bad)} run(s) of the lr sweep did not finish ok (a diverging lr is a result): "
+                     + ", ".join(f"{b['batch_size']}/{b['run']} ({b['status']})" for b in bad[:12])
                      + (" …" if len(bad) > 12 else "") + ".")
     return lines
 
 
 def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
-    """A short paragraph of the main numbers (each computed in `compute_findings`); `matched_figure`:
-    the number of the matched-loss figure, if the reader has it."""
-    parts = []
-    rules = f.get("stop_rules") or []
-    if rules:
-        parts.append(f"Step-budget comparisons use {', '.join(rules)} at every batch size"
-                     + (f"; matched-loss runs use {', '.join(f['matched_stop_rules'])}" if f.get("matched_stop_rules")
-                        else "") + ".")
-    sgd = f.get("largest_batch", {}).get("SGD")
-    if sgd:
-        methods = sgd["methods"]
-        base = methods.get("SGD") or next((v for m, v in methods.items() if "+" not in m), None)
-        sam = methods.get("SGD+SAM") or next((v for m, v in methods.items() if "+" in m), None)
-        if base and sam and base["test_loss"]["n"] and sam["test_loss"]["n"]:
-            diff = sam["test_loss"]["mean"] - base["test_loss"]["mean"]
-            overlap = _overlap(sam["test_loss"], base["test_loss"])
-            verdict = {True: "the 95 % CIs overlap, so this study cannot tell them apart",
-                       False: "the 95 % CIs do not overlap", None: "too few seeds for a CI"}[overlap]
-            parts.append(
-                f"At the largest batch size ({sgd['batch_size']}), SGD+SAM reaches test loss "
-                f"{fmt_ci(sam['test_loss'])} vs SGD {fmt_ci(base['test_loss'])} ({'lower' if diff < 0 else 'higher'} "
-                f"by {abs(diff):.3g}; {verdict}); test accuracy {sam['test_accuracy']['mean']:.3f} vs "
-                f"{base['test_accuracy']['mean']:.3f}.")
+    """The direct answer first, then a few main numbers (each computed in `compute_findings`);
+    `matched_figure`: the number of the matched-loss figure, if the reader has it."""
+    parts = list(f.get("answer", []))
     trend = f.get("sharpness_trend", {}).get("SGD", {})
     key = "lambda_max" if "lambda_max" in trend else next(iter(trend), None)
     if key:
         t = trend[key]
-        parts.append(f"{measure_label(key)} of SGD minima goes from {t['small']['mean']:.3g} at batch "
-                     f"{t['smallest_batch']} to {t['large']['mean']:.3g} at {t['largest_batch']} "
-                     f"(×{t['ratio']:.2g}; Spearman ρ = {t['spearman_rho']:.2f} with batch size over "
+        parts.append(f"{measure_label(key)} of SGD minima, all at the same training loss, goes from "
+                     f"{t['small']['mean']:.3g} at batch {t['smallest_batch']} to {t['large']['mean']:.3g} at "
+                     f"{t['largest_batch']} (×{t['ratio']:.2g}; Spearman ρ = {t['spearman_rho']:.2f} over "
                      f"{t['n_runs']} runs).")
     cost = f.get("cost_ratio", {}).get("SGD+SAM")
     if cost:
-        parts.append(f"SAM costs {fmt_ci(cost['all'], 2)} times the seconds per epoch of SGD.")
-    m = f.get("matched_loss", {})
-    if m.get("runs"):
-        parts.append(f"{m['reached']} of {m['runs']} loss-target runs reached their target"
-                     + (f" (compared at batch size {m['batch_size']}"
-                        + (f" in Fig. {matched_figure}" if matched_figure else "") + ")."
-                        if m.get("methods") else "."))
-    bad = f.get("not_ok", [])
-    parts.append(f"{len(bad)} of {f.get('n_runs', 0)} runs did not finish ok." if bad else
-                 f"All {f.get('n_runs', 0)} runs finished ok.")
+        parts.append(f"SAM costs {fmt_ci(cost['all'], 2)} times SGD's seconds per step.")
+    left = f.get("not_compared", [])
+    parts.append(f"{len(left)} run(s) of the comparisons did not reach their target or did not finish and are "
+                 "listed, not compared" + (f" (Fig. {matched_figure} shows the training loss each reached)."
+                                           if matched_figure else ".") if left else
+                 "Every run of the comparisons reached its target.")
     return " ".join(parts)
 
 

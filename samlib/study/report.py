@@ -119,9 +119,14 @@ def _html_body(rep: Report) -> str:
         parts.append(f"<p>{html.escape(study['description'])}</p>")
     parts.append(f"<h2>Findings</h2><p>{html.escape(rep.headline)}</p><h3>Details</h3>"
                  "<ul class='findings'>" + "".join(f"<li>{html.escape(t)}</li>" for t in rep.text) + "</ul>")
-    parts.append("<p><small>Findings: mean and t-based 95 % CI over seeds (mean ± t·s/√n). Figures: mean and "
-                 "seaborn bootstrap 95 % CI over seeds. Diverged or failed runs are never averaged; they are "
-                 "marked ✕ in the figures and listed below.</small></p>")
+    parts.append("<p><small>Gap closure: (L<sub>base,LB</sub> − L<sub>SAM,LB</sub>) / (L<sub>base,LB</sub> − "
+                 "L<sub>base,SB</sub>) of per-seed means, SB/LB the smallest/largest batch, with a bootstrap 95 % "
+                 "CI over seeds (resampled together, as they are paired). Differences between methods: paired "
+                 "per seed, t-based 95 % CI. Other findings: mean and t-based 95 % CI over seeds (mean ± t·s/√n). "
+                 "Figures: mean and seaborn bootstrap 95 % CI over seeds. Only runs that finished ok at their "
+                 "loss target are compared; the others (diverged, failed, target not reached) are marked ✕ in "
+                 "the figures and listed below. Settings (lr, α) are chosen on the validation split; the test "
+                 "split is read once per run, after training.</small></p>")
     parts.append("<h2>Parameters</h2>")
     rules = sorted(set(rep.results["stop_rule"].dropna())) if len(rep.results) else []
     parts.append("<p>Stop rules used: " + html.escape("; ".join(rules) or "n/a")
