@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from samlib.study import answer
+from samlib.study.stats import mean_ci  # noqa: F401  (also part of this module's API)
 from samlib.study.layout import OK, OPTIMIZER_LABELS, TARGET_NOT_REACHED, is_measure
 from samlib.study.layout import present as _present
 
@@ -61,22 +62,6 @@ def measures_in(df: pd.DataFrame) -> list[str]:
 
 
 # ============================================================================ statistics
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean and t-based CI of the finite `values`: mean ± t_{(1+c)/2, n-1} · s / √n (s: ddof=1).
-
-    Returns {"mean", "lo", "hi", "n"}; lo = hi = NaN when n < 2 (no interval from one value).
-    """
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    n = len(v)
-    if n == 0:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
-    mean = float(v.mean())
-    if n < 2:
-        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n": 1}
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
-
-
 def fmt_ci(ci: Mapping[str, float], digits: int = 3) -> str:
     """'0.123 (95 % CI 0.101–0.145, n=3)'; 'n/a' when there is no value."""
     if not ci or ci.get("n", 0) == 0 or not np.isfinite(ci["mean"]):
