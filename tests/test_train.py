@@ -211,3 +211,14 @@ def test_steps_per_execution_changes_speed_not_results():
     assert _steps_per_execution(config(steps_per_execution=8, target_loss=0.1), steps_per_epoch=110) == 8
     assert _steps_per_execution(config(steps_per_execution=8, target_loss=0.1), steps_per_epoch=4) == 1  # cadence 1
     assert _steps_per_execution(config(steps_per_execution=8), steps_per_epoch=4) == 4  # at most an epoch
+
+
+def test_a_run_retrained_from_its_config_json_reproduces_its_metrics(tmp_path):
+    """What docs/results/ promises: `python -m samlib train RUN/config.json` gives the same numbers."""
+    cfg = Config.from_dict(dict(optimizer="momentum", lr=0.02, batch_size=256, steps=4, target_loss=1.5,
+                                steps_per_execution=2, verbose=0, run_dir=str(tmp_path / "a")))
+    first = train_and_evaluate(cfg).metrics
+    assert cli_main(["train", str(tmp_path / "a" / "config.json"), "--set", f"run_dir={tmp_path / 'b'}"]) == 0
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    for key in ("train_loss", "val_loss", "test_loss", "test_accuracy", "steps"):
+        assert again[key] == first[key], key
