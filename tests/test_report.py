@@ -298,6 +298,27 @@ def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
     assert findings.headline({"not_compared": [{}]}, matched_figure=3).count("Fig. 3") == 1
 
 
+
+@pytest.mark.parametrize("base", ["SGD", "SGD+momentum"])
+def test_base_optimizer_sharpness_and_sam_cost_are_stated_whichever_sgd_the_study_trained(base):
+    """'SGD+momentum' has a '+' but is a base optimizer: its sharpness per batch size (the seed study's
+    Fig. 2) and SAM's cost over it must reach the findings text and the headline."""
+    ci = {"mean": 4.0, "lo": 3.0, "hi": 5.0, "n": 5}
+    trend = {"lambda_max": {"small": {"mean": 6.5}, "large": {"mean": 3.0}, "smallest_batch": 32,
+                            "largest_batch": 1000, "ratio": 0.46, "spearman_rho": -0.85, "spearman_p": 1e-4,
+                            "n_runs": 15}}
+    f = {"sharpness_by_batch": {base: {"lambda_max": {32: ci}}, f"{base}+SAM": {"lambda_max": {32: ci}}},
+         "sharpness_trend": {base: trend}, "cost_ratio": {f"{base}+SAM": {"all": {"mean": 2.1, "lo": 1.7, "hi": 2.4, "n": 15},
+                                                      "at_largest": {"mean": 2.2, "lo": 1.1, "hi": 3.3, "n": 5},
+                                                      "largest_batch": 1000}}}
+    text = findings.findings_text(f)
+    assert [t for t in text if t.startswith("Sharpness of ")] == [
+        f"Sharpness of {base} minima vs batch size (all at the same training loss): Hessian λ_max B=32: "
+        "4 (95 % CI 3–5, n=5)."]
+    head = findings.headline(f)
+    assert f"of {base} minima, all at the same training loss, goes from 6.5 at batch 32 to 3 at 1000" in head
+    assert f"times {base}'s seconds per step" in head
+
 _IMAGE_CHECK = """<script>
 window.addEventListener("load", () => {
   const found = [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth,

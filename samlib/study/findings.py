@@ -284,7 +284,7 @@ def findings_text(f: Mapping[str, Any]) -> list[str]:
             lines.append(f"Paired differences at batch {entry['batch_size']} ({fam} family, same seeds, t-based "
                          f"95 % CI): " + " | ".join(parts) + ".")
     for method, by in f.get("sharpness_by_batch", {}).items():
-        if "+" in method:
+        if method not in OPTIMIZER_LABELS.values():
             continue  # the base optimizers' sharpness vs batch size (the seed study's Fig. 2 and 4)
         parts = [f"{measure_label(k)} " + ", ".join(f"B={bs}: {fmt_ci(ci)}" for bs, ci in v.items())
                  for k, v in by.items() if is_measure(k)]
@@ -331,17 +331,19 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     """The direct answer first, then a few main numbers (each computed in `compute_findings`);
     `matched_figure`: the number of the matched-loss figure, if the reader has it."""
     parts = list(f.get("answer", []))
-    trend = f.get("sharpness_trend", {}).get("SGD", {})
+    sgd = next((OPTIMIZER_LABELS[o] for o in SGD_FAMILY if OPTIMIZER_LABELS[o] in f.get("sharpness_trend", {})),
+               OPTIMIZER_LABELS["sgd"])  # 'SGD' or 'SGD+momentum', whichever the study trained
+    trend = f.get("sharpness_trend", {}).get(sgd, {})
     key = "lambda_max" if "lambda_max" in trend else next(iter(trend), None)
     if key:
         t = trend[key]
-        parts.append(f"{measure_label(key)} of SGD minima, all at the same training loss, goes from "
+        parts.append(f"{measure_label(key)} of {sgd} minima, all at the same training loss, goes from "
                      f"{t['small']['mean']:.3g} at batch {t['smallest_batch']} to {t['large']['mean']:.3g} at "
                      f"{t['largest_batch']} (×{t['ratio']:.2g}; Spearman ρ = {t['spearman_rho']:.2f} over "
                      f"{t['n_runs']} runs).")
-    cost = f.get("cost_ratio", {}).get("SGD+SAM")
+    cost = f.get("cost_ratio", {}).get(f"{sgd}+SAM")
     if cost:
-        parts.append(f"SAM costs {fmt_ci(cost['all'], 2)} times SGD's seconds per step.")
+        parts.append(f"SAM costs {fmt_ci(cost['all'], 2)} times {sgd}'s seconds per step.")
     left = f.get("not_compared", [])
     parts.append(f"{len(left)} run(s) of the comparisons did not reach their target or did not finish and are "
                  "listed, not compared" + (f" (Fig. {matched_figure} shows the training loss each reached)."
