@@ -150,7 +150,10 @@ def run_cell(
                 io.update_json(run_dir / layout.METRICS, sharpness_error=f"{type(err).__name__}: {err}")
                 actions.append("sharpness failed")
         del model
-        keras.backend.clear_session(free_memory=False)  # the gc of free_memory=True costs ~0.2 s a run
+        # free the finished run's models and traced functions now: this gc costs 0.2-0.8 s a run, while
+        # left to a later automatic gc (three SAM runs' worth, at once) it took ~10 s, and up to 50 s in
+        # a study's notebook (measured), as TF's function finalizers slow down with what is still alive
+        keras.backend.clear_session(free_memory=True)
         row = layout.run_record(run_dir, notebook, batch_size)
         row["action"] = "+".join(actions) or f"{layout.SKIPPED} (complete)"
         row["point"] = layout.point_label(run_dir.name)
