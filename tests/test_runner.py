@@ -462,6 +462,24 @@ def test_shard_runs_only_its_cells_and_no_summary(tmp_path, capsys):
     assert [Path(p).parent.name for p in counted(tmp_path)] == ["16"]
 
 
+
+def test_the_summary_runs_again_when_the_study_code_changes_and_only_then(tmp_path, monkeypatch):
+    """A fix in findings/figures/report code must reach a finished study's report on the next run,
+    without retraining: the summary's fingerprint covers `samlib.study`'s sources."""
+    from samlib.study import runner
+    code = tmp_path / "findings.py"
+    code.write_text("x = 1\n")
+    monkeypatch.setattr(runner, "_study_code", lambda: [code])
+    nbdir = make_stubs(tmp_path)
+    params = write_params(tmp_path, seeds=[0])
+    run = lambda: study.run_study(params, tmp_path / "out", notebooks_dir=nbdir, progress=False)  # noqa: E731
+    assert run().summary.state == "ok"
+    assert run().summary.state == "skipped"
+    code.write_text("x = 2\n")
+    again = run()
+    assert [c.state for c in again.cells] == ["skipped", "skipped"] and again.summary.state == "ok"
+    assert counted(tmp_path, "summary.txt") == ["summary", "summary"]
+
 # ---------------------------------------------------------------------- dask
 def test_dask_executor_runs_and_resumes_a_grid(tmp_path):
     pytest.importorskip("distributed")

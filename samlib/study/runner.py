@@ -13,7 +13,7 @@ of its runs is complete (`layout.is_complete`) and measured with the cell's shar
 (`layout.is_measured`; so changed settings re-execute the cell, which measures and trains nothing). A cell interrupted in any way (even ``kill -9``: its
 status stays ``running``) is executed again and its notebook skips the runs that finished, so nothing
 is lost or redone but the run that was cut. The summary is skipped when it succeeded before on exactly
-the same cell statuses, params file and summary notebook.
+the same cell statuses, params file, summary notebook and `samlib.study` code.
 """
 
 from __future__ import annotations
@@ -69,11 +69,19 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-"
 
 
+def _study_code() -> list[Path]:
+    """The sources the summary's numbers, figures and report come from (this sub-package)."""
+    return sorted(Path(__file__).parent.glob("*.py"))
+
+
 def summary_fingerprint(params: StudyParams, cells: Sequence[Cell]) -> str:
-    """Changes whenever a cell's status, the params file or the summary notebook changes."""
+    """Changes whenever a cell's status, the params file, the summary notebook or the code that
+    computes findings, figures and the report (`samlib.study`) changes."""
     h = hashlib.sha256()
     h.update(_sha256(Path(params.path)).encode())
     h.update(_sha256(params.notebook_path(params.summary or "")).encode())
+    for source in _study_code():
+        h.update(f"{source.name}\0{_sha256(source)}\0".encode())
     for cell in cells:
         h.update(f"{cell.name}\0{_sha256(cell.status_path)}\0".encode())
     return h.hexdigest()
