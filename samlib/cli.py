@@ -6,6 +6,8 @@ modules each command names (imported only when that command runs, so ``study`` n
     sharpness        measure the sharpness of a finished run              (samlib.study.cell.measure_run)
     sharpness-bench  seconds of the Keskar and λ_max measures on the CNN  (samlib.sharpness_bench)
     study            a study grid of notebooks with papermill, then the summary (samlib.study.runner)
+    report           results.csv, findings, figures and report.html of a study folder, from its runs
+                     as they are: nothing is trained or measured (samlib.study.report.make_report)
 
 Exit codes: 0 done, 1 a study cell failed, 2 bad arguments or input (one message on stderr).
 """
@@ -229,9 +231,34 @@ def _add_study(sub) -> None:
     p.set_defaults(handler=_study)
 
 
+# ---------------------------------------------------------------------- report
+def _report(args: argparse.Namespace) -> int:
+    from samlib.study import layout
+    from samlib.study.report import make_report
+
+    if not (layout.read_study(args.study_dir) or layout.run_dirs(args.study_dir)):
+        print(f"samlib report: error: {args.study_dir!r} holds no study (no study.json and no run folders)",
+              file=sys.stderr)
+        return 2
+    rep = make_report(args.study_dir)
+    print(rep.headline, f"written in {args.study_dir}:", *(f"  {f}" for f in rep.files), sep="\n")
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report", help="rewrite a study's results.csv, findings, figures and report.html from its runs",
+        description="Rewrite results.csv, findings.json, figures/ and report.html of a study folder from the "
+                    "runs' config.json and metrics.json as they are (e.g. a fresh clone's docs/results/cpu, "
+                    "which has no weights): nothing is trained or measured.",
+    )
+    p.add_argument("study_dir", help="a study folder, e.g. docs/results/cpu or outputs/quick")
+    p.set_defaults(handler=_report)
+
+
 # ---------------------------------------------------------------------- main
 _COMMANDS: tuple[Callable[[Any], None], ...] = (_add_train, _add_bench, _add_sharpness, _add_sharpness_bench,
-                                                _add_study)
+                                                _add_study, _add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -361,3 +361,40 @@ def test_report_html_shows_every_figure_in_a_real_browser(study, tmp_path):
     for image in images:
         assert image["complete"] and image["width"] > 100 and image["height"] > 100, image  # decoded
         assert image["shown"] > 100, image  # laid out on the page, not hidden or collapsed
+
+
+def test_report_command_rewrites_a_study_from_its_runs_without_weights(study, tmp_path, capsys):
+    import shutil
+
+    from samlib import cli
+
+    copy = tmp_path / "copy"
+    shutil.copytree(study["root"], copy)
+    for name in ("findings.json", "results.csv", "report.html"):
+        (copy / name).unlink()
+    assert cli.main(["report", str(copy)]) == 0
+    again = json.loads((copy / "findings.json").read_text())
+    first = json.loads((study["root"] / "findings.json").read_text())
+    assert again["gap_closure"] == first["gap_closure"] and again["headline"] == first["headline"]
+    out = capsys.readouterr().out
+    assert (copy / "report.html").is_file() and f"written in {copy}:" in out and "\n  report.html\n" in out
+    assert cli.main(["report", str(tmp_path / "nothing")]) == 2
+    assert "holds no study" in capsys.readouterr().err
+
+
+def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
+    """docs/results/cpu/ as a fresh clone has it (no weights, no executed notebooks): recomputing the
+    findings from its runs gives the committed findings.json, so the README's numbers are the code's."""
+    import shutil
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu"
+    if not (committed / "findings.json").is_file():
+        pytest.skip("docs/results/cpu is not in this checkout")
+    copy = tmp_path / "cpu"
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.h5", "*.ipynb", "kernel.log", "figures"))
+    df = report.collect(copy)
+    f = findings.compute_findings(df)
+    saved = json.loads((committed / "findings.json").read_text())
+    assert json.loads(json.dumps(f["gap_closure"])) == saved["gap_closure"]
+    assert findings.findings_text(f) == saved["text"]
+    assert len(df) == 103 and (df["status"] == "ok").all()
