@@ -236,7 +236,7 @@ def _report(args: argparse.Namespace) -> int:
     from samlib.study import layout
     from samlib.study.report import make_report
 
-    if not (layout.read_study(args.study_dir) or layout.run_dirs(args.study_dir)):
+    if not layout.holds_study(args.study_dir):
         print(f"samlib report: error: {args.study_dir!r} holds no study (no study.json and no run folders)",
               file=sys.stderr)
         return 2

@@ -298,7 +298,6 @@ def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
     assert findings.headline({"not_compared": [{}]}, matched_figure=3).count("Fig. 3") == 1
 
 
-
 @pytest.mark.parametrize("base", ["SGD", "SGD+momentum"])
 def test_base_optimizer_sharpness_and_sam_cost_are_stated_whichever_sgd_the_study_trained(base):
     """'SGD+momentum' has a '+' but is a base optimizer: its sharpness per batch size (the seed study's
@@ -318,6 +317,7 @@ def test_base_optimizer_sharpness_and_sam_cost_are_stated_whichever_sgd_the_stud
     head = findings.headline(f)
     assert f"of {base} minima, all at the same training loss, goes from 6.5 at batch 32 to 3 at 1000" in head
     assert f"times {base}'s seconds per step" in head
+
 
 _IMAGE_CHECK = """<script>
 window.addEventListener("load", () => {

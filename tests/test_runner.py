@@ -462,7 +462,6 @@ def test_shard_runs_only_its_cells_and_no_summary(tmp_path, capsys):
     assert [Path(p).parent.name for p in counted(tmp_path)] == ["16"]
 
 
-
 def test_the_summary_runs_again_when_the_study_code_changes_and_only_then(tmp_path, monkeypatch):
     """A fix in findings/figures/report code must reach a finished study's report on the next run,
     without retraining: the summary's fingerprint covers `samlib.study`'s sources."""
@@ -479,6 +478,7 @@ def test_the_summary_runs_again_when_the_study_code_changes_and_only_then(tmp_pa
     again = run()
     assert [c.state for c in again.cells] == ["skipped", "skipped"] and again.summary.state == "ok"
     assert counted(tmp_path, "summary.txt") == ["summary", "summary"]
+
 
 # ---------------------------------------------------------------------- dask
 def test_dask_executor_runs_and_resumes_a_grid(tmp_path):

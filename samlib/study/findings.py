@@ -20,7 +20,7 @@ from scipy import stats
 
 from samlib.study import answer
 from samlib.study.stats import mean_ci  # noqa: F401  (also part of this module's API)
-from samlib.study.layout import OK, OPTIMIZER_LABELS, TARGET_NOT_REACHED, is_measure
+from samlib.study.layout import OK, OPTIMIZER_LABELS, TARGET_NOT_REACHED, is_base_method, is_measure
 from samlib.study.layout import present as _present
 
 # --------------------------------------------------------------------------------------- constants
@@ -284,7 +284,7 @@ def findings_text(f: Mapping[str, Any]) -> list[str]:
             lines.append(f"Paired differences at batch {entry['batch_size']} ({fam} family, same seeds, t-based "
                          f"95 % CI): " + " | ".join(parts) + ".")
     for method, by in f.get("sharpness_by_batch", {}).items():
-        if method not in OPTIMIZER_LABELS.values():
+        if not is_base_method(method):
             continue  # the base optimizers' sharpness vs batch size (the seed study's Fig. 2 and 4)
         parts = [f"{measure_label(k)} " + ", ".join(f"B={bs}: {fmt_ci(ci)}" for bs, ci in v.items())
                  for k, v in by.items() if is_measure(k)]
@@ -331,9 +331,10 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     """The direct answer first, then a few main numbers (each computed in `compute_findings`);
     `matched_figure`: the number of the matched-loss figure, if the reader has it."""
     parts = list(f.get("answer", []))
-    sgd = next((OPTIMIZER_LABELS[o] for o in SGD_FAMILY if OPTIMIZER_LABELS[o] in f.get("sharpness_trend", {})),
+    trends = f.get("sharpness_trend", {})
+    sgd = next((OPTIMIZER_LABELS[o] for o in SGD_FAMILY if OPTIMIZER_LABELS[o] in trends),
                OPTIMIZER_LABELS["sgd"])  # 'SGD' or 'SGD+momentum', whichever the study trained
-    trend = f.get("sharpness_trend", {}).get(sgd, {})
+    trend = trends.get(sgd, {})
     key = "lambda_max" if "lambda_max" in trend else next(iter(trend), None)
     if key:
         t = trend[key]

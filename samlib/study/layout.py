@@ -198,6 +198,11 @@ def read_study(study_dir: str | Path) -> dict[str, Any]:
     return io.read_json_dict(Path(study_dir) / STUDY)
 
 
+def holds_study(study_dir: str | Path) -> bool:
+    """True if `study_dir` holds a study: its study.json or any run folder."""
+    return bool(read_study(study_dir) or run_dirs(study_dir))
+
+
 def planned_runs(study_dir: str | Path) -> list[PlannedRun]:
     """Every run that study.json plans, at its place under `study_dir` (the folder may have moved
     since study.json was written), with its full config. A study.json written before configs were
@@ -252,6 +257,11 @@ def present(value: Any) -> bool:
 def is_measure(key: str) -> bool:
     """A sharpness value key of `samlib.sharpness.measure` (not its timing or iteration count)."""
     return bool(re.fullmatch(r"keskar_[0-9.e+-]+(_p\d+)?|lambda_max|hessian_trace|sam_sharpness", key))
+
+
+def is_base_method(label: str) -> bool:
+    """A `method_label` of a base optimizer without SAM ('SGD+momentum' is one, despite its '+')."""
+    return label in OPTIMIZER_LABELS.values()
 
 
 def method_label(optimizer: str, sam: Any, m: Any = None) -> str:

@@ -166,7 +166,7 @@ def ensure_study(study_dir: str | Path) -> str:
     without SAM, a few steps; about half a minute) so that the summary notebook runs on its own. A
     folder the study runner made always has study.json, so a real study is never touched."""
     study_dir = Path(study_dir)
-    if layout.read_study(study_dir) or layout.run_dirs(study_dir):
+    if layout.holds_study(study_dir):
         return str(study_dir)
     from samlib.study.cell import demo_study  # imports TensorFlow
 
