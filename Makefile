@@ -8,15 +8,20 @@ JOBS   ?=
 # quiet TensorFlow's C++ start-up chatter
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install study test lab bench clean
+.PHONY: install constraints study test lab bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# the pinned versions of constraints.txt: a rerun on a fresh machine gets the same environment
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+constraints: install  ## re-pin constraints.txt from the installed environment (after changing pyproject.toml)
+	{ sed -n '1,/^#   make constraints/p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
 
 study: install  ## run the quick study end to end (offline) and write outputs/quick/report.html
 	$(PY) -m samlib study $(PARAMS) $(if $(JOBS),--jobs $(JOBS))
