@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from samlib.sam import SAM, _EPS
+from samlib.sam import EPS, SAM, Pass
 
 
 def _dot(a, b):
@@ -42,7 +42,7 @@ class LookSAM(SAM):
             for i, v in enumerate(model.trainable_variables)
         ]
 
-    def _sam_gradient(self, x, y, sample_weight, states):
+    def _sam_gradient(self, x, y, sample_weight, states) -> Pass:
         if self.k == 1:
             return self._full_step(x, y, sample_weight, states)
         full = ops.equal(self.optimizer.iterations % self.k, 0)
@@ -52,20 +52,20 @@ class LookSAM(SAM):
             lambda: self._reuse_step(x, y, sample_weight, states),
         )
 
-    def _full_step(self, x, y, sample_weight, states):
-        loss, grads, sam_grads, y_pred, states_after, norms = self._two_passes(x, y, sample_weight, states)
+    def _full_step(self, x, y, sample_weight, states) -> Pass:
+        at_w, step = self._two_passes(x, y, sample_weight, states)
         # g_v: the component of g_s orthogonal to g (the sharpness direction to reuse)
-        proj = _dot(grads, sam_grads) / (_dot(grads, grads) + _EPS)
-        for slot, gs, g in zip(self.g_v, sam_grads, grads):
+        proj = _dot(at_w.grads, step.grads) / (_dot(at_w.grads, at_w.grads) + EPS)
+        for slot, gs, g in zip(self.g_v, step.grads, at_w.grads):
             slot.assign(gs - proj * g)
-        return loss, sam_grads, y_pred, states_after, norms
+        return step
 
-    def _reuse_step(self, x, y, sample_weight, states):
+    def _reuse_step(self, x, y, sample_weight, states) -> Pass:
         weights = [tf.identity(v.value) for v in self.model.trainable_variables]
-        loss, grads, y_pred, states_after = self._loss_and_grads(x, y, sample_weight, weights, states)
+        at_w = self._loss_and_grads(x, y, sample_weight, weights, states)
         g_v = [ops.convert_to_tensor(s.value) for s in self.g_v]
-        g_norm, v_norm = ops.sqrt(_dot(grads, grads)), ops.sqrt(_dot(g_v, g_v))
-        factor = self.alpha * g_norm / (v_norm + _EPS)
+        g_norm, v_norm = ops.sqrt(_dot(at_w.grads, at_w.grads)), ops.sqrt(_dot(g_v, g_v))
+        factor = self.alpha * g_norm / (v_norm + EPS)
         # no climb on this step: ‖ε̂‖ = 0; ‖g‖ of the scaled gradient (loss scale 1 unless mixed_float16)
-        norms = [ops.cast(g_norm, "float32"), tf.constant(0.0)]
-        return loss, [g + factor * v for g, v in zip(grads, g_v)], y_pred, states_after, norms
+        return at_w._replace(grads=[g + factor * v for g, v in zip(at_w.grads, g_v)],
+                             grad_norm=ops.cast(g_norm, "float32"), eps_norm=tf.constant(0.0))

@@ -33,24 +33,36 @@ updates are collected by the scope and thrown away.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-_EPS = 1e-12
+EPS = 1e-12  # the guard in ε̂ = ρ·g/(‖g‖₂ + EPS) (and in LookSAM's projections)
 
 
 def _is_float(variable: keras.Variable) -> bool:
     return keras.backend.is_float_dtype(variable.dtype)
 
 
+class Pass(NamedTuple):
+    """What a forward/backward pass (or a whole SAM step) on one (micro-)batch produced."""
+
+    loss: Any  # L(w): the batch's mean loss, regularization included, at the weights w
+    grads: list  # loss-scaled gradient: ∇L at the pass's weights; in a SAM step, the descent ∇L(w + ε̂)
+    y_pred: Any  # the predictions at w (what the compiled metrics see)
+    states: list  # the non-trainable variables' values after the pass at w (BN statistics, dropout seeds)
+    grad_norm: Any = None  # ‖∇L(w)‖₂ of the unscaled gradient (float32; set by a SAM step)
+    eps_norm: Any = None  # ‖ε̂‖₂ (float32; set by a SAM step)
+
+
 class SAM(keras.Model):
     """Wrap any Keras `model` so that `fit` trains it with SAM over the compiled base optimizer.
 
     `compile`, `fit`, `evaluate`, `predict` work as for any Keras model; training updates the wrapped
-    model's own weights. ``rho=0`` reproduces the base optimizer exactly.
+    model's own weights. ``rho=0`` reproduces the base optimizer exactly. `fit` also logs
+    ``grad_norm`` (‖∇L(w)‖₂) and ``perturbation_norm`` (‖ε̂‖₂, = ρ for plain SAM), epoch means.
     """
 
     def __init__(
@@ -76,20 +88,34 @@ class SAM(keras.Model):
         self.m = m
         self.sync_perturbation = bool(sync_perturbation)
         self.eta = float(eta)
-        # ‖∇L(w)‖₂ and ‖ε̂‖₂ (= ρ for plain SAM) of every step, averaged per epoch. Kept out of Keras'
-        # attribute tracking, so `evaluate` (which takes no SAM step) does not report them as 0.
-        object.__setattr__(self, "_norm_trackers", (keras.metrics.Mean(name="grad_norm"),
-                                                    keras.metrics.Mean(name="perturbation_norm")))
+        # ‖∇L(w)‖₂ and ‖ε̂‖₂ of every step, averaged per epoch; train-only (see `metrics`)
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        self.perturbation_norm_tracker = keras.metrics.Mean(name="perturbation_norm")
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
-    # ------------------------------------------------------------------ the two passes
-    def _loss_and_grads(self, x, y, sample_weight, weights, states):
-        """L and ∇L at `weights`, with the non-trainable `states` (BN stats, dropout seeds) as given.
+    # ------------------------------------------------------------------ metrics
+    @property
+    def _norm_trackers(self) -> tuple[keras.metrics.Metric, keras.metrics.Metric]:
+        return self.grad_norm_tracker, self.perturbation_norm_tracker
 
-        Runs without touching any variable; returns (loss, scaled gradients, y_pred, new states).
-        """
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The metrics Keras resets, and `evaluate` reports: the compiled loss and metrics. The norm
+        trackers measure a SAM step, which `evaluate` does not take (it would report them as 0):
+        `train_step` reports them and `reset_metrics` resets them."""
+        return [m for m in super().metrics if all(m is not t for t in self._norm_trackers)]
+
+    def reset_metrics(self) -> None:
+        super().reset_metrics()  # Keras calls this at every epoch's start
+        for tracker in self._norm_trackers:
+            tracker.reset_state()
+
+    # ------------------------------------------------------------------ the two passes
+    def _loss_and_grads(self, x, y, sample_weight, weights, states) -> Pass:
+        """L and ∇L (loss-scaled) at `weights`, with the non-trainable `states` (BN stats, dropout
+        seeds) as given; runs without touching any variable (the norms are left unset)."""
         variables = self.model.trainable_variables
         non_trainable = self.model.non_trainable_variables
         mapping = list(zip(variables, weights)) + list(zip(non_trainable, states))
@@ -97,14 +123,12 @@ class SAM(keras.Model):
             with tf.GradientTape() as tape:
                 tape.watch(weights)
                 y_pred = self(x, training=True)
-                loss = self._compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-                )
+                loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
                 scaled_loss = self.optimizer.scale_loss(loss)
             new_states = [scope.get_current_value(v) for v in non_trainable]
         grads = tape.gradient(scaled_loss, weights)
         grads = [ops.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
-        return loss, grads, y_pred, new_states
+        return Pass(loss, grads, y_pred, new_states)
 
     def _scale(self, variable, w):
         """ASAM's T_w: |w| + η for kernels (and BN γ), 1 for biases and BN β (Kwon et al.'s code
@@ -127,7 +151,7 @@ class SAM(keras.Model):
         else:
             scaled = grads
         norm = ops.sqrt(sum(ops.sum(ops.square(s)) for s in scaled))
-        factor = self.rho / (norm + _EPS)
+        factor = self.rho / (norm + EPS)
         # an overflowed (non-finite) ascent gradient gives no perturbation; the step is then skipped
         # by the loss-scale optimizer if the descent gradient overflows too
         factor = ops.where(ops.isfinite(factor), factor, ops.zeros_like(factor))
@@ -135,28 +159,26 @@ class SAM(keras.Model):
             return [factor * t * s for t, s in zip(scales, scaled)], grad_norm  # ρ T² g / ‖T g‖
         return [factor * g for g in grads], grad_norm
 
-    def _two_passes(self, x, y, sample_weight, states):
-        """(loss at w, scaled ∇L(w), scaled ∇L(w + ε̂), y_pred, states after the pass at w,
-        norms = [‖∇L(w)‖₂, ‖ε̂‖₂])."""
+    def _two_passes(self, x, y, sample_weight, states) -> tuple[Pass, Pass]:
+        """(the pass at w: ∇L(w); the SAM step: its grads ∇L(w + ε̂), with the norms), both loss-scaled."""
         weights = [tf.identity(v.value) for v in self.model.trainable_variables]
-        loss, grads, y_pred, states_after = self._loss_and_grads(x, y, sample_weight, weights, states)
-        scale = self.optimizer.scale_loss(ops.ones((), dtype=loss.dtype))
-        unscaled = [g / ops.cast(scale, g.dtype) for g in grads]
+        at_w = self._loss_and_grads(x, y, sample_weight, weights, states)
+        scale = self.optimizer.scale_loss(ops.ones((), dtype=at_w.loss.dtype))
+        unscaled = [g / ops.cast(scale, g.dtype) for g in at_w.grads]
         eps, grad_norm = self._perturbation(unscaled, weights)
         eps_norm = ops.sqrt(sum(ops.sum(ops.square(e)) for e in eps))
-        norms = [ops.cast(grad_norm, "float32"), ops.cast(eps_norm, "float32")]
+        step = at_w._replace(grad_norm=ops.cast(grad_norm, "float32"), eps_norm=ops.cast(eps_norm, "float32"))
         if self.rho == 0.0:
-            return loss, grads, grads, y_pred, states_after, norms  # plain base-optimizer step
+            return at_w, step  # plain base-optimizer step
         perturbed = [w + e for w, e in zip(weights, eps)]  # climb to w + ε̂
         # same seeds as pass 1 -> same dropout mask; the scope discards this pass's state updates
-        _, sam_grads, _, _ = self._loss_and_grads(x, y, sample_weight, perturbed, states)
+        at_perturbed = self._loss_and_grads(x, y, sample_weight, perturbed, states)
         # "back to w" is implicit: w never changed
-        return loss, grads, sam_grads, y_pred, states_after, norms
+        return at_w, step._replace(grads=at_perturbed.grads)
 
-    def _sam_gradient(self, x, y, sample_weight, states):
-        """One (micro-)batch: (loss at w, scaled descent gradient ∇L(w + ε̂), y_pred, new states, norms)."""
-        loss, _, sam_grads, y_pred, states_after, norms = self._two_passes(x, y, sample_weight, states)
-        return loss, sam_grads, y_pred, states_after, norms
+    def _sam_gradient(self, x, y, sample_weight, states) -> Pass:
+        """One (micro-)batch's SAM step: loss and y_pred at w, descent gradient ∇L(w + ε̂), norms."""
+        return self._two_passes(x, y, sample_weight, states)[1]
 
     # ------------------------------------------------------------------ train_step
     def train_step(self, data):
@@ -164,25 +186,25 @@ class SAM(keras.Model):
         states = [tf.identity(v.value) for v in self.model.non_trainable_variables]
         # forward + backward at w, climb to w + ε̂, gradient there (per micro-batch of m for m-SAM)
         if self.m is None:
-            loss, grads, y_pred, new_states, norms = self._sam_gradient(x, y, sample_weight, states)
+            step = self._sam_gradient(x, y, sample_weight, states)
         else:
-            loss, grads, y_pred, new_states, norms = self._micro_batched(x, y, sample_weight, states)
-
-        for variable, value in zip(self.model.non_trainable_variables, new_states):
+            step = self._micro_batched(x, y, sample_weight, states)
+        for variable, value in zip(self.model.non_trainable_variables, step.states):
             variable.assign(value)
-        # Keras divides each replica's loss by the replica count; the tracker reports the true mean
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-        for tracker, value in zip(self._norm_trackers, norms):
-            tracker.update_state(value)
-        self.optimizer.apply(grads, self.model.trainable_variables)  # base optimizer steps from w
-        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return {**logs, **{t.name: t.result() for t in self._norm_trackers}}
+        self.optimizer.apply(step.grads, self.model.trainable_variables)  # base optimizer steps from w
+        return self._update_metrics(x, y, sample_weight, step)
 
-    def reset_metrics(self):
-        super().reset_metrics()  # Keras calls this at every epoch's start
-        for tracker in self._norm_trackers:
-            tracker.reset_state()
+    def _update_metrics(self, x, y, sample_weight, step: Pass) -> dict[str, Any]:
+        """Update the compiled loss and metrics and the norm trackers; the logs of this step."""
+        # Keras divides each replica's loss by the replica count; the loss metric reports the true mean
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":  # the compiled loss tracker
+                metric.update_state(step.loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        self.grad_norm_tracker.update_state(step.grad_norm)
+        self.perturbation_norm_tracker.update_state(step.eps_norm)
+        logs = self.compute_metrics(x, y, step.y_pred, sample_weight=sample_weight)
+        return {**logs, **{t.name: t.result() for t in self._norm_trackers}}
 
     def _output_shape(self, x) -> tf.TensorShape:
         try:
@@ -190,7 +212,7 @@ class SAM(keras.Model):
         except Exception:  # a subclassed model that cannot say; metrics then see an unknown shape
             return tf.TensorShape(None)
 
-    def _micro_batched(self, x, y, sample_weight, states):
+    def _micro_batched(self, x, y, sample_weight, states) -> Pass:
         """m-sharpness: a SAM gradient per micro-batch of `m` examples, averaged by micro-batch size."""
         n = tf.shape(tf.nest.flatten(x)[0])[0]
         k = (n + self.m - 1) // self.m
@@ -207,14 +229,14 @@ class SAM(keras.Model):
             start, it = [], iter(seeds)
             for s, f in zip(states, is_float):
                 start.append(s if f else next(it))
-            loss, grads, y_pred, after, norms = self._sam_gradient(xi, yi, swi, start)
-            grad_sum = [a + w_i * ops.cast(g, a.dtype) for a, g in zip(grad_sum, grads)]
-            after_floats = [s for s, f in zip(after, is_float) if f]
+            step = self._sam_gradient(xi, yi, swi, start)
+            grad_sum = [a + w_i * ops.cast(g, a.dtype) for a, g in zip(grad_sum, step.grads)]
+            after_floats = [s for s, f in zip(step.states, is_float) if f]
             float_sum = [a + w_i * ops.cast(s, a.dtype) for a, s in zip(float_sum, after_floats)]
-            seeds = [s for s, f in zip(after, is_float) if not f]
-            norm_sum = [a + ops.cast(b, "float32") for a, b in zip(norm_sum, norms)]
-            return (i + 1, grad_sum, loss_sum + w_i * ops.cast(loss, "float32"), float_sum, seeds,
-                    preds.write(i, ops.cast(y_pred, "float32")), norm_sum)
+            seeds = [s for s, f in zip(step.states, is_float) if not f]
+            norm_sum = [a + ops.cast(b, "float32") for a, b in zip(norm_sum, (step.grad_norm, step.eps_norm))]
+            return (i + 1, grad_sum, loss_sum + w_i * ops.cast(step.loss, "float32"), float_sum, seeds,
+                    preds.write(i, ops.cast(step.y_pred, "float32")), norm_sum)
 
         float_states = [s for s, f in zip(states, is_float) if f]
         seed_states = [s for s, f in zip(states, is_float) if not f]
@@ -237,5 +259,5 @@ class SAM(keras.Model):
             new_states.append(next(floats) / ops.cast(total, s.dtype) if f else next(seeds_it))
         y_pred = preds.concat()
         y_pred.set_shape(self._output_shape(x))  # concat loses the static shape metrics need
-        norms = [s / tf.cast(k, "float32") for s in norm_sum]  # mean over micro-batches of ‖g_i‖, ‖ε̂_i‖
-        return loss_sum / total, grads, y_pred, new_states, norms
+        grad_norm, eps_norm = (s / tf.cast(k, "float32") for s in norm_sum)  # means over micro-batches
+        return Pass(loss_sum / total, grads, y_pred, new_states, grad_norm, eps_norm)
