@@ -162,6 +162,8 @@ def test_fit_evaluate_predict_and_weights_restored_exactly():
     assert set(history.history) == {"loss", "accuracy", "grad_norm", "perturbation_norm"}
     assert len(history.history["loss"]) == 2
     assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
+    # evaluate takes no SAM step: it reports the compiled loss and metrics only, never the norms as 0
+    assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == {"loss", "accuracy"}
     loss, acc = model.evaluate(x, y, verbose=0)
     np.testing.assert_allclose(
         loss, np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=net(x)).numpy()), rtol=1e-5
