@@ -1,6 +1,30 @@
-"""The exact mean loss of a network over fixed batches, in inference mode."""
+"""The one inference-mode evaluator: the exact mean loss (and accuracy) of a network over fixed batches.
+
+    f = (1/N) Σ_b n_b · mean-loss(batch b) + Σ model.losses
+
+in inference mode (``training=False``: dropout off, BatchNorm on its moving statistics), over constant
+batches of `batch_size` (the partial last batch weighted by its size, so f is the exact mean). R = Σ
+``model.losses`` is the regularization (the L2 weight decay of `samlib.models.build_cnn`; 0 by default).
+
+An `Evaluator` evaluates either at the network's live weights (``evaluator()``: what training reports
+as ``train_loss`` / ``val_loss`` / ``test_loss``) or at given values of its variables (``evaluator(values)``,
+mapped in a `keras.StatelessScope`, so nothing is assigned: what `samlib.sharpness` and
+`samlib.sharpness.interpolate` need). `batch_loss` is the per-batch loss itself, uncompiled, for callers
+that differentiate it (the gradient and Hessian-vector product of `samlib.sharpness`).
+
+Two accumulations, each bit-for-bit what its caller always computed:
+
+- ``dtype="float32"`` (training's): each batch gives n_b · mean-loss in float32 (logits cast to float32,
+  as mixed precision needs); the batches are summed in Python floats, divided by N, and R is added once.
+- ``dtype="float64"`` (sharpness's and interpolation's): each batch gives mean-loss + R cast to float64,
+  weighted by n_b / N in Python floats: differences of nearby losses (f(w + ε) − f(w)) keep their digits.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -8,50 +32,117 @@ import tensorflow as tf
 
 
 def make_loss() -> keras.losses.Loss:
+    """The study's loss: softmax cross-entropy on integer labels, from logits."""
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-class Evaluator:
-    """The exact mean loss and accuracy of the bare network on one split, in inference mode.
+def _compile(function, **kwargs):
+    """A graph function without XLA (jit is several times slower on CPU)."""
+    return tf.function(function, jit_compile=False, **kwargs)
 
-    f = (1/N) Σ_b n_b · mean-loss(batch b) + Σ model.losses (regularization), dropout off: the value
-    `metrics.json` reports as ``train_loss`` / ``val_loss`` / ``test_loss`` and the loss-target check
-    compares with. A compiled forward pass over constant batches (no Keras `evaluate` loop), so a check
-    costs about a quarter of an epoch of training. `split(x, y)` gives another split sharing the
-    compiled functions (traced once per batch shape, not once per split).
+
+class Evaluator:
+    """The exact mean loss and accuracy of `network` on one split (x, y), in inference mode.
+
+    ``Evaluator(network, x, y, batch_size)()`` → (loss, accuracy) at the live weights; with `values`
+    (one tensor per `variables`: the trainable, then the non-trainable variables) at those values
+    instead. `loss`: any Keras loss (default `make_loss`); `dtype`: the accumulation (module docstring).
+    A compiled forward pass over constant batches (no Keras `evaluate` loop), so a check costs about a
+    quarter of an epoch of training. `split(x, y)` gives another split sharing the compiled functions
+    (traced once per batch shape, not once per split). Accuracy is the fraction with argmax(logits) == y,
+    NaN for non-integer targets.
     """
 
-    def __init__(self, network: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
-                 _functions: tuple | None = None) -> None:
-        self.network, self.batch_size = network, batch_size
+    def __init__(self, network: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, *,
+                 loss: Any = None, dtype: str = "float32", _functions: tuple | None = None) -> None:
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.network, self.batch_size, self.dtype = network, int(batch_size), dtype
+        self.loss = make_loss() if loss is None else loss
+        #: what `values` are mapped to, in this order
+        self.variables = list(network.trainable_variables) + list(network.non_trainable_variables)
         self.n = len(x)
-        self.batches = [(tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]))
-                        for i in range(0, self.n, batch_size)]
-        self._sums, self._reg = _functions or self._compile(network)
-
-    @staticmethod
-    def _compile(network: keras.Model) -> tuple:
-        loss = make_loss()
-
-        def batch_sums(xb, yb):
-            logits = tf.cast(network(xb, training=False), "float32")
-            n = tf.cast(tf.shape(yb)[0], "float32")
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=yb.dtype), yb), "float32"))
-            return loss(yb, logits) * n, correct
-
-        def regularization():
-            return tf.add_n([tf.cast(v, "float32") for v in network.losses]) if network.losses else tf.zeros(())
-
-        return (tf.function(batch_sums, jit_compile=False, reduce_retracing=True),
-                tf.function(regularization, jit_compile=False))
+        self.integer = bool(np.issubdtype(np.asarray(y).dtype, np.integer))
+        #: (x_b, y_b, n_b / N): one constant per batch, built once
+        self.batches = [(tf.constant(x[i : i + self.batch_size]), tf.constant(y[i : i + self.batch_size]),
+                         min(self.batch_size, self.n - i) / self.n) for i in range(0, self.n, self.batch_size)]
+        self._terms, self._reg = _functions or (_compile(self._batch_terms, reduce_retracing=True),
+                                                _compile(self._regularization))
 
     def split(self, x: np.ndarray, y: np.ndarray) -> "Evaluator":
-        return Evaluator(self.network, x, y, self.batch_size, (self._sums, self._reg))
+        """The same evaluator on another split, sharing the compiled functions."""
+        return Evaluator(self.network, x, y, self.batch_size, loss=self.loss, dtype=self.dtype,
+                         _functions=(self._terms, self._reg))
 
-    def __call__(self) -> tuple[float, float]:
-        """(loss, accuracy) at the network's current weights."""
+    # ------------------------------------------------------------------ per batch (graph code)
+    def _scope(self, values: Sequence[tf.Tensor]):
+        if not values:
+            return contextlib.nullcontext()
+        return keras.StatelessScope(state_mapping=list(zip(self.variables, values)))
+
+    def _forward(self, values: Sequence[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tuple:
+        """The one inference-mode pass: (the batch's mean loss, its logits, model.losses), at `values`."""
+        with self._scope(values):
+            logits = self.network(xb, training=False)
+            if self.dtype == "float32":
+                logits = tf.cast(logits, "float32")
+            mean = self.loss(yb, logits)
+            extras = list(self.network.losses)  # regularization, at the mapped weights
+        return mean, logits, extras
+
+    def batch_loss(self, values: Sequence[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+        """f on one batch, mean loss + Σ model.losses, in `dtype`, at `values` (``()``: the live weights).
+
+        Uncompiled and differentiable in `values`: Σ_b (n_b/N) · batch_loss is f (``dtype="float64"``).
+        """
+        return self._loss_of(*self._forward(values, xb, yb)[::2])
+
+    def _loss_of(self, mean: tf.Tensor, extras: list) -> tf.Tensor:
+        value = tf.cast(mean, self.dtype)
+        for extra in extras:
+            value += tf.cast(extra, self.dtype)
+        return value
+
+    def _batch_terms(self, values, xb, yb):
+        mean, logits, extras = self._forward(values, xb, yb)
+        if self.dtype == "float32":  # n_b · mean loss; R once, in `_regularization`
+            term = mean * tf.cast(tf.shape(yb)[0], "float32")
+        else:
+            term = self._loss_of(mean, extras)
+        correct = tf.constant(0.0, tf.float64)
+        if yb.dtype.is_integer:
+            pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
+            labels = tf.cast(tf.reshape(yb, tf.shape(pred)), tf.int64)
+            correct = tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float64))
+        return term, correct
+
+    def _regularization(self, values):
+        with self._scope(values):
+            losses = self.network.losses
+            return tf.add_n([tf.cast(v, "float32") for v in losses]) if losses else tf.zeros(())
+
+    # ------------------------------------------------------------------ the whole split
+    def __call__(self, values: Sequence[tf.Tensor] | None = None) -> tuple[float, float]:
+        """(loss, accuracy) at the live weights, or at `values` (one tensor per `variables`)."""
+        values = self._check(values)
         total, correct = 0.0, 0.0
-        for xb, yb in self.batches:
-            s, c = self._sums(xb, yb)
-            total, correct = total + float(s), correct + float(c)
-        return total / self.n + float(self._reg()), correct / self.n
+        for xb, yb, weight in self.batches:
+            term, hits = self._terms(values, xb, yb)
+            total += float(term) if self.dtype == "float32" else weight * float(term)
+            correct += float(hits)
+        if self.dtype == "float32":
+            total = total / self.n + float(self._reg(values))
+        return total, (correct / self.n if self.integer else float("nan"))
+
+    def _check(self, values: Sequence[tf.Tensor] | None) -> list[tf.Tensor]:
+        if values is None:
+            return []
+        values = list(values)
+        if len(values) != len(self.variables):
+            raise ValueError(f"expected {len(self.variables)} values (trainable, then non-trainable variables), "
+                             f"got {len(values)}")
+        return values

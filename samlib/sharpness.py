@@ -7,7 +7,12 @@ All measures look at the training objective as a function of the flat vector w o
 evaluated in inference mode (``training=False``: dropout off, BatchNorm uses its moving statistics)
 over all N examples in batches of `batch_size` (each batch's mean loss is weighted by n_b / N, so the
 value is the exact mean, partial last batch included). R is the model's regularization (``model.losses``,
-e.g. the L2 weight decay of `samlib.models.build_cnn`); it is 0 for the study's default runs.
+e.g. the L2 weight decay of `samlib.models.build_cnn`); it is 0 for the study's default runs. f is
+`samlib.evaluation.Evaluator`'s (accumulated in float64); the gradient and Hessian-vector products here
+differentiate its per-batch loss.
+
+Measure names, result keys and labels are the registry's, `samlib.measures`; every default of the
+functions here is a field of `samlib.config.SharpnessSettings()`.
 
 - `keskar_sharpness`: Keskar et al. 2017, "On Large-Batch Training for Deep Learning: Generalization Gap
   and Sharp Minima", metric (3): 100·(max_{z∈C_ε} f(w + A z) − f(w)) / (1 + f(w)).
@@ -29,9 +34,10 @@ product) are `tf.function`s without XLA (XLA is several times slower on CPU).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
@@ -40,9 +46,12 @@ import pandas as pd
 import scipy.optimize
 import tensorflow as tf
 
-from samlib.config import MEASURES, SharpnessSettings  # noqa: F401  (MEASURES: part of this module's API)
+from samlib import measures as M
+from samlib.config import SharpnessSettings
+from samlib.evaluation import Evaluator
 
-_ALIASES = {"hessian_trace": "trace", "sam_sharpness": "sam", "lambda": "lambda_max"}
+MEASURES: tuple[str, ...] = M.NAMES  #: the measures `measure` knows (`samlib.measures` is their registry)
+_DEFAULTS = SharpnessSettings()  #: every default of this module's functions is a field of this
 
 
 def _compile(function):
@@ -53,15 +62,15 @@ def _compile(function):
 class _Objective:
     """f(w) of the module docstring on one data set, with its gradient and Hessian-vector product.
 
-    Built once and reused (the callback keeps one across epochs: `refresh` re-reads the weights), so the
-    `tf.function`s are traced once per batch shape rather than once per measurement.
+    f is `samlib.evaluation.Evaluator`'s (float64 accumulation), evaluated at the flat vector w mapped
+    onto the trainable variables; the gradient and Hessian-vector product differentiate its per-batch
+    `Evaluator.batch_loss`, so the loss is written once. Built once and reused (the callback keeps one
+    across epochs: `refresh` re-reads the weights), so the `tf.function`s are traced once per batch shape
+    rather than once per measurement.
     """
 
-    def __init__(self, model: keras.Model, loss: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000):
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, model: keras.Model, loss: Any, x: np.ndarray, y: np.ndarray, batch_size: int):
+        self.evaluator = Evaluator(model, x, y, batch_size, loss=loss, dtype="float64")  # checks x, y, batch_size
         if not model.trainable_variables:
             raise ValueError("the model has no trainable weights (is it built?)")
         self.model, self.loss = model, loss
@@ -70,13 +79,8 @@ class _Objective:
         self.shapes = [tuple(v.shape) for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.dtype = tf.as_dtype(self.variables[0].dtype)
-        n = len(x)
         # one constant per batch, built once: the hot loops then only move the weight vector
-        self.batches = [
-            (tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]), min(batch_size, n - i) / n)
-            for i in range(0, n, batch_size)
-        ]
-        self._value = _compile(self._batch_value)
+        self.batches = self.evaluator.batches  # (x_b, y_b, n_b / N)
         self._value_and_grad = _compile(self._batch_value_and_grad)
         self._hvp = _compile(self._batch_hvp)
         self.refresh()
@@ -97,16 +101,8 @@ class _Objective:
         return [tf.cast(tf.reshape(p, s), v.dtype) for p, s, v in zip(parts, self.shapes, self.variables)]
 
     def _batch_loss(self, w: tf.Tensor, states: list[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
-        mapping = list(zip(self.variables, self._unflatten(w))) + list(zip(self.states, states))
-        with keras.StatelessScope(state_mapping=mapping):
-            out = self.model(xb, training=False)
-            value = tf.cast(self.loss(yb, out), tf.float64)
-            for extra in self.model.losses:  # regularization, evaluated at the mapped weights
-                value += tf.cast(extra, tf.float64)
-        return value
-
-    def _batch_value(self, w, states, xb, yb):
-        return self._batch_loss(w, states, xb, yb)
+        # the evaluator maps trainable, then non-trainable variables, as `self.variables + self.states`
+        return self.evaluator.batch_loss(self._unflatten(w) + list(states), xb, yb)
 
     def _batch_value_and_grad(self, w, states, xb, yb):
         with tf.GradientTape() as tape:
@@ -127,7 +123,7 @@ class _Objective:
     # ---------------------------------------------------------------- full-data quantities
     def value(self, w: tf.Tensor | None = None) -> float:
         w = self.w if w is None else w
-        return float(sum(c * self._value(w, self.state_values, xb, yb) for xb, yb, c in self.batches))
+        return self.evaluator(self._unflatten(w) + self.state_values)[0]
 
     def value_and_grad(self, w: tf.Tensor | None = None) -> tuple[float, tf.Tensor]:
         w = self.w if w is None else w
@@ -153,11 +149,11 @@ def keskar_sharpness(
     loss: Any,
     x: np.ndarray,
     y: np.ndarray,
-    epsilon: float = 1e-3,
-    subspace_dim: int | None = None,
-    max_iter: int = 10,
-    seed: int = 0,
-    batch_size: int = 1000,
+    epsilon: float = _DEFAULTS.epsilons[0],
+    subspace_dim: int | None = _DEFAULTS.subspace_dim,
+    max_iter: int = _DEFAULTS.max_iter,
+    seed: int = _DEFAULTS.seed,
+    batch_size: int = _DEFAULTS.batch_size,
 ) -> float:
     """Keskar et al. 2017, metric (3): φ_{w,f}(ε, A) = 100 · (max_{z∈C_ε} f(w + A z) − f(w)) / (1 + f(w)).
 
@@ -225,10 +221,10 @@ def hessian_top_eigenvalue(
     loss: Any,
     x: np.ndarray,
     y: np.ndarray,
-    iters: int = 100,
-    tol: float = 1e-4,
-    seed: int = 0,
-    batch_size: int = 1000,
+    iters: int = _DEFAULTS.iters,
+    tol: float = _DEFAULTS.tol,
+    seed: int = _DEFAULTS.seed,
+    batch_size: int = _DEFAULTS.batch_size,
 ) -> float:
     """The eigenvalue of ∇²f(w) of largest magnitude (signed), by power iteration (PyHessian, Yao et al. 2020).
 
@@ -261,10 +257,10 @@ def hessian_trace(
     loss: Any,
     x: np.ndarray,
     y: np.ndarray,
-    samples: int = 100,
-    seed: int = 0,
+    samples: int = _DEFAULTS.samples,
+    seed: int = _DEFAULTS.seed,
     return_stderr: bool = False,
-    batch_size: int = 1000,
+    batch_size: int = _DEFAULTS.batch_size,
 ) -> float | tuple[float, float]:
     """Hutchinson's estimator tr(H) ≈ (1/S) Σ_s v_sᵀ H v_s with seeded Rademacher v_s (E[v vᵀ] = I).
 
@@ -289,7 +285,8 @@ def _hutchinson(obj: _Objective, samples: int, seed: int) -> tuple[float, float]
 
 
 def sam_sharpness(
-    model: keras.Model, loss: Any, x: np.ndarray, y: np.ndarray, rho: float = 0.05, batch_size: int = 1000
+    model: keras.Model, loss: Any, x: np.ndarray, y: np.ndarray, rho: float = _DEFAULTS.rho,
+    batch_size: int = _DEFAULTS.batch_size,
 ) -> float:
     """f(w + ρ g/‖g‖₂) − f(w) with g = ∇f(w) on all of x: the sharpness that SAM minimises.
 
@@ -315,7 +312,7 @@ def interpolate(
     loss: Any,
     data: Any,
     alphas: Iterable[float] = np.linspace(-1.0, 2.0, 25),
-    batch_size: int = 1000,
+    batch_size: int = _DEFAULTS.batch_size,
 ) -> pd.DataFrame:
     """Loss and accuracy along θ(α) = (1 − α)·a + α·b (Keskar et al. 2017, Fig. 3; Goodfellow et al. 2015).
 
@@ -335,34 +332,14 @@ def interpolate(
         if tuple(np.shape(a)) != tuple(v.shape) or tuple(np.shape(b)) != tuple(v.shape):
             raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {np.shape(a)} and {np.shape(b)}")
     position = {id(v): i for i, v in enumerate(weights)}
-    variables = list(model.trainable_variables) + list(model.non_trainable_variables)
-
-    @_compile
-    def evaluate(values, xb, yb):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            out = model(xb, training=False)
-            value = tf.cast(loss(yb, out), tf.float64)
-            for extra in model.losses:
-                value += tf.cast(extra, tf.float64)
-        hits = tf.constant(0.0, tf.float64)
-        if yb.dtype.is_integer:
-            pred = tf.argmax(out, axis=-1, output_type=tf.int64)
-            hits = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(yb, tf.shape(pred)), tf.int64)), tf.float64))
-        return value, hits
-
-    def full(values: list[tf.Tensor], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        total, hits, n = 0.0, 0.0, len(x)
-        for i in range(0, n, batch_size):
-            value, h = evaluate(values, tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]))
-            total += float(value) * min(batch_size, n - i) / n
-            hits += float(h)
-        return total, (hits / n if np.issubdtype(np.asarray(y).dtype, np.integer) else float("nan"))
+    train = Evaluator(model, data.x_train, data.y_train, batch_size, loss=loss, dtype="float64")
+    test = train.split(data.x_test, data.y_test)
 
     rows = []
     for alpha in alphas:
         alpha = float(alpha)
         values = []
-        for v in variables:
+        for v in train.variables:
             if id(v) not in position:  # e.g. dropout seed state: not part of get_weights()
                 values.append(tf.identity(v.value))
                 continue
@@ -373,28 +350,13 @@ def interpolate(
             else:
                 mixed = a
             values.append(tf.constant(mixed, dtype=v.dtype))
-        train_loss, train_acc = full(values, data.x_train, data.y_train)
-        test_loss, test_acc = full(values, data.x_test, data.y_test)
+        train_loss, train_acc = train(values)
+        test_loss, test_acc = test(values)
         rows.append((alpha, train_loss, train_acc, test_loss, test_acc))
     return pd.DataFrame(rows, columns=["alpha", "train_loss", "train_accuracy", "test_loss", "test_accuracy"])
 
 
 # ==================================================================== several at once
-def _normalise(measures: Iterable[str] | str) -> list[str]:
-    names = [measures] if isinstance(measures, str) else list(measures)
-    out = []
-    for name in names:
-        name = _ALIASES.get(name, name)
-        if name not in MEASURES:
-            raise ValueError(f"unknown sharpness measure {name!r}; allowed: {', '.join(MEASURES)}")
-        out.append(name)
-    return out
-
-
-def _keskar_key(epsilon: float, subspace_dim: int | None) -> str:
-    return f"keskar_{epsilon:.0e}" + (f"_p{subspace_dim}" if subspace_dim else "")
-
-
 def subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`n` examples drawn without replacement by `seed`, in their original order (n = 0: all of them)."""
     if n and n < len(x):
@@ -403,62 +365,60 @@ def subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray,
     return x, y
 
 
+#: registry name -> (objective, settings) -> one computation per value key of the measure, in the order of
+#: the registry's ``keys(settings)``; each gives the value, or (value, *extras) in the order of its ``extras``
+_COMPUTE: dict[str, Callable[[_Objective, SharpnessSettings], list[Callable[[], Any]]]] = {
+    M.KESKAR: lambda obj, s: [functools.partial(_keskar, obj, eps, s.subspace_dim, s.max_iter, s.seed)
+                              for eps in s.epsilons],
+    M.LAMBDA_MAX: lambda obj, s: [functools.partial(_power_iteration, obj, s.iters, s.tol, s.seed)],
+    M.TRACE: lambda obj, s: [functools.partial(_hutchinson, obj, s.samples, s.seed)],
+    M.SAM: lambda obj, s: [functools.partial(_sam, obj, s.rho)],
+}
+
+#: the settings a call may change by keyword (``measures`` is an argument of its own; ``subset`` is the caller's)
+_OVERRIDABLE = tuple(f.name for f in dataclasses.fields(SharpnessSettings) if f.name not in ("measures", "subset"))
+
+
+def _epsilons(epsilons: Sequence[float] | float) -> tuple[float, ...]:
+    return tuple(np.atleast_1d(np.asarray(epsilons, dtype=float)).tolist())
+
+
+def _settings(base: SharpnessSettings, overrides: dict[str, Any], who: str,
+              allowed: Sequence[str] = _OVERRIDABLE) -> SharpnessSettings:
+    """`base` with `overrides` replacing its fields (not validated: a caller's own values, as given)."""
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise TypeError(f"{who} got unknown settings {unknown}; allowed: {', '.join(allowed)}")
+    s = dataclasses.replace(base, **overrides)
+    return dataclasses.replace(s, epsilons=_epsilons(s.epsilons))
+
+
 def measure_keys(
-    measures: Iterable[str] | str = MEASURES, epsilons: Sequence[float] = (1e-3, 5e-4), subspace_dim: int | None = None
+    measures: Iterable[str] | str | None = None,
+    epsilons: Sequence[float] = _DEFAULTS.epsilons,
+    subspace_dim: int | None = _DEFAULTS.subspace_dim,
 ) -> list[str]:
-    """The value keys `measure` returns for these settings (without the ``_seconds`` timings)."""
-    names = {"lambda_max": ["lambda_max"], "trace": ["hessian_trace"], "sam": ["sam_sharpness"]}
-    keys: list[str] = ["subset_loss", "grad_norm", "weight_norm"]
-    for name in _normalise(measures):
-        if name == "keskar":
-            keys += [_keskar_key(float(e), subspace_dim) for e in np.atleast_1d(np.asarray(epsilons, dtype=float))]
-        else:
-            keys += names[name]
-    return keys
+    """The keys `measure` returns for these settings: the context (`samlib.measures.CONTEXT`), then each
+    measure's value keys (without its diagnostics and the ``_seconds`` timings). `measures`: default
+    ``SharpnessSettings().measures``."""
+    s = dataclasses.replace(_DEFAULTS, epsilons=_epsilons(epsilons), subspace_dim=subspace_dim)
+    return list(M.CONTEXT) + M.value_keys(s, measures)
 
 
-def _measure(
-    obj: _Objective,
-    measures: Iterable[str] | str = MEASURES,
-    epsilons: Sequence[float] = (1e-3, 5e-4),
-    subspace_dim: int | None = None,
-    max_iter: int = 10,
-    iters: int = 100,
-    tol: float = 1e-4,
-    samples: int = 100,
-    rho: float = 0.05,
-    seed: int = 0,
-) -> dict[str, float]:
+def _measure(obj: _Objective, names: Sequence[str], s: SharpnessSettings) -> dict[str, float]:
+    """The measures `names` (registry names) under settings `s`, with the context and timings."""
     # where the measures are taken: f(w), ‖∇f(w)‖₂ (≈ 0 only at a stationary point; Keskar's first-order
-    # term ε·Σ(|wᵢ|+1)|gᵢ| grows with it) and ‖w‖₂ (Keskar's box scales with |w|; Dinh et al. 2017)
+    # term ε·Σ(|wᵢ|+1)|gᵢ| grows with it) and ‖w‖₂ (Keskar's box scales with |w|; Dinh et al. 2017),
+    # in the order of `samlib.measures.CONTEXT`
     value, grad = obj.value_and_grad()
-    results: dict[str, float] = {
-        "subset_loss": value,
-        "grad_norm": float(tf.norm(grad)),
-        "weight_norm": float(tf.norm(obj.w)),
-    }
-
-    def timed(key: str, compute) -> Any:
-        start = time.perf_counter()
-        value = compute()
-        results[f"{key}_seconds"] = time.perf_counter() - start
-        return value
-
-    for name in _normalise(measures):
-        if name == "keskar":
-            for eps in np.atleast_1d(np.asarray(epsilons, dtype=float)).tolist():
-                key = _keskar_key(float(eps), subspace_dim)
-                results[key] = timed(key, lambda eps=eps: _keskar(obj, eps, subspace_dim, max_iter, seed))
-        elif name == "lambda_max":
-            results["lambda_max"], results["lambda_max_iterations"] = timed(
-                "lambda_max", lambda: _power_iteration(obj, iters, tol, seed)
-            )
-        elif name == "trace":
-            results["hessian_trace"], results["hessian_trace_stderr"] = timed(
-                "hessian_trace", lambda: _hutchinson(obj, samples, seed)
-            )
-        else:
-            results["sam_sharpness"] = timed("sam_sharpness", lambda: _sam(obj, rho))
+    results: dict[str, Any] = dict(zip(M.CONTEXT, (value, float(tf.norm(grad)), float(tf.norm(obj.w))), strict=True))
+    for name in names:
+        entry = M.REGISTRY[name]
+        for key, compute in zip(entry.keys(s), _COMPUTE[name](obj, s), strict=True):
+            start = time.perf_counter()
+            found = compute()
+            results[f"{key}_seconds"] = time.perf_counter() - start
+            results.update(zip((key, *entry.extras), found if isinstance(found, tuple) else (found,), strict=True))
     return {k: float(v) for k, v in results.items()}
 
 
@@ -474,54 +434,51 @@ def measure(
 ) -> dict[str, float]:
     """Several measures on one model and data set, as a flat dict of floats with stable keys.
 
-    `measures` from ``keskar``, ``lambda_max``, ``trace``, ``sam`` (aliases ``hessian_trace``,
-    ``sam_sharpness``). Keys: ``keskar_1e-03``, ``keskar_5e-04``, … one per ε in `epsilons`
-    (``keskar_1e-03_p100`` with `subspace_dim`=100), ``lambda_max`` and ``lambda_max_iterations``,
-    ``hessian_trace`` and ``hessian_trace_stderr``, ``sam_sharpness``; each with ``<key>_seconds``.
-    Always also ``subset_loss`` f(w), ``grad_norm`` ‖∇f(w)‖₂ and ``weight_norm`` ‖w‖₂ on the same data.
+    `measures`: names from the registry `samlib.measures` (``keskar``, ``lambda_max``, ``trace``, ``sam``;
+    aliases ``lambda``, ``hessian_trace``, ``sam_sharpness``). Keys, as `samlib.measures.result_keys`
+    names them: one Keskar key per ε in `epsilons` (``keskar_1e-03``, ``keskar_1e-03_p100`` with
+    `subspace_dim`=100), λ_max and its iteration count, the Hessian trace and its standard error, the
+    SAM sharpness; each value key with ``<key>_seconds``. Always also the context `samlib.measures.CONTEXT`
+    (f(w), ‖∇f(w)‖₂ and ‖w‖₂ on the same data).
     Settings: `settings` (default `SharpnessSettings()`, the one source of these defaults), with any of
     its fields given by keyword (``epsilons``, ``subspace_dim``, ``max_iter``, ``iters``, ``tol``,
     ``samples``, ``rho``, ``seed``, ``batch_size``) replacing its value. `measures`: default
-    ``settings.measures`` (`SharpnessSettings().measures` without settings). The settings'
-    ``subset`` does not apply here: x and y are measured as given. One set of compiled functions serves all.
+    ``settings.measures``. The settings' ``subset`` does not apply here: x and y are measured as given.
+    One set of compiled functions serves all.
     """
-    base = settings if settings is not None else SharpnessSettings()
-    names = [f.name for f in dataclasses.fields(SharpnessSettings) if f.name not in ("measures", "subset")]
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise TypeError(f"measure() got unknown settings {unknown}; allowed: {', '.join(names)}")
-    s = {name: overrides.get(name, getattr(base, name)) for name in names}
-    if measures is None:
-        measures = base.measures
-    obj = _Objective(model, loss, x, y, s["batch_size"])
-    return _measure(obj, measures, s["epsilons"], s["subspace_dim"], s["max_iter"], s["iters"], s["tol"],
-                    s["samples"], s["rho"], s["seed"])
+    base = settings if settings is not None else _DEFAULTS
+    s = _settings(base, overrides, "measure()")
+    names = M.normalise(base.measures if measures is None else measures)
+    return _measure(_Objective(model, loss, x, y, s.batch_size), names, s)
 
 
 class SharpnessCallback(keras.callbacks.Callback):
     """Every `every` epochs, measure `self.model` on (x, y) and write ``sharpness_<name>`` into the logs.
 
-    Keys: ``sharpness_keskar`` (at ``epsilon``, default 1e-3), ``sharpness_lambda_max``,
+    One key per registry name measured: ``sharpness_keskar`` (at one ε, ``epsilon``), ``sharpness_lambda_max``,
     ``sharpness_trace``, ``sharpness_sam``. On epochs in between the keys are NaN, so every epoch has the
     same columns (`keras.callbacks.CSVLogger` fixes its columns at the first epoch). Put this callback
-    before any CSVLogger in the list. `kwargs`: ``epsilon``, ``subspace_dim``, ``max_iter``, ``iters``,
-    ``tol``, ``samples``, ``rho``, ``seed``, ``batch_size`` as in the single-measure functions.
+    before any CSVLogger in the list. Settings as in `measure`: `settings` (default `SharpnessSettings()`),
+    `measures` (default ``settings.measures``), and by keyword ``epsilon`` (default: the settings' first
+    ε), ``subspace_dim``, ``max_iter``, ``iters``, ``tol``, ``samples``, ``rho``, ``seed``, ``batch_size``.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, loss: Any, every: int = 1,
-                 measures: Iterable[str] | str = ("sam",), **kwargs: Any) -> None:
+                 measures: Iterable[str] | str | None = None, *, settings: SharpnessSettings | None = None,
+                 **overrides: Any) -> None:
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.x, self.y, self.loss, self.every = x, y, loss, int(every)
-        self.measures = _normalise(measures)
-        self.epsilon = float(kwargs.pop("epsilon", 1e-3))
-        self.batch_size = int(kwargs.pop("batch_size", 1000))
-        allowed = {"subspace_dim", "max_iter", "iters", "tol", "samples", "rho", "seed"}
-        unknown = sorted(set(kwargs) - allowed)
+        base = settings if settings is not None else _DEFAULTS
+        allowed = ("epsilon",) + tuple(name for name in _OVERRIDABLE if name != "epsilons")  # one ε is logged
+        unknown = sorted(set(overrides) - set(allowed))
         if unknown:
-            raise TypeError(f"SharpnessCallback got unknown settings {unknown}; allowed: {sorted(allowed | {'epsilon', 'batch_size'})}")
-        self.settings = kwargs
+            raise TypeError(f"SharpnessCallback got unknown settings {unknown}; allowed: {', '.join(allowed)}")
+        epsilon = float(overrides.pop("epsilon", base.epsilons[0]))
+        self.settings = _settings(base, {**overrides, "epsilons": (epsilon,)}, "SharpnessCallback")
+        self.measures = M.normalise(base.measures if measures is None else measures)
+        self.epsilon, self.batch_size = self.settings.epsilons[0], self.settings.batch_size
         self._objective: _Objective | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -532,12 +489,9 @@ class SharpnessCallback(keras.callbacks.Callback):
             logs.update({key: float("nan") for key in keys.values()})
             return
         if self._objective is None or self._objective.model is not self.model:
-            self._objective = _Objective(self.model, self.loss, self.x, self.y, self.batch_size)
+            self._objective = _Objective(self.model, self.loss, self.x, self.y, self.settings.batch_size)
         else:
             self._objective.refresh()
-        found = _measure(self._objective, self.measures, epsilons=(self.epsilon,), **self.settings)
-        source = {
-            "keskar": _keskar_key(self.epsilon, self.settings.get("subspace_dim")),
-            "lambda_max": "lambda_max", "trace": "hessian_trace", "sam": "sam_sharpness",
-        }
-        logs.update({keys[name]: found[source[name]] for name in self.measures})
+        found = _measure(self._objective, self.measures, self.settings)
+        # each measure's headline value (its first key: the one ε for Keskar)
+        logs.update({keys[name]: found[M.REGISTRY[name].keys(self.settings)[0]] for name in self.measures})
