@@ -92,8 +92,8 @@ _SETTING_HELP = {
     "measures": "measures to take",
     "epsilons": "Keskar box sizes",
     "max_iter": "L-BFGS-B iterations for Keskar",
-    "iters": "power iterations for lambda_max",
-    "tol": "relative tolerance for lambda_max",
+    "iters": "power iterations for λ_max",
+    "tol": "relative tolerance for λ_max",
     "samples": "Hutchinson samples for the trace",
     "subspace_dim": "Keskar in a random subspace of this size",
     "rho": "SAM radius",
@@ -170,18 +170,24 @@ def _sharpness_bench(args: argparse.Namespace) -> int:
 
 
 def _add_sharpness_bench(sub) -> None:
-    p = sub.add_parser("sharpness-bench", help="seconds of the Keskar and lambda_max measures on the CNN",
-                       description="Wall-clock seconds of the sharpness measures on the study's CNN (mnist5k).")
+    p = sub.add_parser("sharpness-bench", help="seconds of the Keskar and λ_max measures on the CNN",
+                       description="Wall-clock seconds of the sharpness measures on the study's CNN (mnist5k); "
+                       "the measures' settings default to the sharpness settings' (SharpnessSettings).")
     p.add_argument("--n", type=int, default=4000, help="training images measured on")
     p.add_argument("--epochs", type=int, default=1, help="SGD epochs before measuring")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--train-batch-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch of the measures")
-    p.add_argument("--epsilon", type=float, default=1e-3)
-    p.add_argument("--max-iter", type=int, default=10)
-    p.add_argument("--iters", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    settings = SharpnessSettings()  # the one source of the measures' defaults
+    p.add_argument("--batch-size", type=int, default=settings.batch_size,
+                   help=f"{_SETTING_HELP['batch_size']} (default: %(default)s)")
+    p.add_argument("--epsilon", type=float, default=settings.epsilons[0],
+                   help="Keskar box size (default: %(default)s, the settings' first)")
+    for name in ("max_iter", "iters", "tol"):
+        default = getattr(settings, name)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                       help=f"{_SETTING_HELP[name]} (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=settings.seed,
+                   help="the CNN's initialisation and the measures' random draws (default: %(default)s)")
     p.set_defaults(handler=_sharpness_bench)
 
 
