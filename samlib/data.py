@@ -114,6 +114,14 @@ def split_validation(data: Data, fraction: float, seed: int = SPLIT_SEED) -> Dat
 
 
 def _load(name: str, data_dir: str | None) -> Data:
+    folder = _idx_folder(name, data_dir)
+    if folder is not None:
+        return load_idx(folder)
+    return _load_mnist5k() if name == "mnist5k" else _load_keras(name)
+
+
+def _idx_folder(name: str, data_dir: str | None) -> str | None:
+    """The IDX folder that `name` and `data_dir` name (None: mnist5k or a keras download); checks both."""
     if not isinstance(name, str):
         raise DataError(f"data set name must be a string, got {name!r}; allowed: {', '.join(NAMES)}")
     if name.startswith("idx:"):
@@ -127,19 +135,46 @@ def _load(name: str, data_dir: str | None) -> Data:
                 f"data set {name!r} already names its folder; data_dir={data_dir!r} would conflict, "
                 "leave data_dir unset"
             )
-        return load_idx(folder)
+        return folder
     if name not in ("mnist5k", *KERAS_NAMES):
         raise DataError(f"unknown data set {name!r}; allowed: {', '.join(NAMES)}")
     if data_dir is not None:
         if name in ("mnist", "fashion_mnist"):
-            return load_idx(data_dir)
+            return data_dir
         raise DataError(
             f"data_dir={data_dir!r} is only used with 'mnist' or 'fashion_mnist' (a folder of IDX files); "
             f"data set {name!r} takes no data_dir, leave it unset"
         )
-    if name == "mnist5k":
-        return _load_mnist5k()
-    return _load_keras(name)
+    return None
+
+
+# training images per class before the validation split, known without loading (keras.datasets' sets)
+_TRAIN_PER_CLASS = {
+    "mnist5k": (PER_CLASS_TRAIN,) * 10,
+    "mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "fashion_mnist": (6000,) * 10,
+    "cifar10": (5000,) * 10,
+}
+
+
+def train_size(name: str = "mnist5k", data_dir: str | None = None, val_fraction: float = 0.0) -> int:
+    """The number of training images ``load(name, data_dir, val_fraction)`` gives, without loading the
+    images: a named data set reads no file (its class counts are known); an IDX folder must hold all
+    four files and only its train-labels file is read. Raises the `DataError` that `load` would (a
+    folder that does not exist names it, a folder that lacks files names them)."""
+    folder = _idx_folder(name, data_dir)
+    if folder is None:
+        counts = _TRAIN_PER_CLASS[name]
+    else:
+        root = Path(folder).expanduser()
+        missing = [f"{stem}.gz" for stem in IDX_FILES.values()
+                   if not (root / f"{stem}.gz").is_file() and not (root / stem).is_file()]
+        if not root.is_dir() or missing:
+            what = ("does not exist or is not a folder" if not root.is_dir()
+                    else f"lacks {', '.join(missing)} (or the same without .gz)")
+            raise DataError(f"IDX folder {str(root)!r} {what}; expected a folder with {_IDX_LIST}. {_HOW_TO_GET_IDX}")
+        counts = np.bincount(_read_idx(root, IDX_FILES["y_train"], LABELS_MAGIC)[0])
+    return int(sum(n - int(round(val_fraction * n)) for n in counts))  # as split_validation rounds
 
 
 # --- mnist5k -------------------------------------------------------------------------------------
