@@ -23,6 +23,12 @@ Params file (YAML)::
 
 ``batch_size``, ``seed`` and ``run_dir`` are set by the runner and may not appear in base or grid.
 
+`load_params` checks everything before anything runs (one `ParamsError` naming the key path, the
+value and what is allowed, with the checkers of `samlib.validate`): a key given twice in the file, at
+any depth; every Config value and sharpness setting; every run's data set, without loading it (an
+IDX folder, ``idx:<folder>`` or ``data_dir``, must hold the four files); and every batch size against
+the training images left after the validation split (`samlib.config.check_data`).
+
 A *cell* is one (notebook, batch size): all seeds and grid points of that batch size run inside one
 papermill execution, because a kernel that imports TensorFlow takes seconds to start. Its papermill
 parameters are ``run_root, batch_size, seeds, base, grid, sharpness, study_dir`` (``sharpness``: the
@@ -40,9 +46,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from samlib.config import Config, ConfigError, SharpnessSettings, load_yaml_mapping
+from samlib.config import CHECKS as CONFIG_CHECKS
+from samlib.config import Config, ConfigError, SharpnessSettings, check_data, load_yaml_mapping
 from samlib.study import layout
 from samlib.study.grid import cell_runs
+from samlib.validate import check_keys, integer, invalid, join, list_of, mapping, text
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 RUNNER_KEYS = {"batch_size": "batch_sizes", "seed": "seeds", "run_dir": "the study layout"}
@@ -51,7 +59,6 @@ DEFAULT_SUMMARY = "summary"  # notebooks/summary.ipynb
 _TOP_KEYS = {"study": True, "description": False, "seeds": True, "base": False, "sharpness": False,
              "notebooks": True, "summary": False}  # key -> required
 _NOTEBOOK_KEYS = {"batch_sizes": True, "grid": False, "base": False, "seeds": False}
-_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Config))
 
 
 class ParamsError(ConfigError):
@@ -101,171 +108,133 @@ class StudyParams:
         }
 
 
-class _Checker:
-    """Builds the one error message: ``<file>: key 'a.b.c' has value ...; allowed: ...``."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = str(path)
-
-    def fail(self, key: str, value: Any, allowed: str) -> ParamsError:
-        return ParamsError(f"{self.file}: key {key!r} has value {value!r}; allowed: {allowed}")
-
-    def mapping(self, key: str, value: Any, spec: Mapping[str, bool] | None = None) -> dict[str, Any]:
-        """A mapping with string keys; with `spec`, only its keys and all the required ones."""
-        if value is None and spec is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, value, "a mapping of keys to values")
-        for k in value:
-            if not isinstance(k, str):
-                raise self.fail(_join(key, k), value[k], "string keys only")
-        if spec is not None:
-            for k in value:
-                if k not in spec:
-                    where = f"under {key!r}" if key else "at the top level"
-                    raise ParamsError(
-                        f"{self.file}: unknown key {_join(key, k)!r} (value {value[k]!r}); "
-                        f"allowed keys {where}: {', '.join(spec)}"
-                    )
-            for k, required in spec.items():
-                if required and k not in value:
-                    raise ParamsError(f"{self.file}: missing required key {_join(key, k)!r}")
-        return dict(value)
-
-    def int_list(self, key: str, value: Any, lo: int) -> tuple[int, ...]:
-        allowed = f"a non-empty list of distinct integers >= {lo}"
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, value, allowed)
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise self.fail(key, value, f"{allowed} ({v!r} is not)")
-        if len(set(value)) != len(value):
-            raise self.fail(key, value, f"{allowed} (duplicates)")
-        return tuple(value)
-
-    def name(self, key: str, value: Any, what: str) -> str:
-        if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-            raise self.fail(
-                key, value, f"{what}: letters, digits, '_' and '-', starting with a letter or digit"
-            )
-        return value
-
-    def config_values(self, key: str, values: Mapping[str, Any], is_grid: bool = False) -> None:
-        """Each key a Config field the runner does not set, each value (each grid value) valid."""
-        for k, v in values.items():
-            path = _join(key, k)
-            if k in RUNNER_KEYS:
-                raise self.fail(path, v, f"no {k!r} here: the runner sets it from {RUNNER_KEYS[k]}")
-            if k not in _CONFIG_KEYS:
-                raise ParamsError(
-                    f"{self.file}: unknown Config key {path!r} (value {v!r}); allowed keys: "
-                    f"{', '.join(k for k in _CONFIG_KEYS if k not in RUNNER_KEYS)}"
-                )
-            if is_grid and (not isinstance(v, list) or not v):
-                raise self.fail(path, v, f"a non-empty list of values for Config key {k!r}")
-            for item in v if is_grid else [v]:
-                try:
-                    Config.from_dict({k: item})
-                except ConfigError as err:
-                    raise self.config_error(path, item, err) from None
-
-    def config_error(self, key: str, value: Any, err: ConfigError) -> ParamsError:
-        hint = ""
-        if isinstance(value, str):
-            try:
-                float(value)
-                hint = " (YAML reads numbers like 1e-3 as strings: write 1.0e-3)"
-            except ValueError:
-                pass
-        return ParamsError(f"{self.file}: key {key!r}: {err}{hint}")
-
-    def sharpness(self, where: str, values: Mapping[str, Any]) -> SharpnessSettings:
-        try:
-            return SharpnessSettings.from_dict(values, where=where)
-        except ConfigError as err:  # it names the key path, the value and what is allowed
-            raise ParamsError(f"{self.file}: {err}") from None
-
-
-def _join(parent: str, key: Any) -> str:
-    return f"{parent}.{key}" if parent else str(key)
+_NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit"
+_STUDY = text(NAME_RE, f"a plain name: {_NAME_RULE}")
+_NOTEBOOK = text(NAME_RE, f"a notebook name: {_NAME_RULE}")
+_SUMMARY = text(NAME_RE, f"a notebook name ({_NAME_RULE})").or_none()
+_SEEDS = list_of(integer(0), distinct=True)
+_BATCH_SIZES = list_of(integer(1), distinct=True)
 
 
 def load_params(path: str | Path, notebooks_dir: str | Path | None = None) -> StudyParams:
     """Read and check a study params file; raise one `ParamsError` naming the first bad key.
 
-    Every run config of every cell is built with `grid.cell_runs` and every notebook's sharpness
-    settings with `SharpnessSettings.from_dict`, so a bad value anywhere is caught here, before
-    anything runs. `notebooks_dir` defaults to ``./notebooks``.
+    Every value is checked by the checkers of `samlib.validate` (Config values by `Config`'s own, the
+    sharpness settings by `SharpnessSettings.from_dict`); every run config of every cell is built with
+    `grid.cell_runs`, and checked against its data set with `config.check_data` (an IDX folder must
+    hold the four files; every batch size at most the training images after the validation split), so
+    a bad value anywhere is caught here, before anything runs. `notebooks_dir` defaults to
+    ``./notebooks``.
     """
     path = Path(path)
     try:
-        raw = load_yaml_mapping(path)
+        raw = load_yaml_mapping(path)  # its errors name the file
     except ConfigError as err:
         raise ParamsError(str(err)) from None
-    check = _Checker(path)
-    top = check.mapping("", raw, _TOP_KEYS)
-    study = check.name("study", top["study"], "a plain name")
-    description = top.get("description") or ""
-    if not isinstance(description, str):
-        raise check.fail("description", description, "a text")
-    seeds = check.int_list("seeds", top["seeds"], lo=0)
-    base = check.mapping("base", top.get("base"))
-    check.config_values("base", base)
-    sharpness = check.mapping("sharpness", top.get("sharpness"))
-    shared = {k: v for k, v in sharpness.items() if k != OVERRIDES}
-    check.sharpness("sharpness", shared)
-    overrides = check.mapping(f"sharpness.{OVERRIDES}", sharpness.get(OVERRIDES))
     nbdir = Path(os.path.abspath(notebooks_dir if notebooks_dir is not None else "notebooks"))
-    notebooks_raw = top["notebooks"]
-    if not isinstance(notebooks_raw, dict) or not notebooks_raw:
-        raise check.fail("notebooks", notebooks_raw, "a non-empty mapping of notebook name -> cell spec")
-    for name, value in overrides.items():
-        key = f"sharpness.{OVERRIDES}.{name}"
-        if name not in notebooks_raw:
-            raise check.fail(key, value, f"overrides for a notebook of this study: {', '.join(map(str, notebooks_raw))}")
-        check.mapping(key, value)
-    notebooks: dict[str, NotebookSpec] = {}
-    for name, spec_raw in notebooks_raw.items():
-        key = f"notebooks.{name}"
-        check.name(key, name, "a notebook name")
-        spec = check.mapping(key, spec_raw, _NOTEBOOK_KEYS)
-        batch_sizes = check.int_list(f"{key}.batch_sizes", spec["batch_sizes"], lo=1)
-        nb_base = check.mapping(f"{key}.base", spec.get("base"))
-        check.config_values(f"{key}.base", nb_base)
-        grid_raw = spec.get("grid")
-        if isinstance(grid_raw, list):  # a union of sub-grids, e.g. [{m: [null, 32]}, {sam: [looksam]}]
-            if not grid_raw:
-                raise check.fail(f"{key}.grid", grid_raw, "a mapping, or a non-empty list of mappings")
-            grid = [check.mapping(f"{key}.grid[{i}]", sub) for i, sub in enumerate(grid_raw)]
-            for i, sub in enumerate(grid):
-                check.config_values(f"{key}.grid[{i}]", sub, is_grid=True)
-        else:
-            grid = check.mapping(f"{key}.grid", grid_raw)
-            check.config_values(f"{key}.grid", grid, is_grid=True)
-        _check_notebook_file(check, key, name, nbdir)
-        settings = check.sharpness(f"sharpness.{OVERRIDES}.{name}", {**shared, **(overrides.get(name) or {})})
-        nb_seeds = check.int_list(f"{key}.seeds", spec["seeds"], lo=0) if "seeds" in spec else ()
-        notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds))
-    summary = top.get("summary", DEFAULT_SUMMARY)
-    if summary is not None:
-        check.name("summary", summary, "a notebook name, or null for no summary")
-        if summary in notebooks:
-            raise check.fail("summary", summary, "a notebook that is not also a grid notebook")
-        _check_notebook_file(check, "summary", summary, nbdir)
-    params = StudyParams(study, description, seeds, base, sharpness, notebooks, summary, path, nbdir)
-    plan_cells(params, "/nonexistent-out")  # builds (validates) every run config of every cell
+    try:
+        params = _read(raw, path, nbdir)
+        _check_data(params, plan_cells(params, "/nonexistent-out"))  # builds every run config of every cell
+    except ParamsError:
+        raise
+    except ConfigError as err:  # it names the key path, the value and what is allowed
+        raise ParamsError(f"{path}: {err}") from None
     return params
 
 
-def _check_notebook_file(check: _Checker, key: str, name: str, nbdir: Path) -> None:
+def _read(raw: dict[str, Any], path: Path, nbdir: Path) -> StudyParams:
+    check_keys(raw, _TOP_KEYS, required=[k for k, required in _TOP_KEYS.items() if required])
+    study = _STUDY("study", raw["study"])
+    description = text()("description", raw.get("description") or "")
+    seeds = _SEEDS("seeds", raw["seeds"])
+    base = mapping("base", raw.get("base"))
+    _config_values("base", base)
+    sharpness = mapping("sharpness", raw.get("sharpness"))
+    shared = {k: v for k, v in sharpness.items() if k != OVERRIDES}
+    SharpnessSettings.from_dict(shared, where="sharpness")
+    overrides = mapping(f"sharpness.{OVERRIDES}", sharpness.get(OVERRIDES))
+    notebooks_raw = raw["notebooks"]
+    if not isinstance(notebooks_raw, dict) or not notebooks_raw:
+        raise invalid("notebooks", notebooks_raw, "a non-empty mapping of notebook name -> cell spec")
+    for name, value in overrides.items():
+        key = f"sharpness.{OVERRIDES}.{name}"
+        if name not in notebooks_raw:
+            raise invalid(key, value, f"overrides for a notebook of this study: {', '.join(map(str, notebooks_raw))}")
+        mapping(key, value)
+    notebooks: dict[str, NotebookSpec] = {}
+    for name, spec_raw in notebooks_raw.items():
+        key = f"notebooks.{name}"
+        _NOTEBOOK(key, name)
+        spec = mapping(key, spec_raw, optional=False)
+        check_keys(spec, _NOTEBOOK_KEYS, where=key, required=[k for k, req in _NOTEBOOK_KEYS.items() if req])
+        batch_sizes = _BATCH_SIZES(f"{key}.batch_sizes", spec["batch_sizes"])
+        nb_base = mapping(f"{key}.base", spec.get("base"))
+        _config_values(f"{key}.base", nb_base)
+        grid_raw = spec.get("grid")
+        if isinstance(grid_raw, list):  # a union of sub-grids, e.g. [{m: [null, 32]}, {sam: [looksam]}]
+            if not grid_raw:
+                raise invalid(f"{key}.grid", grid_raw, "a mapping, or a non-empty list of mappings")
+            grid = [mapping(f"{key}.grid[{i}]", sub) for i, sub in enumerate(grid_raw)]
+            for i, sub in enumerate(grid):
+                _config_values(f"{key}.grid[{i}]", sub, is_grid=True)
+        else:
+            grid = mapping(f"{key}.grid", grid_raw)
+            _config_values(f"{key}.grid", grid, is_grid=True)
+        _check_notebook_file(key, name, nbdir)
+        where = f"sharpness.{OVERRIDES}.{name}"
+        settings = SharpnessSettings.from_dict({**shared, **(overrides.get(name) or {})}, where=where)
+        nb_seeds = _SEEDS(f"{key}.seeds", spec["seeds"]) if "seeds" in spec else ()
+        notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds))
+    summary = _SUMMARY("summary", raw.get("summary", DEFAULT_SUMMARY))
+    if summary is not None:
+        if summary in notebooks:
+            raise invalid("summary", summary, "a notebook that is not also a grid notebook")
+        _check_notebook_file("summary", summary, nbdir)
+    return StudyParams(study, description, seeds, base, sharpness, notebooks, summary, path, nbdir)
+
+
+def _config_values(key: str, values: Mapping[str, Any], is_grid: bool = False) -> None:
+    """Each key a Config field the runner does not set, each value (each grid value) one its checker
+    accepts (grid values stay as written: they name the run folders)."""
+    for k, v in values.items():
+        if k in RUNNER_KEYS:
+            raise invalid(join(key, k), v, f"no {k!r} here: the runner sets it from {RUNNER_KEYS[k]}")
+    check_keys(values, [k for k in CONFIG_CHECKS if k not in RUNNER_KEYS], where=key, label="Config key")
+    for k, v in values.items():
+        check = CONFIG_CHECKS[k]
+        (list_of(check) if is_grid else check)(join(key, k), v)
+
+
+def _check_notebook_file(key: str, name: str, nbdir: Path) -> None:
     file = nbdir / f"{name}.ipynb"
     if not file.is_file():
         found = sorted(p.stem for p in nbdir.glob("*.ipynb")) if nbdir.is_dir() else []
-        raise check.fail(
+        raise invalid(
             key, name,
             f"the name of a notebook in {nbdir}, but {file} does not exist "
             f"(found: {', '.join(found) or 'none'})",
         )
+
+
+def _check_data(params: StudyParams, cells: Sequence["Cell"]) -> None:
+    """Every run config against its data set (`config.check_data`), errors naming the key that set it."""
+    sizes: dict = {}
+    for cell in cells:
+        spec = params.notebooks[cell.notebook]
+        for point, _, config in cell.runs:
+            keys = {k: _written_at(spec, point, k) for k in ("dataset", "data_dir")}
+            check_data(config, {**keys, "batch_size": f"notebooks.{spec.name}.batch_sizes"}, "key", sizes)
+
+
+def _written_at(spec: NotebookSpec, point: Mapping[str, Any], key: str) -> str:
+    """The key path that gave a run of this notebook its value of Config key `key`."""
+    where = f"notebooks.{spec.name}"
+    if key in point:
+        if isinstance(spec.grid, list):
+            i = next(i for i, sub in enumerate(spec.grid) if key in sub and point[key] in sub[key])
+            return f"{where}.grid[{i}].{key}"
+        return f"{where}.grid.{key}"
+    return f"{where}.base.{key}" if key in spec.base else f"base.{key}"
 
 
 # ---------------------------------------------------------------------- plan
