@@ -25,12 +25,14 @@ from samlib.config import MEASURES, SharpnessSettings
 
 # ---------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
-    from samlib.config import ConfigError
+    from samlib.config import ConfigError, check_data
     from samlib.data import DataError
     from samlib.train import config_from_args, train_and_evaluate
 
     try:
-        result = train_and_evaluate(config_from_args(args.params, args.overrides))
+        config = config_from_args(args.params, args.overrides)
+        check_data(config)  # before anything runs: the data set is readable, the batch fits in it
+        result = train_and_evaluate(config)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
