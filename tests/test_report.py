@@ -133,7 +133,9 @@ def test_results_csv_has_one_row_per_written_run_plus_missing_ones(study):
     results = pd.read_csv(study["root"] / "results.csv")
     written = set(study["written"])
     assert len(results) == len(written) + len(study["planned_missing"])
-    assert written <= set(results["run_dir"])
+    # run_dir is relative to the study folder: results.csv names no machine's paths
+    assert {str(Path(p).relative_to(study["root"])) for p in written} <= set(results["run_dir"])
+    assert not any(Path(p).is_absolute() for p in results["run_dir"])
     missing = results[results["status"] == "missing"]
     assert len(missing) == len(study["planned_missing"]) == 1
     assert missing.iloc[0]["notebook"] == "sam_sgd" and missing.iloc[0]["batch_size"] == 256
@@ -143,7 +145,7 @@ def test_results_csv_has_one_row_per_written_run_plus_missing_ones(study):
         assert column in results.columns, column
     # values are those written
     for run_dir, (nb, bs, point, seed, status, metrics) in study["written"].items():
-        row = results[results["run_dir"] == run_dir].iloc[0]
+        row = results[results["run_dir"] == str(Path(run_dir).relative_to(study["root"]))].iloc[0]
         assert (row["notebook"], row["batch_size"], row["seed"]) == (nb, bs, seed)
         assert row["status"] == ("ok" if status == "capped" else status)  # capped: finished ok, above target
         if status == "ok":
@@ -276,7 +278,7 @@ def test_a_study_json_without_configs_is_read_with_config_defaults(tmp_path):
     assert row["stop_rule"] == "steps=7" and row["lr"] == pytest.approx(0.2)
 
 
-def test_results_carry_the_new_metrics_and_prefer_recorded_step_seconds(tmp_path):
+def test_results_carry_the_new_metrics_and_take_recorded_step_seconds(tmp_path):
     run_dir, _ = _write_run(tmp_path, "baseline", 64, {}, 0, {"steps": 10, "target_loss": 0.5})
     io.update_json(run_dir / "metrics.json", converged=True, val_loss=0.4, val_accuracy=0.9, grad_norm=1.5,
                    weight_norm=30.0, step_seconds=0.25)
@@ -284,12 +286,14 @@ def test_results_carry_the_new_metrics_and_prefer_recorded_step_seconds(tmp_path
     assert row["converged"] is True or row["converged"] == True  # noqa: E712
     assert (row["val_loss"], row["val_accuracy"], row["grad_norm"], row["weight_norm"]) == (0.4, 0.9, 1.5, 30.0)
     assert row["step_seconds"] == 0.25 and row["seconds_per_epoch"] == 0.25 * math.ceil(4000 / 64)
-    older, _ = _write_run(tmp_path, "baseline", 64, {}, 1, {"steps": 10})  # a run made before those keys
-    old = {k: v for k, v in io.read_json(older / "metrics.json").items() if k not in ("converged", "val_loss")}
-    io.write_json(older / "metrics.json", old)
-    row = layout.run_record(older)
+    # a run without a target or a validation loss, and one compiled call (no steady-state step time)
+    single, _ = _write_run(tmp_path, "baseline", 64, {}, 1, {"steps": 10})
+    metrics = {k: v for k, v in io.read_json(single / "metrics.json").items() if k not in ("converged", "val_loss")}
+    io.write_json(single / "metrics.json", {**metrics, "step_seconds": math.nan})
+    row = layout.run_record(single)
     assert row["converged"] is None and math.isnan(row["val_loss"]) and math.isnan(row["grad_norm"])
-    assert row["step_seconds"] == pytest.approx(2.0 / (2 * math.ceil(4000 / 64)))  # history: epochs 2-3
+    assert row["step_seconds"] == pytest.approx(4.0 / (3 * math.ceil(4000 / 64)))  # train seconds over steps
+    assert row["run_dir"] == str(single)  # no study folder given: the path as given
 
 
 def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
@@ -301,12 +305,17 @@ def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
 @pytest.mark.parametrize("base", ["SGD", "SGD+momentum"])
 def test_base_optimizer_sharpness_and_sam_cost_are_stated_whichever_sgd_the_study_trained(base):
     """'SGD+momentum' has a '+' but is a base optimizer: its sharpness per batch size (the seed study's
-    Fig. 2) and SAM's cost over it must reach the findings text and the headline."""
+    Fig. 2) and SAM's cost over it must reach the findings text and the headline (which read what a
+    method is from the findings' ``methods`` fields, not from its label)."""
     ci = {"mean": 4.0, "lo": 3.0, "hi": 5.0, "n": 5}
     trend = {"lambda_max": {"small": {"mean": 6.5}, "large": {"mean": 3.0}, "smallest_batch": 32,
                             "largest_batch": 1000, "ratio": 0.46, "spearman_rho": -0.85, "spearman_p": 1e-4,
                             "n_runs": 15}}
-    f = {"sharpness_by_batch": {base: {"lambda_max": {32: ci}}, f"{base}+SAM": {"lambda_max": {32: ci}}},
+    optimizer = {"SGD": "sgd", "SGD+momentum": "momentum"}[base]
+    methods = {base: {"optimizer": optimizer, "sam": "none", "m": None},
+               f"{base}+SAM": {"optimizer": optimizer, "sam": "sam", "m": None}}
+    f = {"methods": methods,
+         "sharpness_by_batch": {base: {"lambda_max": {32: ci}}, f"{base}+SAM": {"lambda_max": {32: ci}}},
          "sharpness_trend": {base: trend}, "cost_ratio": {f"{base}+SAM": {"all": {"mean": 2.1, "lo": 1.7, "hi": 2.4, "n": 15},
                                                       "at_largest": {"mean": 2.2, "lo": 1.1, "hi": 3.3, "n": 5},
                                                       "largest_batch": 1000}}}
@@ -398,3 +407,16 @@ def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_ru
     assert json.loads(json.dumps(f["gap_closure"])) == saved["gap_closure"]
     assert findings.findings_text(f) == saved["text"]
     assert len(df) == 103 and (df["status"] == "ok").all()
+    # the committed records travel: no machine's folders in them (run_dir is relative to the study)
+    assert set(df["run_dir"]) == {str(p.relative_to(copy)) for p in layout.run_dirs(copy)}
+    for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:
+        assert not re.search(r"/(work|root|home|tmp|Users)/", path.read_text()), path
+
+
+def test_the_report_names_the_params_file_without_a_machines_folders(tmp_path):
+    repo = Path(report.__file__).resolve().parents[2]
+    assert report.shown_path("params/cpu.yaml", tmp_path) == "params/cpu.yaml"  # relative: as given
+    assert report.shown_path(repo / "params" / "cpu.yaml", tmp_path) == "params/cpu.yaml"
+    assert report.shown_path(tmp_path / "p.yaml", tmp_path) == "p.yaml"
+    assert report.shown_path("/elsewhere/x/study.yaml", tmp_path) == "study.yaml"
+    assert report.shown_path("", tmp_path) == ""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from samlib.study import layout
+from samlib import measures
+from samlib.study import layout, selections
 from samlib.study.plotting import empty_panel, log_axis
 
 
@@ -16,9 +17,9 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Runtime, result and sharpness of each run, for display."""
     if not len(runs):
         return pd.DataFrame()
-    measures = [c for c in runs.columns if layout.is_measure(c)]
+    keys = measures.order(c for c in runs.columns if measures.is_measure(c))
     cols = ["point", "seed", "status", "stop_reason", "steps", "lr", "train_loss", "test_loss", "test_accuracy",
-            "wall_seconds", "seconds_per_epoch", "sharpness_seconds"] + measures
+            "wall_seconds", "seconds_per_epoch", "sharpness_seconds"] + keys
     table = runs[[c for c in cols if c in runs.columns]].copy()
     return table.rename(columns={"wall_seconds": "train+eval s", "seconds_per_epoch": "s/epoch",
                                  "sharpness_seconds": "sharpness s"})
@@ -65,20 +66,32 @@ def plot_histories(runs: pd.DataFrame, x: str = "steps"):
 
 def lr_sweep(runs: pd.DataFrame) -> pd.DataFrame:
     """The lr sweep of one cell: per (method, effective lr) the mean validation/train loss over seeds,
-    the rules that gave that lr, and the best lr per method (lowest mean **validation** loss: the test
-    split chooses nothing)."""
+    the rules that gave that lr, ``chosen_by`` and ``best``.
+
+    The best lr is chosen by the report's one rule (`selections.best_lr`): each seed picks the lr of
+    its lowest **validation** loss (the test split chooses nothing). ``chosen_by`` counts the seeds that
+    picked each lr, and ``best`` marks, per method, the lr most seeds picked (a tie goes to the lower
+    mean validation loss). The report and Fig. 5 quote the per-seed choices themselves (their mean
+    over seeds), so where the seeds disagree no single row is the report's number."""
     if not len(runs):
         return pd.DataFrame()
     d = runs.assign(lr=runs["lr"].astype(float).round(10))
-    table = d.groupby(["method", "lr"], as_index=False).agg(
-        rules=("lr_scaling", lambda s: ",".join(sorted(set(s)))),
-        val_loss=("val_loss", "mean"), train_loss=("train_loss", "mean"), val_accuracy=("val_accuracy", "mean"),
-        steps=("steps", "mean"), not_ok=("status", lambda s: int((s != layout.OK).sum())),
-    )
-    table["best"] = False
-    for method, g in table.groupby("method"):
-        if g["val_loss"].notna().any():
-            table.loc[g["val_loss"].idxmin(), "best"] = True
+    chosen = selections.best_lr(d)
+    rows = []
+    for method, of_method in selections.by_method(d):
+        picks = selections.select(chosen, method)["lr"]
+        these = [{"method": method.label, "lr": lr, "rules": ",".join(sorted(set(g["lr_scaling"]))),
+                  "val_loss": g["val_loss"].mean(), "train_loss": g["train_loss"].mean(),
+                  "val_accuracy": g["val_accuracy"].mean(), "steps": g["steps"].mean(),
+                  "not_ok": int((g["status"] != layout.OK).sum()), "chosen_by": int((picks == lr).sum()),
+                  "best": False}
+                 for lr, g in of_method.groupby("lr")]
+        most = max(r["chosen_by"] for r in these)
+        if most:
+            top = [r for r in these if r["chosen_by"] == most]
+            min(top, key=lambda r: r["val_loss"])["best"] = True
+        rows += these
+    table = pd.DataFrame(rows)
     return table
 
 

@@ -21,22 +21,8 @@ import numpy as np
 import pandas as pd
 
 from samlib import io
-from samlib.study.findings import (
-    FAMILIES,
-    LR_NOTEBOOK,
-    SGD_FAMILY,
-    _method_order,
-    _ok,
-    best_lr,
-    cost_ratios,
-    excluded,
-    family,
-    main_runs,
-    matched_runs,
-    measure_label,
-    reached_target,
-)
-from samlib.study.layout import OK, TARGET_NOT_REACHED
+from samlib.measures import label as measure_label
+from samlib.study.findings import cost_ratios
 from samlib.study.plotting import (
     Style,
     auto_log_y,
@@ -48,6 +34,20 @@ from samlib.study.plotting import (
     log_axis,
     mark_bad,
     panels,
+)
+from samlib.study.selections import (
+    comparable_runs,
+    excluded,
+    in_family,
+    is_sam,
+    lr_runs,
+    lr_selection,
+    main_runs,
+    matched_runs,
+    method_order,
+    methods,
+    reached_target,
+    select,
 )
 
 # --------------------------------------------------------------------------------------- constants
@@ -87,6 +87,9 @@ CAPTIONS = {
 }
 
 
+_NO_MEASURE = [("sharpness", "sharpness")]  # the one panel of a sharpness figure when nothing was measured
+
+
 def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, style: Style):
     palette, order = style.palette, style.order
     fig, axes = panels(plt, len(ys))
@@ -96,10 +99,10 @@ def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, 
             empty_panel(ax)
             ax.set_title(label)
             continue
-        line(ax, _ok(df), y, palette, order)
+        line(ax, comparable_runs(df), y, palette, order)
         log2_x(ax, bs_all)
         if y in df:
-            auto_log_y(ax, _ok(df)[y].astype(float))
+            auto_log_y(ax, comparable_runs(df)[y].astype(float))
         note = mark_bad(ax, excluded(df), "batch_size", palette)
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel(label)
@@ -109,9 +112,7 @@ def _vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, 
 
 
 def _family(results: pd.DataFrame, name: str) -> pd.DataFrame:
-    if name not in FAMILIES:
-        raise ValueError(f"family has value {name!r}; allowed: {', '.join(FAMILIES)}")
-    return family(main_runs(results), FAMILIES[name])
+    return in_family(main_runs(results), name)  # ValueError for a family that is not one
 
 
 @figure_function
@@ -127,7 +128,7 @@ def fig_loss(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
 def fig_sharpness(plt, results: pd.DataFrame, family: str = "SGD", *, style: Style):
     """Sharpness vs batch size of one optimizer family without / with SAM, one panel per measure."""
     df = _family(results, family)
-    ys = [(m, measure_label(m)) for m in style.measures] or [("sam_sharpness", "sharpness")]
+    ys = [(m, measure_label(m)) for m in style.measures] or _NO_MEASURE
     return _vs_batch(plt, df, ys, f"{family} without / with SAM: sharpness vs batch size ({_rules(df)})", style)
 
 
@@ -145,8 +146,8 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
     palette, order = style.palette, style.order
 
     fig, axes = panels(plt, 2, width=5.2, height=3.8)
-    sweep = df[df["notebook"] == LR_NOTEBOOK]
-    best = best_lr(df)
+    sweep = lr_runs(df)
+    best = lr_selection(df)
     ax = axes[0]
     if len(best):
         sns.lineplot(data=best, x="batch_size", y="lr", hue="method",
@@ -155,7 +156,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
         bss = np.array(sorted(best["batch_size"].unique()), dtype=float)
         ref_bs = bss[0]
         ref = best[best["batch_size"] == ref_bs]
-        ref = ref[ref["method"] == _method_order(ref["method"])[0]]["lr"].mean()
+        ref = select(ref, method_order(ref)[0])["lr"].mean()
         grid_bs = np.geomspace(bss[0], bss[-1], 50)
         ax.plot(grid_bs, ref * grid_bs / ref_bs, "k--", lw=1, label="linear scaling (lr ∝ B)")
         ax.plot(grid_bs, ref * np.sqrt(grid_bs / ref_bs), "k:", lw=1, label="sqrt scaling (lr ∝ √B)")
@@ -169,7 +170,7 @@ def fig_lr_scaling(plt, df: pd.DataFrame, *, style: Style):
     ax.set_title("best lr vs batch size")
     ax = axes[1]
     if len(sweep):
-        ok = _ok(sweep)
+        ok = comparable_runs(sweep)
         ok = ok[np.isfinite(ok["val_loss"].astype(float))]
         if len(ok):
             sns.lineplot(data=ok.assign(B=ok["batch_size"].astype(int).astype(str)), x="lr", y="val_loss",
@@ -202,7 +203,7 @@ def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
     fig, axes = panels(plt, 2, width=5.0)
     ax = axes[0]
     if len(runs):
-        line(ax, _ok(runs), "seconds_per_epoch", palette, order)
+        line(ax, comparable_runs(runs), "seconds_per_epoch", palette, order)
         log2_x(ax, runs["batch_size"].dropna().unique())
         log_axis(ax, "y")
         ax.set_xlabel("batch size (log₂)")
@@ -228,10 +229,10 @@ def fig_runtime(plt, df: pd.DataFrame, *, style: Style):
 
 
 def _largest_sam_batch(df: pd.DataFrame) -> int | None:
-    sam = main_runs(df)
-    sam = sam[(sam["sam"] != "none") & sam["optimizer"].isin(SGD_FAMILY)]
+    runs = main_runs(df)
+    sam = in_family(runs[is_sam(runs)], "sgd")
     if not len(sam):
-        sam = main_runs(df)[main_runs(df)["sam"] != "none"]
+        sam = runs[is_sam(runs)]
     return int(sam["batch_size"].max()) if len(sam) else None
 
 
@@ -240,7 +241,7 @@ def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
     """m-sharpness at the largest SAM batch size: whole-batch vs micro-batch perturbations."""
     import seaborn as sns
 
-    palette, order, measures = style.palette, style.order, style.measures
+    palette, measures = style.palette, style.measures
 
     bs = _largest_sam_batch(df)
     ys = [("test_loss", "test loss"), ("train_loss", "train loss")] + [(m, measure_label(m)) for m in measures]
@@ -248,24 +249,27 @@ def fig_m_sharpness(plt, df: pd.DataFrame, *, style: Style):
     runs = main_runs(df)
     if bs is not None:
         fam = runs[(runs["batch_size"] == bs)]
-        opt = fam[fam["sam"] != "none"]["optimizer"].mode()
+        opt = fam[is_sam(fam)]["optimizer"].mode()
         fam = fam[fam["optimizer"] == (opt.iloc[0] if len(opt) else "sgd")]
     else:
         fam = runs.iloc[0:0]
     # say what m is for each SAM bar: "SGD+SAM (m=B=512)" for the whole-batch perturbation
-    def whole(m: str) -> str:
-        return f"{m} (m=B={bs})" if "+" in m and "(m=" not in m else m
-
-    methods = [whole(m) for m in order if m in set(fam["method"])]
-    fam = fam.assign(method=[whole(m) for m in fam["method"]])
-    palette = {whole(m): c for m, c in palette.items()}
+    shown = {m: m.label if m.is_base or m.m is not None else f"{m.label} (m=B={bs})" for m in method_order(fam)}
+    methods_shown = list(shown.values())
+    palette = {shown[m]: palette[m.label] for m in shown if m.label in palette}
+    fam = fam.assign(method=[shown[m] for m in methods(fam)])
     for ax, (y, label) in zip(axes, ys):
-        ok = _ok(fam)
+        ok = comparable_runs(fam)
         ok = ok[np.isfinite(ok[y].astype(float))] if y in ok else ok.iloc[0:0]
         if len(ok):
-            sns.barplot(data=ok, x="method", y=y, order=methods, hue="method", hue_order=methods, palette=palette,
-                        errorbar=("ci", 95), n_boot=1000, seed=0, capsize=0.2, ax=ax, legend=False)
-            sns.stripplot(data=ok, x="method", y=y, order=methods, color="black", size=3, ax=ax)
+            sns.barplot(data=ok, x="method", y=y, order=methods_shown, hue="method", hue_order=methods_shown,
+                        palette=palette, errorbar=("ci", 95), n_boot=1000, seed=0, capsize=0.2, ax=ax, legend=False)
+            state = np.random.get_state()  # seaborn jitters the points with numpy's global generator:
+            np.random.seed(0)  # seeded here (and put back) so the same runs give the same figure
+            try:
+                sns.stripplot(data=ok, x="method", y=y, order=methods_shown, color="black", size=3, ax=ax)
+            finally:
+                np.random.set_state(state)
             ax.tick_params(axis="x", rotation=35, labelsize=7)
             bad = excluded(fam)
             if len(bad):
@@ -298,8 +302,7 @@ def fig_matched(plt, df: pd.DataFrame, *, style: Style):
     palette, order, measures = style.palette, style.order, style.measures
     runs = matched_runs(df)
     reached = reached_target(df)
-    not_reached = runs[~runs.index.isin(reached.index)].copy()
-    not_reached["status"] = [s if s != OK else TARGET_NOT_REACHED for s in not_reached["status"]]
+    not_reached = excluded(runs)
     ys = [("train_loss", "train loss reached")] + [(m, measure_label(m)) for m in measures]
     fig, axes = panels(plt, len(ys), width=3.8)
     for ax, (y, label) in zip(axes, ys):
@@ -328,8 +331,8 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
 
     palette, order, measures = style.palette, style.order, style.measures
 
-    runs = _ok(df)
-    ys = [(m, measure_label(m)) for m in measures] or [("sam_sharpness", "sharpness")]
+    runs = comparable_runs(df)
+    ys = [(m, measure_label(m)) for m in measures] or _NO_MEASURE
     fig, axes = panels(plt, len(ys), width=3.9)
     for ax, (y, label) in zip(axes, ys):
         d = runs[np.isfinite(runs[y].astype(float)) & np.isfinite(runs["train_loss"].astype(float))] if y in runs \
@@ -377,7 +380,11 @@ def figure(name: str, results: pd.DataFrame, style: Style | None = None):
 
 
 def make_figures(results: pd.DataFrame, out_dir: str | Path) -> dict[str, Any]:
-    """Every figure of `FIGURES` as ``out_dir/<name>.png`` and ``.svg``; returns name -> Figure."""
+    """Every figure of `FIGURES` as ``out_dir/<name>.png`` and ``.svg``; returns name -> Figure. The same
+    table gives the same files (the svg has no date and fixed ids), so a rewritten report of unchanged
+    runs changes no figure."""
+    import matplotlib
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     style = Style.of(results)
@@ -385,7 +392,9 @@ def make_figures(results: pd.DataFrame, out_dir: str | Path) -> dict[str, Any]:
     for name in FIGURES:
         fig = figure(name, results, style)
         for ext in ("png", "svg"):
-            io.atomic_write(out_dir / f"{name}.{ext}",
-                            lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=110, bbox_inches="tight"))
+            meta = {"Date": None} if ext == "svg" else None
+            with matplotlib.rc_context({"svg.hashsalt": name}):
+                io.atomic_write(out_dir / f"{name}.{ext}", lambda tmp, e=ext, md=meta: fig.savefig(
+                    tmp, format=e, dpi=110, bbox_inches="tight", metadata=md))
         figures[name] = fig
     return figures

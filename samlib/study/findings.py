@@ -1,64 +1,48 @@
-"""What the study found, in numbers: the run selections, the statistics and the findings paragraph.
+"""What the study found, in numbers: the statistics and the findings paragraph.
 
-Selections of a `samlib.study.report.collect` table (`main_runs`, `_ok`: the compared runs, ok and at
-their loss target, `excluded`, `matched_runs`, `reached_target`, `family`, `measures_in`); measure labels (`measure_label`; the column vocabulary itself is
-`samlib.study.layout`'s); `mean_ci` / `fmt_ci`, the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with
-ddof=1; no interval for n < 2); `best_lr` and `cost_ratios` (shared with the figures);
+The runs each number is computed from are `samlib.study.selections`' (the compared runs: ok and at their
+loss target; the lr sweep's per-seed choices; the methods, identified by their fields); measure labels
+and order are `samlib.measures`'. Here: `mean_ci` / `fmt_ci`, the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ ·
+s/√n (s with ddof=1; no interval for n < 2); `measures_in` and `cost_ratios` (shared with the figures);
 `compute_findings` (findings.json), `findings_text` and `headline`. Diverged runs (non-finite loss)
 never enter a mean. Nothing here draws or writes files.
+
+findings.json names methods by their labels (they are what a reader sees); its ``methods`` maps each
+label to the method's fields, and `findings_text` and `headline` read what a method is from there.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from samlib.study import answer
-from samlib.study.stats import mean_ci  # noqa: F401  (also part of this module's API)
-from samlib.study.layout import OK, OPTIMIZER_LABELS, TARGET_NOT_REACHED, is_base_method, is_measure
+from samlib import measures as registry
+from samlib.study import answer, selections
+from samlib.study.layout import OK, TARGET_NOT_REACHED
 from samlib.study.layout import present as _present
+from samlib.study.selections import (
+    FAMILIES,
+    FAMILY_LABELS,
+    LR_NOTEBOOK,
+    PLAIN_SAM,
+    Method,
+    by_method,
+    comparable_runs,
+)
+from samlib.study.stats import mean_ci  # noqa: F401  (also part of this module's API)
 
 # --------------------------------------------------------------------------------------- constants
-LR_NOTEBOOK = "lr_scaling"
-SGD_FAMILY = ("sgd", "momentum")
-ADAM_FAMILY = ("adam", "adamw")
-FAMILIES = {"SGD": SGD_FAMILY, "Adam": ADAM_FAMILY}
-FAMILY_KEYS = {"SGD": "sgd", "Adam": "adam"}  # the names `answer` uses
 METRIC_LABELS = {"test_loss": "test loss", "test_error": "test error", "train_loss": "train loss",
                  "val_loss": "validation loss"}
-MEASURE_LABELS = {
-    "lambda_max": "Hessian λ_max",
-    "hessian_trace": "Hessian trace",
-    "sam_sharpness": "SAM sharpness f(w+ε̂)−f(w)",
-}
-
-
-# ============================================================================ names
-def measure_label(key: str) -> str:
-    match = re.fullmatch(r"keskar_([0-9.e+-]+)(?:_p(\d+))?", key)
-    if match:
-        return f"Keskar ε={float(match.group(1)):g}" + (f" (p={match.group(2)})" if match.group(2) else "")
-    return MEASURE_LABELS.get(key, key)
-
-
-def _measure_order(keys: Iterable[str]) -> list[str]:
-    def rank(k: str) -> tuple:
-        if k.startswith("keskar_"):
-            match = re.match(r"keskar_([0-9.e+-]+)", k)
-            return (0, -float(match.group(1)) if match else 0.0, k)
-        return ({"lambda_max": 1, "hessian_trace": 2, "sam_sharpness": 3}.get(k, 4), 0.0, k)
-
-    return sorted(set(keys), key=rank)
 
 
 def measures_in(df: pd.DataFrame) -> list[str]:
     """The sharpness measure columns of a `collect` table that hold at least one number."""
-    return [c for c in df.columns if is_measure(c) and df[c].notna().any()]
+    return [c for c in df.columns if registry.is_measure(c) and df[c].notna().any()]
 
 
 # ============================================================================ statistics
@@ -74,78 +58,23 @@ def fmt_ci(ci: Mapping[str, float], digits: int = 3) -> str:
     return text
 
 
-# ============================================================================ selections
-def main_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs of the SAM-vs-base comparisons (every notebook but the lr sweep), compared or not."""
-    return df[df["notebook"] != LR_NOTEBOOK]
-
-
-def matched_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs trained to a loss target (any notebook)."""
-    return df[df["target_loss"].notna()]
-
-
-def reached_target(df: pd.DataFrame) -> pd.DataFrame:
-    """The loss-target runs that finished ok at their target: ``converged`` where the run recorded it,
-    else (runs made before that key) a stop at the target."""
-    runs = matched_runs(df)
-    stopped = runs["stop_reason"] == "target_loss"
-    if "converged" in runs:
-        stopped = runs["converged"].where(runs["converged"].notna(), stopped)
-    return runs[(runs["status"] == OK) & stopped.astype(bool)]
-
-
-def family(df: pd.DataFrame, optimizers: Sequence[str]) -> pd.DataFrame:
-    return df[df["optimizer"].isin(optimizers)]
-
-
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs that enter means and comparisons: finished ok and at their loss target (if any)."""
-    return df[answer.comparable(df)] if len(df) else df
-
-
-def excluded(df: pd.DataFrame) -> pd.DataFrame:
-    """The complement of `_ok`, with ``status`` saying why (``target not reached`` for a run that
-    finished ok at its cap): what the figures mark ✕ and the report lists."""
-    if not len(df):
-        return df
-    left = df[~answer.comparable(df)].copy()
-    left["status"] = [s if s != OK else TARGET_NOT_REACHED for s in left["status"]]
-    return left
-
-
-def _method_order(methods: Iterable[str]) -> list[str]:
-    def rank(m: str) -> tuple:
-        base = m.split("+")[0]
-        fam = list(OPTIMIZER_LABELS.values()).index(base) if base in OPTIMIZER_LABELS.values() else 9
-        has_m = "(m=" in m
-        mval = int(re.search(r"m=(\d+)", m).group(1)) if has_m else 0
-        return (fam, "+" in m, -mval if has_m else -10**9, m)
-
-    return sorted(set(methods), key=rank)
-
-
-# ============================================================================ lr sweep and cost
-def best_lr(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (batch size, method, seed): the effective lr of the sweep with the lowest **validation** loss
-    (`answer.lr_selection`; the test split chooses nothing), with that run's test loss."""
-    return answer.lr_selection(df)
-
-
+# ============================================================================ cost
 def cost_ratios(df: pd.DataFrame) -> pd.DataFrame:
     """SAM-type / base-optimizer seconds per epoch (steady-state seconds per step × steps per epoch),
-    paired by (batch size, seed, optimizer), per SAM method; compared main runs only."""
-    runs = _ok(main_runs(df))
+    paired by (batch size, seed, optimizer), per SAM method; compared main runs only. One row per
+    pair: batch size, seed, the method's label and fields, the ratio."""
+    runs = comparable_runs(selections.main_runs(df))
     runs = runs[np.isfinite(runs["seconds_per_epoch"].astype(float))]
-    base = runs[runs["sam"] == "none"]
+    base = runs[selections.is_base(runs)]
     rows = []
-    for _, r in runs[runs["sam"] != "none"].iterrows():
-        match = base[(base["batch_size"] == r["batch_size"]) & (base["seed"] == r["seed"])
-                     & (base["optimizer"] == r["optimizer"])]
-        if len(match):
-            rows.append({"batch_size": r["batch_size"], "seed": r["seed"], "method": r["method"],
-                         "ratio": r["seconds_per_epoch"] / match["seconds_per_epoch"].mean()})
-    return pd.DataFrame(rows, columns=["batch_size", "seed", "method", "ratio"])
+    for method, of_method in by_method(runs[selections.is_sam(runs)]):
+        for _, r in of_method.iterrows():
+            match = base[(base["batch_size"] == r["batch_size"]) & (base["seed"] == r["seed"])
+                         & (base["optimizer"] == method.optimizer)]
+            if len(match):
+                rows.append({"batch_size": r["batch_size"], "seed": r["seed"], "method": method.label,
+                             **method.fields(), "ratio": r["seconds_per_epoch"] / match["seconds_per_epoch"].mean()})
+    return pd.DataFrame(rows, columns=["batch_size", "seed", "method", "optimizer", "sam", "m", "ratio"])
 
 
 # ============================================================================ findings
@@ -154,7 +83,7 @@ def _ci_of(df: pd.DataFrame, column: str) -> dict[str, float]:
 
 
 def _trend(df: pd.DataFrame, measure: str) -> dict[str, Any]:
-    ok = _ok(df)
+    ok = comparable_runs(df)
     ok = ok[np.isfinite(ok[measure].astype(float))] if measure in ok else ok.iloc[0:0]
     if ok["batch_size"].nunique() < 2:
         return {}
@@ -170,75 +99,74 @@ def _trend(df: pd.DataFrame, measure: str) -> dict[str, Any]:
 def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
     """The numbers the findings state, each from the results table (see the module doc).
 
-    Comparisons use `answer.compared` runs only: ok and at their loss target. ``gap_closure`` is the
+    Comparisons use `selections.compared` runs only: ok and at their loss target. ``methods`` maps
+    each method's label to its fields (optimizer, sam, m). ``gap_closure`` is the
     direct answer (`answer.gap_closure`); ``paired`` holds every SAM-type method minus its base optimizer
     at each batch size over shared seeds; ``sharpness_by_batch`` the measures per batch size (the seed
     study's Fig. 2 and 4, here at a matched training loss); ``lr_scaling`` the sweep's validation-chosen
     lrs and the slope of log(best lr) vs log(B); ``not_compared`` the runs left out, with why.
     """
     out: dict[str, Any] = {"n_runs": int(len(df)), "status_counts": df["status"].value_counts().to_dict()}
-    main = main_runs(df)
+    out["methods"] = {m.label: m.fields() for m in selections.method_order(df)}
+    main = selections.main_runs(df)
     out["stop_rules"] = sorted(set(main["stop_rule"].dropna()))
     measures = measures_in(df)
     gaps = answer.gap_closure(df)
     out["gap_closure"] = gaps
     out["answer"] = answer.sentences(gaps)
-    compared = answer.compared(df)
+    compared = selections.compared(df)
     paired = answer.paired(df, measures)
     out["paired"] = paired.to_dict("records")
     # each family at its largest batch: means with t-CIs, and the paired differences to the base
     comparisons = {}
-    for fam_name, fam in FAMILIES.items():
-        runs, every = family(compared, fam), family(main, fam)
-        if not len(runs[runs["sam"] != "none"]) or not len(runs[runs["sam"] == "none"]):
+    for key in FAMILIES:
+        runs, every = selections.in_family(compared, key), selections.in_family(main, key)
+        sam = runs[selections.is_sam(runs)]
+        if not len(sam) or not len(runs[selections.is_base(runs)]):
             continue
-        bs = int(runs[runs["sam"] != "none"]["batch_size"].max())
-        at = runs[runs["batch_size"] == bs]
+        bs = int(sam["batch_size"].max())
+        at, every_at = runs[runs["batch_size"] == bs], every[every["batch_size"] == bs]
         entry: dict[str, Any] = {"batch_size": bs, "methods": {}, "paired": {}}
-        for method in _method_order(at["method"]):
-            rows = at[at["method"] == method]
-            n_all = int(((every["batch_size"] == bs) & (every["method"] == method)).sum())
-            entry["methods"][method] = {
+        for method, rows in by_method(at):
+            n_all = int(len(selections.select(every_at, method)))
+            entry["methods"][method.label] = {
                 **{k: _ci_of(rows, k) for k in ("test_loss", "test_error", "test_accuracy", "train_loss", "val_loss")},
                 **{m: _ci_of(rows, m) for m in measures + ["grad_norm", "weight_norm"] if m in rows},
                 "runs": n_all, "not_compared": n_all - int(len(rows)),
             }
-        for _, r in paired[(paired["family"] == FAMILY_KEYS[fam_name]) & (paired["batch_size"] == bs)].iterrows():
+        for _, r in paired[(paired["family"] == key) & (paired["batch_size"] == bs)].iterrows():
             entry["paired"].setdefault(r["method"], {})[r["metric"]] = {k: r[k] for k in ("mean", "lo", "hi", "n",
                                                                                        "significant")}
-        comparisons[fam_name] = entry
+        comparisons[FAMILY_LABELS[key]] = entry
     out["largest_batch"] = comparisons
     # sharpness per batch size and its trend, per method (compared runs: minima at the same train loss)
     by_batch: dict[str, dict[str, Any]] = {}
     trends: dict[str, dict[str, Any]] = {}
-    for method in _method_order(compared["method"].dropna()):
-        rows = compared[compared["method"] == method]
-        by_batch[method] = {m: {int(bs): _ci_of(g, m) for bs, g in rows.groupby("batch_size")}
-                            for m in measures + ["test_loss", "train_loss"] if m in rows}
+    for method, rows in by_method(compared):
+        by_batch[method.label] = {m: {int(bs): _ci_of(g, m) for bs, g in rows.groupby("batch_size")}
+                                  for m in measures + ["test_loss", "train_loss"] if m in rows}
         t = {m: _trend(rows, m) for m in measures}
         t = {k: v for k, v in t.items() if v}
         if t:
-            trends[method] = t
+            trends[method.label] = t
     out["sharpness_by_batch"] = by_batch
     out["sharpness_trend"] = trends
     # cost
     ratios = cost_ratios(df)
     cost = {}
-    for method in _method_order(ratios["method"]) if len(ratios) else []:
-        r = ratios[ratios["method"] == method]
-        cost[method] = {"all": mean_ci(r["ratio"]), "largest_batch": int(r["batch_size"].max()),
-                        "at_largest": mean_ci(r[r["batch_size"] == r["batch_size"].max()]["ratio"])}
+    for method, r in by_method(ratios):
+        cost[method.label] = {"all": mean_ci(r["ratio"]), "largest_batch": int(r["batch_size"].max()),
+                              "at_largest": mean_ci(r[r["batch_size"] == r["batch_size"].max()]["ratio"])}
     out["cost_ratio"] = cost
-    # lr scaling: chosen on validation loss
-    selection = answer.lr_selection(df)
+    # lr scaling: chosen per seed on validation loss
+    selection = selections.lr_selection(df)
     lr_out: dict[str, Any] = {"selection": selection.to_dict("records"), "slopes": answer.lr_slopes(selection),
                               "best_lr": {}}
-    for method in _method_order(selection["method"]) if len(selection) else []:
-        b = selection[selection["method"] == method]
-        lr_out["best_lr"][method] = {int(bs): mean_ci(g["lr"]) for bs, g in b.groupby("batch_size")}
+    for method, b in by_method(selection):
+        lr_out["best_lr"][method.label] = {int(bs): mean_ci(g["lr"]) for bs, g in b.groupby("batch_size")}
     out["lr_scaling"] = lr_out
     # what is not compared, and why
-    left = answer.not_compared(df)
+    left = selections.not_compared(df)
     out["not_compared"] = [
         {"notebook": r["notebook"], "batch_size": _int_or_none(r["batch_size"]), "run": r["run"],
          "status": r["status"] if r["status"] != OK else TARGET_NOT_REACHED,
@@ -252,6 +180,12 @@ def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
         for _, r in bad.iterrows()
     ]
     return out
+
+
+def _methods(f: Mapping[str, Any]) -> dict[str, Method]:
+    """label -> `Method` of the findings' ``methods`` (the fields `compute_findings` recorded), in order."""
+    found = {label: Method.of(**fields) for label, fields in f.get("methods", {}).items()}
+    return dict(sorted(found.items(), key=lambda item: item[1].rank()))
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -268,6 +202,7 @@ def _diff(d: Mapping[str, Any], digits: int = 3) -> str:
 
 def findings_text(f: Mapping[str, Any]) -> list[str]:
     """The findings as sentences, the direct answer first; every number comes from `compute_findings`."""
+    methods = _methods(f)
     lines: list[str] = list(f.get("answer", []))
     for fam, entry in f.get("largest_batch", {}).items():
         means = [f"{m}: test loss {fmt_ci(v['test_loss'])}, test error {fmt_ci(v['test_error'])}"
@@ -277,22 +212,22 @@ def findings_text(f: Mapping[str, Any]) -> list[str]:
                      + "; ".join(means) + ".")
         parts = []
         for method, diffs in entry.get("paired", {}).items():
-            items = [f"{METRIC_LABELS.get(k, measure_label(k))} {_diff(v)}" for k, v in diffs.items()
-                     if k in METRIC_LABELS or is_measure(k)]
+            items = [f"{METRIC_LABELS.get(k, registry.label(k))} {_diff(v)}" for k, v in diffs.items()
+                     if k in METRIC_LABELS or registry.is_measure(k)]
             parts.append(f"{method} − {fam}: " + "; ".join(items))
         if parts:
             lines.append(f"Paired differences at batch {entry['batch_size']} ({fam} family, same seeds, t-based "
                          f"95 % CI): " + " | ".join(parts) + ".")
     for method, by in f.get("sharpness_by_batch", {}).items():
-        if not is_base_method(method):
+        if method not in methods or not methods[method].is_base:
             continue  # the base optimizers' sharpness vs batch size (the seed study's Fig. 2 and 4)
-        parts = [f"{measure_label(k)} " + ", ".join(f"B={bs}: {fmt_ci(ci)}" for bs, ci in v.items())
-                 for k, v in by.items() if is_measure(k)]
+        parts = [f"{registry.label(k)} " + ", ".join(f"B={bs}: {fmt_ci(ci)}" for bs, ci in v.items())
+                 for k, v in by.items() if registry.is_measure(k)]
         if parts:
             lines.append(f"Sharpness of {method} minima vs batch size (all at the same training loss): "
                          + "; ".join(parts) + ".")
     for method, trend in f.get("sharpness_trend", {}).items():
-        parts = [f"{measure_label(k)} ×{t['ratio']:.2g} from batch {t['smallest_batch']} to {t['largest_batch']} "
+        parts = [f"{registry.label(k)} ×{t['ratio']:.2g} from batch {t['smallest_batch']} to {t['largest_batch']} "
                  f"(Spearman ρ = {t['spearman_rho']:.2f}, p = {t['spearman_p']:.2g}, {t['n_runs']} runs)"
                  for k, t in trend.items()]
         lines.append(f"Trend with batch size, {method}: " + "; ".join(parts) + ".")
@@ -332,17 +267,19 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     `matched_figure`: the number of the matched-loss figure, if the reader has it."""
     parts = list(f.get("answer", []))
     trends = f.get("sharpness_trend", {})
-    sgd = next((OPTIMIZER_LABELS[o] for o in SGD_FAMILY if OPTIMIZER_LABELS[o] in trends),
-               OPTIMIZER_LABELS["sgd"])  # 'SGD' or 'SGD+momentum', whichever the study trained
+    # the SGD-family base optimizer the study trained (plain or momentum SGD), preferring one with a trend
+    bases = [m for m in _methods(f).values() if m.is_base and m.optimizer in FAMILIES["sgd"]]
+    base = next((m for m in bases if m.label in trends), bases[0] if bases else None)
+    sgd = base.label if base else ""
     trend = trends.get(sgd, {})
-    key = "lambda_max" if "lambda_max" in trend else next(iter(trend), None)
+    key = registry.headline_key(list(trend))
     if key:
         t = trend[key]
-        parts.append(f"{measure_label(key)} of {sgd} minima, all at the same training loss, goes from "
+        parts.append(f"{registry.label(key)} of {sgd} minima, all at the same training loss, goes from "
                      f"{t['small']['mean']:.3g} at batch {t['smallest_batch']} to {t['large']['mean']:.3g} at "
                      f"{t['largest_batch']} (×{t['ratio']:.2g}; Spearman ρ = {t['spearman_rho']:.2f} over "
                      f"{t['n_runs']} runs).")
-    cost = f.get("cost_ratio", {}).get(f"{sgd}+SAM")
+    cost = f.get("cost_ratio", {}).get(Method(base.optimizer, PLAIN_SAM).label) if base else None
     if cost:
         parts.append(f"SAM costs {fmt_ci(cost['all'], 2)} times {sgd}'s seconds per step.")
     left = f.get("not_compared", [])
@@ -351,9 +288,3 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
                                            if matched_figure else ".") if left else
                  "Every run of the comparisons reached its target.")
     return " ".join(parts)
-
-
-def _overlap(a: Mapping[str, float], b: Mapping[str, float]) -> bool | None:
-    if not (np.isfinite(a["lo"]) and np.isfinite(b["lo"])):
-        return None
-    return bool(a["lo"] <= b["hi"] and b["lo"] <= a["hi"])

@@ -22,7 +22,6 @@ No TensorFlow and no pandas here: the study runner plans, skips and dry-runs che
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import re
@@ -30,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from samlib import io
+from samlib import io, measures
 from samlib.config import Config, ConfigError, SharpnessSettings
 
 # ---------------------------------------------------------------------- names
@@ -242,11 +241,11 @@ COLUMNS = [
 ]  # then the sharpness measures, then TAIL
 TAIL = [
     "wall_seconds", "train_seconds", "step_seconds", "seconds_per_epoch", "samples_per_second",
-    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "reused_from", "error", "run_dir",
+    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "error", "run_dir",
 ]
 N_TRAIN = {"mnist5k": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}  # before a val split
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
-_SAM = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
+SAM_LABELS = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
 
 
 def present(value: Any) -> bool:
@@ -255,21 +254,19 @@ def present(value: Any) -> bool:
 
 
 def is_measure(key: str) -> bool:
-    """A sharpness value key of `samlib.sharpness.measure` (not its timing or iteration count)."""
-    return bool(re.fullmatch(r"keskar_[0-9.e+-]+(_p\d+)?|lambda_max|hessian_trace|sam_sharpness", key))
-
-
-def is_base_method(label: str) -> bool:
-    """A `method_label` of a base optimizer without SAM ('SGD+momentum' is one, despite its '+')."""
-    return label in OPTIMIZER_LABELS.values()
+    """A results column holding a sharpness value (`samlib.measures.is_measure`: not a timing, an
+    iteration count or the context of a measurement)."""
+    return measures.is_measure(key)
 
 
 def method_label(optimizer: str, sam: Any, m: Any = None) -> str:
-    """'SGD', 'SGD+SAM', 'SGD+SAM (m=32)', 'Adam+ASAM', ... (m as configured; None = whole batch)."""
+    """The display label of a method: 'SGD', 'SGD+SAM', 'SGD+momentum+SAM (m=32)', 'Adam+ASAM', ...
+    (m as configured; None = whole batch). Made for figures and text only: the study selects and orders
+    methods by their fields (`samlib.study.selections.Method`), never by this label."""
     label = OPTIMIZER_LABELS.get(optimizer, str(optimizer))
     if sam in (None, "none") or (isinstance(sam, float) and math.isnan(sam)):
         return label
-    label += "+" + _SAM.get(sam, str(sam))
+    label += "+" + SAM_LABELS.get(sam, str(sam))
     if present(m):
         label += f" (m={int(m)})"
     return label
@@ -293,27 +290,23 @@ def _num(value: Any) -> float:
         return math.nan
 
 
-def _read_history(run_dir: Path) -> list[dict[str, str]]:
-    try:
-        with open(run_dir / HISTORY, newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-
-
-def _step_seconds(history: list[dict[str, str]], metrics: Mapping[str, Any]) -> float:
-    """Seconds per optimizer step: metrics' steady-state ``step_seconds`` where the run recorded it;
-    else from history.csv's epochs after the first (which includes graph tracing) when the run has
-    more than one epoch; else the whole training time over the steps."""
+def _step_seconds(metrics: Mapping[str, Any]) -> float:
+    """Seconds per optimizer step: metrics' steady-state ``step_seconds``; where that is NaN (the run
+    was one compiled call, so there is no steady state), the whole training time over the steps."""
     if present(metrics.get("step_seconds")):
         return _num(metrics["step_seconds"])
-    if len(history) >= 2 and {"epoch_seconds", "steps"} <= set(history[0]):
-        steps = _num(history[-1]["steps"]) - _num(history[0]["steps"])
-        seconds = sum(_num(row["epoch_seconds"]) for row in history[1:])
-        if steps > 0 and math.isfinite(seconds):
-            return seconds / steps
     seconds, steps = _num(metrics.get("train_seconds")), _num(metrics.get("steps"))
     return seconds / steps if steps and steps > 0 else math.nan
+
+
+def _relative(path: Path, root: str | Path | None) -> str:
+    """`path` relative to `root` (posix) when it lies inside it, else as given."""
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
 
 
 def _scaled_lr(config: Mapping[str, Any]) -> float:
@@ -328,18 +321,19 @@ def run_record(
     notebook: str | None = None,
     batch_size: int | None = None,
     config: Mapping[str, Any] | None = None,
+    study_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """One run folder as a flat dict of the `COLUMNS`, the sharpness measures it holds, and `TAIL`.
 
     `config`: the run's planned config, used when the folder has no config.json. Missing or unreadable
     files never raise: a folder without metrics.json is status `MISSING`, one whose metrics still say
-    `RUNNING` is `INCOMPLETE`. Columns the run did not record (e.g. ``val_loss`` of runs made before
-    the validation split) are NaN / None.
+    `RUNNING` is `INCOMPLETE`; columns a run did not record are NaN / None. ``run_dir`` is the folder
+    relative to `study_dir` when it lies inside it (a results.csv names no machine's paths), else as
+    given.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir) or dict(config or {})
     metrics = read_metrics(run_dir)
-    history = _read_history(run_dir)
     status = metrics.get("status") if metrics else MISSING
     if status == RUNNING:
         status = INCOMPLETE
@@ -352,7 +346,7 @@ def run_record(
         lr_eff = _scaled_lr(config) if config else math.nan
     dataset = config.get("dataset")
     n_train = metrics.get("n_train") or N_TRAIN.get(dataset)
-    step_s = _step_seconds(history, metrics)
+    step_s = _step_seconds(metrics)
     per_epoch = step_s * math.ceil(n_train / bs) if n_train and bs and math.isfinite(step_s) else math.nan
     converged = metrics.get("converged")
     row: dict[str, Any] = {
@@ -396,9 +390,8 @@ def run_record(
         "sharpness_subset": metrics.get("sharpness_subset"),
         "dataset": dataset,
         "n_train": n_train,
-        "reused_from": metrics.get("reused_from"),
         "error": metrics.get("error") or metrics.get("sharpness_error"),
-        "run_dir": str(run_dir),
+        "run_dir": _relative(run_dir, study_dir),
     }
     row["loss_gap"] = row["test_loss"] - row["train_loss"]
     row["accuracy_gap"] = row["train_accuracy"] - row["test_accuracy"]

@@ -13,8 +13,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from samlib.study.findings import _method_order, measures_in
+from samlib.study.findings import measures_in
 from samlib.study.layout import present as _present
+from samlib.study.selections import method_order
 
 
 def setup_matplotlib():
@@ -31,7 +32,8 @@ def setup_matplotlib():
 
 @dataclasses.dataclass(frozen=True)
 class Style:
-    """What every figure of one table shares: the method order, a colour per method, the measures."""
+    """What every figure of one table shares: the method labels in `selections.method_order` (the
+    order of their fields), a colour per label, the measures."""
 
     order: list[str]
     palette: dict[str, Any]
@@ -41,7 +43,7 @@ class Style:
     def of(cls, results: pd.DataFrame) -> "Style":
         import seaborn as sns
 
-        order = _method_order(results["method"].dropna()) if len(results) else []
+        order = [m.label for m in method_order(results)] if len(results) else []
         colors = sns.color_palette("tab10", 10)
         return cls(order, {m: colors[i % 10] for i, m in enumerate(order)}, measures_in(results))
 

@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from samlib import io
+from samlib import io, measures
 from samlib.study import figures, layout
-from samlib.study.findings import _measure_order, compute_findings, findings_text, headline
+from samlib.study.findings import compute_findings, findings_text, headline
 
 
 # ============================================================================ the whole study
@@ -39,23 +39,26 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
 
     Runs that study.json planned but that have no folder get a row with status `layout.MISSING`; every
     row also has ``cell_status`` (the runner's status.json of its cell: ok / failed / running).
+    ``run_dir`` is relative to `study_dir` (``runs/<notebook>/<batch_size>/<run>``).
     """
     study_dir = Path(study_dir)
     rows = []
     seen: set[str] = set()
     for run in layout.run_dirs(study_dir):
-        rows.append(layout.run_record(run))
+        rows.append(layout.run_record(run, study_dir=study_dir))
         seen.add(str(run.resolve()))
     for planned in layout.planned_runs(study_dir):
         if str(planned.run_dir.resolve()) not in seen:
-            row = layout.run_record(planned.run_dir, planned.notebook, planned.batch_size, planned.config)
+            row = layout.run_record(planned.run_dir, planned.notebook, planned.batch_size, planned.config,
+                                    study_dir=study_dir)
             if row["seed"] is None:
                 row["seed"] = planned.seed
             rows.append(row)
-    measures = _measure_order(k for r in rows for k in r if layout.is_measure(k))
-    columns = layout.COLUMNS + measures + layout.TAIL
+    keys = measures.order({k for r in rows for k in r if measures.is_measure(k)})
+    columns = layout.COLUMNS + keys + layout.TAIL
     df = pd.DataFrame(rows, columns=columns + ["cell_status"])
-    df["cell_status"] = [io.read_json_dict(layout.cell_status(Path(r).parent)).get("status") for r in df["run_dir"]]
+    df["cell_status"] = [io.read_json_dict(layout.cell_status((study_dir / r).parent)).get("status")
+                         for r in df["run_dir"]]
     if len(df):
         df = df.sort_values(["notebook", "batch_size", "run"], kind="stable").reset_index(drop=True)
     return df
@@ -137,7 +140,8 @@ def _html_body(rep: Report) -> str:
                  "the target, or at its cap (matched training loss; runs that hit the cap did not reach "
                  "the target).</p>")
     if params:
-        parts.append(f"<p>Params file: <code>{html.escape(str(study.get('params_file', '')))}</code></p>")
+        parts.append(f"<p>Params file: <code>{html.escape(shown_path(study.get('params_file', ''), rep.study_dir))}"
+                     "</code></p>")
         parts.append("<pre>" + html.escape(yaml.safe_dump(params, sort_keys=False, width=110)) + "</pre>")
     else:
         parts.append("<p>No study.json in this folder (not made by the study runner): the configurations are "
@@ -157,6 +161,26 @@ def _html_body(rep: Report) -> str:
         parts.append("<p>none</p>")
     parts.append(f"<p>One row per run: <a href='{layout.RESULTS}'>{layout.RESULTS}</a> ({len(rep.results)} rows).</p>")
     return "\n".join(parts)
+
+
+def shown_path(path: str | Path, study_dir: str | Path) -> str:
+    """How the report names a file that study.json records (the params file): a relative path as given;
+    an absolute one relative to the study folder or to the repository (the folder holding ``samlib/``)
+    when it lies inside one of them, else its file name only, so a report names no machine's folders."""
+    if not str(path):
+        return ""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    for root in (Path(study_dir), _REPO):
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+_REPO = Path(__file__).resolve().parents[2]
 
 
 # ============================================================================ notebook helper

@@ -1,0 +1,231 @@
+"""The study's selections of a results table (one row per run, `layout.run_record`), in one place.
+
+Everything here selects or orders by the table's fields (``notebook``, ``optimizer``, ``sam``, ``m``,
+``status``, ``converged``, ...), never by parsing the ``method`` label: a label is made from the fields
+(`Method.label`, `layout.method_label`) only where a figure or a sentence shows it.
+
+- Notebooks: `LR_NOTEBOOK` (the lr sweep); `main_runs` (every other notebook: the SAM-vs-base
+  comparisons), `lr_runs`, `matched_runs` (runs trained to a loss target).
+- Optimizer families: `FAMILIES` (sgd: SGD with or without momentum; adam: Adam, AdamW),
+  `FAMILY_LABELS`, `family_key`, `in_family`.
+- Which runs are compared, by one convergence test: `converged` (reached its loss target, or had
+  none), `comparable` (finished ok and converged), `comparable_runs`, `compared` (the main runs that
+  are comparable), `not_compared`, `excluded` (not comparable, the status saying why),
+  `reached_target`.
+- Base optimizer vs SAM: `is_base`, `is_sam`, `is_plain_sam` (SAM on the whole batch).
+- Methods: `Method` (optimizer, SAM variant, m), `methods` (one per row), `method_order`,
+  `by_method`, `select`.
+- The best learning rate, by one rule: `best_lr` — per (batch size, method, seed), the lr whose run
+  has the lowest **validation** loss (the test split chooses nothing); `lr_selection` applies it to the
+  lr sweep of a whole study. The report, the figures and the lr notebook's sweep table all use it.
+
+No TensorFlow here; pandas only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from samlib.study.layout import OK, OPTIMIZER_LABELS, SAM_LABELS, TARGET_NOT_REACHED, method_label, present
+
+# ---------------------------------------------------------------------- notebooks and families
+LR_NOTEBOOK = "lr_scaling"  #: the notebook of the lr sweep; every other notebook is a comparison
+FAMILIES: dict[str, tuple[str, ...]] = {"sgd": ("sgd", "momentum"), "adam": ("adam", "adamw")}
+FAMILY_LABELS = {"sgd": "SGD", "adam": "Adam"}
+NO_SAM = "none"  #: the ``sam`` field of a base-optimizer run
+PLAIN_SAM = "sam"  #: the ``sam`` field of SAM (Foret et al.), as opposed to ASAM or LookSAM
+
+
+def family_key(name: str) -> str:
+    """The family key ('sgd', 'adam') of a family key or label ('SGD', 'Adam'); ValueError otherwise."""
+    for key, label in FAMILY_LABELS.items():
+        if name in (key, label):
+            return key
+    raise ValueError(f"family has value {name!r}; allowed: {', '.join(FAMILY_LABELS.values())}")
+
+
+def in_family(df: pd.DataFrame, family: str) -> pd.DataFrame:
+    """The runs whose optimizer belongs to `family` (a key or label of `FAMILIES`)."""
+    return df[df["optimizer"].isin(FAMILIES[family_key(family)])]
+
+
+# ---------------------------------------------------------------------- runs
+def main_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the SAM-vs-base comparisons (every notebook but the lr sweep), compared or not."""
+    return df[df["notebook"] != LR_NOTEBOOK]
+
+
+def lr_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the lr sweep."""
+    return df[df["notebook"] == LR_NOTEBOOK]
+
+
+def matched_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs trained to a loss target (any notebook)."""
+    return df[df["target_loss"].notna()]
+
+
+def converged(df: pd.DataFrame) -> pd.Series:
+    """The one convergence test: True where ``converged`` is true (the inference-mode training loss
+    reached the target) or empty (the run had no target); False where the run stopped above it."""
+    if "converged" not in df:
+        return pd.Series(True, index=df.index)
+    return df["converged"].map(lambda v: not present(v) or bool(v)).astype(bool)
+
+
+def comparable(df: pd.DataFrame) -> pd.Series:
+    """True for runs that enter means and comparisons: finished ok and `converged`."""
+    return (df["status"] == OK) & converged(df)
+
+
+def comparable_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `df` that are `comparable`."""
+    return df[comparable(df)] if len(df) else df
+
+
+def excluded(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `df` that are not `comparable`, with ``status`` saying why (``target not reached``
+    for a run that finished ok above its target): what the figures mark ✕ and the report lists."""
+    if not len(df):
+        return df
+    left = df[~comparable(df)].copy()
+    left["status"] = [s if s != OK else TARGET_NOT_REACHED for s in left["status"]]
+    return left
+
+
+def reached_target(df: pd.DataFrame) -> pd.DataFrame:
+    """The loss-target runs that are `comparable` (finished ok at their target)."""
+    return comparable_runs(matched_runs(df))
+
+
+def compared(df: pd.DataFrame) -> pd.DataFrame:
+    """The main runs that are `comparable`, with ``test_error`` = 1 − test accuracy."""
+    runs = comparable_runs(main_runs(df))
+    return runs.assign(test_error=1.0 - runs["test_accuracy"].astype(float))
+
+
+def not_compared(df: pd.DataFrame) -> pd.DataFrame:
+    """Main runs left out of every comparison: not ok (diverged, failed, missing) or not converged."""
+    runs = main_runs(df)
+    return runs[~comparable(runs)]
+
+
+def is_base(df: pd.DataFrame) -> pd.Series:
+    """True for base-optimizer runs (no SAM)."""
+    return df["sam"] == NO_SAM
+
+
+def is_sam(df: pd.DataFrame) -> pd.Series:
+    """True for SAM-type runs (SAM, ASAM, LookSAM, m-SAM)."""
+    return df["sam"] != NO_SAM
+
+
+def is_plain_sam(df: pd.DataFrame) -> pd.Series:
+    """True for SAM with one perturbation for the whole batch (no m)."""
+    return (df["sam"] == PLAIN_SAM) & df["m"].isna()
+
+
+# ---------------------------------------------------------------------- methods
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """What a method is: the optimizer, the SAM variant (``none`` for the base optimizer) and m (None:
+    one perturbation for the whole batch; always None without SAM). Made with `Method.of`."""
+
+    optimizer: str
+    sam: str = NO_SAM
+    m: int | None = None
+
+    @classmethod
+    def of(cls, optimizer: Any, sam: Any = NO_SAM, m: Any = None) -> "Method":
+        sam = str(sam) if present(sam) else NO_SAM
+        return cls(str(optimizer) if present(optimizer) else "?", sam,
+                   int(m) if sam != NO_SAM and present(m) else None)
+
+    @property
+    def label(self) -> str:
+        """The display label, e.g. 'SGD+momentum+SAM (m=32)' (`layout.method_label`)."""
+        return method_label(self.optimizer, self.sam, self.m)
+
+    @property
+    def is_base(self) -> bool:
+        return self.sam == NO_SAM
+
+    @property
+    def base(self) -> "Method":
+        """The base optimizer of this method (itself, for a base optimizer)."""
+        return Method(self.optimizer)
+
+    def fields(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "sam": self.sam, "m": self.m}
+
+    def rank(self) -> tuple:
+        """Order: optimizer (SGD, SGD+momentum, Adam, AdamW, others), then no SAM before SAM, ASAM,
+        LookSAM (others after), then the whole batch before m, larger m first."""
+        optimizers, sams = list(OPTIMIZER_LABELS), [NO_SAM, *SAM_LABELS]
+        return (optimizers.index(self.optimizer) if self.optimizer in optimizers else len(optimizers),
+                sams.index(self.sam) if self.sam in sams else len(sams),
+                (0, 0) if self.m is None else (1, -self.m), self.label)
+
+
+def methods(df: pd.DataFrame) -> pd.Series:
+    """The `Method` of each row (index aligned with `df`)."""
+    if not len(df):
+        return pd.Series([], index=df.index, dtype=object)
+    m = df["m"] if "m" in df else [None] * len(df)
+    return pd.Series([Method.of(o, s, v) for o, s, v in zip(df["optimizer"], df["sam"], m)], index=df.index,
+                     dtype=object)
+
+
+def method_order(df_or_methods: pd.DataFrame | Iterable[Method]) -> list[Method]:
+    """The distinct methods of a table (or of an iterable of `Method`), in `Method.rank` order."""
+    found = methods(df_or_methods) if isinstance(df_or_methods, pd.DataFrame) else df_or_methods
+    return sorted(set(found), key=Method.rank)
+
+
+def select(df: pd.DataFrame, method: Method) -> pd.DataFrame:
+    """The rows of `df` of one method."""
+    return df[np.array([k == method for k in methods(df)], dtype=bool)] if len(df) else df
+
+
+def by_method(df: pd.DataFrame) -> Iterator[tuple[Method, pd.DataFrame]]:
+    """(method, its rows) for each method of `df`, in `method_order`."""
+    keys = methods(df)
+    for method in method_order(keys):
+        yield method, df[np.array([k == method for k in keys], dtype=bool)]
+
+
+# ---------------------------------------------------------------------- the best learning rate
+BEST_LR_COLUMNS = ["batch_size", "method", "optimizer", "sam", "m", "seed", "lr", "val_loss", "test_loss",
+                   "test_accuracy", "n_lrs", "at_edge"]
+
+
+def best_lr(runs: pd.DataFrame) -> pd.DataFrame:
+    """The one rule that chooses a learning rate: per (batch size, method, seed), the effective lr of the
+    run with the lowest **validation** loss among `runs` that finished ok with a finite validation loss.
+
+    One row per choice: the method's label and fields, the chosen lr, its validation loss, the test loss
+    and accuracy of that run (the only test numbers of a sweep that are reported), ``n_lrs`` (lrs tried)
+    and ``at_edge`` (the choice is the smallest or largest lr tried: the sweep bounds it)."""
+    ok = runs[runs["status"] == OK] if len(runs) else runs
+    ok = ok[np.isfinite(ok["val_loss"].astype(float))] if "val_loss" in ok and len(ok) else ok.iloc[0:0]
+    rows = []
+    for bs, at in ok.groupby("batch_size"):
+        for method, of_method in by_method(at):
+            for seed, g in of_method.groupby("seed"):
+                best = g.loc[g["val_loss"].astype(float).idxmin()]
+                lrs = g["lr"].astype(float)
+                rows.append({"batch_size": int(bs), "method": method.label, **method.fields(), "seed": int(seed),
+                             "lr": float(best["lr"]), "val_loss": float(best["val_loss"]),
+                             "test_loss": float(best["test_loss"]), "test_accuracy": float(best["test_accuracy"]),
+                             "n_lrs": int(lrs.nunique()), "at_edge": float(best["lr"]) in (lrs.min(), lrs.max())})
+    return pd.DataFrame(rows, columns=BEST_LR_COLUMNS)
+
+
+def lr_selection(df: pd.DataFrame) -> pd.DataFrame:
+    """`best_lr` of a whole study's lr sweep (`lr_runs`)."""
+    return best_lr(lr_runs(df))
