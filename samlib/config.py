@@ -51,6 +51,10 @@ class Config:
     steps: int | None = checked(None, integer(1).or_none())  #: step budget: stop after exactly this many optimizer steps
     target_loss: float | None = checked(None, number(0).or_none())  #: stop once the inference-mode train loss is <= this (see train)
     check_every: int | None = checked(None, integer(1).or_none())  #: steps between loss-target checks near the target (None: 1/4 epoch)
+    #: snapshot the weights when the inference-mode train loss first is <= each of these, train on to the smallest
+    loss_milestones: tuple[float, ...] = checked((), list_of(number(0, lo_open=True), non_empty=False, distinct=True))
+    #: snapshot the weights after exactly this many epochs each (at most `epochs`)
+    epoch_milestones: tuple[int, ...] = checked((), list_of(integer(1), non_empty=False, distinct=True))
     optimizer: str = checked("sgd", choice(OPTIMIZERS))  #: sgd | momentum | adam | adamw
     lr: float = checked(0.01, number(0, lo_open=True))  #: learning rate at `base_batch_size` (before scaling)
     momentum: float = checked(0.9, number(0, 1, hi_open=True))  #: used by `momentum` only
@@ -78,6 +82,9 @@ class Config:
 
     def __post_init__(self) -> None:
         check_instance(self, LABEL)  # frozen: normalised values (int -> float) are set with object.__setattr__
+        if self.epoch_milestones and max(self.epoch_milestones) > self.epochs:
+            raise invalid("epoch_milestones", list(self.epoch_milestones), f"integers <= epochs ({self.epochs})", LABEL,
+                          why="a milestone past the cap is never reached")
 
     # ------------------------------------------------------------------ construction
     @classmethod
