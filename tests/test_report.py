@@ -266,18 +266,6 @@ def test_a_missing_run_takes_its_columns_from_the_planned_config(study):
     assert missing["stop_rule"] == "target_loss=0.3 (cap 100 steps)" and missing["lr"] == pytest.approx(0.1)
 
 
-def test_a_study_json_without_configs_is_read_with_config_defaults(tmp_path):
-    """study.json written before the planner recorded full configs: the config is rebuilt from the params."""
-    run = layout.cell_dir(tmp_path, "sam_sgd", 64) / run_dirname({"m": 8}, 1)
-    io.write_json(tmp_path / "study.json", {
-        "base": {"steps": 7, "lr": 0.2}, "notebooks": {"sam_sgd": {"base": {"sam": "sam"}}},
-        "cells": [{"notebook": "sam_sgd", "batch_size": 64, "runs": [{"run_dir": str(run), "seed": 1, "point": {"m": 8}}]}],
-    })
-    row = report.collect(tmp_path).iloc[0]
-    assert (row["status"], row["method"], row["batch_size"], row["seed"]) == ("missing", "SGD+SAM (m=8)", 64, 1)
-    assert row["stop_rule"] == "steps=7" and row["lr"] == pytest.approx(0.2)
-
-
 def test_results_carry_the_new_metrics_and_take_recorded_step_seconds(tmp_path):
     run_dir, _ = _write_run(tmp_path, "baseline", 64, {}, 0, {"steps": 10, "target_loss": 0.5})
     io.update_json(run_dir / "metrics.json", converged=True, val_loss=0.4, val_accuracy=0.9, grad_norm=1.5,

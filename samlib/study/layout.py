@@ -204,8 +204,7 @@ def holds_study(study_dir: str | Path) -> bool:
 
 def planned_runs(study_dir: str | Path) -> list[PlannedRun]:
     """Every run that study.json plans, at its place under `study_dir` (the folder may have moved
-    since study.json was written), with its full config. A study.json written before configs were
-    recorded gets them rebuilt from its params with `Config`'s own defaults."""
+    since study.json was written), with the full config the planner recorded."""
     study_dir = Path(study_dir)
     study = read_study(study_dir)
     out = []
@@ -213,22 +212,9 @@ def planned_runs(study_dir: str | Path) -> list[PlannedRun]:
         nb, bs = cell["notebook"], int(cell["batch_size"])
         for run in cell.get("runs", []):
             config = run.get("config")
-            if config is None:
-                config = _rebuilt_config(study, nb, bs, run.get("point", {}), run.get("seed"), run["run_dir"])
             path = cell_dir(study_dir, nb, bs) / Path(run["run_dir"]).name
             out.append(PlannedRun(nb, bs, path, run.get("seed"), dict(run.get("point", {})), config))
     return out
-
-
-def _rebuilt_config(study: Mapping, notebook: str, batch_size: int, point: Mapping, seed: Any, run_dir: str):
-    nb_base = study.get("notebooks", {}).get(notebook, {}).get("base", {})
-    values = {**study.get("base", {}), **nb_base, **point, "batch_size": batch_size, "run_dir": run_dir}
-    if seed is not None:
-        values["seed"] = seed
-    try:
-        return Config.from_dict(values).to_dict()
-    except ConfigError:
-        return None
 
 
 # ---------------------------------------------------------------------- results.csv row
