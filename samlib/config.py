@@ -71,6 +71,9 @@ class Config:
     looksam_alpha: float = checked(0.7, number(0))  #: LookSAM: weight of the reused sharpness direction
     seed: int = checked(0, integer(0))
     val_fraction: float = checked(0.125, number(0, 1, hi_open=True))  #: share of the training images held out for validation (0: none)
+    #: use only N training images, drawn per class in proportion, seeded by a fixed split seed, applied BEFORE the
+    #: validation split (`samlib.data.subset_train`); the test set is never cut (None: all)
+    train_subset: int | None = checked(None, integer(1).or_none())
     dropout: float = checked(0.5, number(0, 1, hi_open=True))
     strategy: str = checked("auto", choice(STRATEGIES))  #: auto | none | mirrored
     precision: str = checked("float32", choice(PRECISIONS))  #: float32 | mixed_float16 | mixed_bfloat16
@@ -137,26 +140,35 @@ def check_data(config: Config, keys: Mapping[str, str] | None = None, label: str
     """Check `config` against its data set without loading it, and return its number of training images
     after the validation split (`samlib.data.train_size`: a named data set reads no file, an IDX folder
     only its train-labels file). A data set that cannot be read (an IDX folder that does not exist or
-    lacks some of the four files, a data_dir the data set takes none of) or a `batch_size` above that
-    number raises one `ConfigError` naming the key. `keys`: the key path that set each of ``dataset``,
-    ``data_dir`` and ``batch_size`` (default: their names); `sizes`: a cache of the sizes by
-    (dataset, data_dir, val_fraction), for many configs of one study."""
+    lacks some of the four files, a data_dir the data set takes none of), a `train_subset` above its
+    training images, or a `batch_size` above that number raises one `ConfigError` naming the key. `keys`:
+    the key path that set each of ``dataset``, ``data_dir``, ``train_subset`` and ``batch_size``
+    (default: their names); `sizes`: a cache of the sizes by (dataset, data_dir, val_fraction,
+    train_subset), for many configs of one study."""
     from samlib import data
 
-    keys = {"dataset": "dataset", "data_dir": "data_dir", "batch_size": "batch_size", **(keys or {})}
-    source = (config.dataset, config.data_dir, config.val_fraction)
+    keys = {"dataset": "dataset", "data_dir": "data_dir", "train_subset": "train_subset", "batch_size": "batch_size",
+            **(keys or {})}
+    whole = (config.dataset, config.data_dir, 0.0, None)  # all training images, no subset, no split
+    source = (config.dataset, config.data_dir, config.val_fraction, config.train_subset)
     sizes = {} if sizes is None else sizes
-    if source not in sizes:
+    if whole not in sizes:
         try:
-            sizes[source] = data.train_size(*source)
+            sizes[whole] = data.train_size(*whole)
         except data.DataError as err:
             uses_dir = config.data_dir is not None and not config.dataset.startswith("idx:")
             field = "data_dir" if uses_dir else "dataset"
             raise ConfigError(f"{label} {keys[field]!r} has value {getattr(config, field)!r}: {err}") from None
+    if config.train_subset is not None and config.train_subset > sizes[whole]:
+        raise invalid(keys["train_subset"], config.train_subset, f"an integer >= 1 and <= {sizes[whole]}", label,
+                      why=f"{config.dataset!r} has {sizes[whole]} training images")
+    if source not in sizes:
+        sizes[source] = data.train_size(*source)  # the folder was readable above
     n = sizes[source]
     if config.batch_size > n:
+        subset = f", train_subset {config.train_subset}" if config.train_subset is not None else ""
         raise invalid(keys["batch_size"], config.batch_size, f"an integer >= 1 and <= {n}", label,
-                      why=f"{config.dataset!r} has {n} training images with val_fraction {config.val_fraction:g}")
+                      why=f"{config.dataset!r} has {n} training images with val_fraction {config.val_fraction:g}{subset}")
     return n
 
 

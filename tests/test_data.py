@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import pytest
 
+import samlib.data as sd
+from samlib.config import Config, ConfigError, check_data
 from samlib.data import Data, DataError, load
 
 STEMS = {
@@ -238,10 +240,11 @@ def test_mnist5k_classes_not_in_blocks(mnist5k):
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
-def test_keras_download_failure_is_data_error(monkeypatch, name):
+def test_keras_download_failure_is_data_error(monkeypatch, tmp_path, name):
     def fail():
         raise Exception("URL fetch failure on https://example.invalid/x.npz: None -- no network")
 
+    monkeypatch.setattr(sd, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian-package"))  # else fashion_mnist is offline
     monkeypatch.setattr(getattr(keras.datasets, name), "load_data", fail)
     with pytest.raises(DataError) as e:
         load(name)
@@ -325,3 +328,211 @@ def test_mnist5k_with_validation_has_3500_500_1000_images():
     assert np.bincount(d.y_val).tolist() == [50] * 10
     with pytest.raises(DataError, match="validation fraction"):
         load("mnist5k", val_fraction=1.5)
+
+
+# --- fashion_mnist: data_dir, then Debian's folder, then the Keras download ---------------------
+
+
+def test_debian_folder_constant_is_the_package_path():
+    assert Path(sd.DEBIAN_FASHION_MNIST) == DEBIAN_FOLDER
+
+
+def test_fashion_mnist_falls_back_to_keras_without_the_debian_folder(monkeypatch, tmp_path):
+    rng = np.random.default_rng(11)
+    xtr = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    ytr = np.array([4, 0, 9, 4, 1], np.uint8)
+    xte = rng.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    yte = np.array([7, 2], np.uint8)
+    calls = []
+
+    def stub():
+        calls.append(1)
+        return (xtr, ytr), (xte, yte)
+
+    monkeypatch.setattr(sd, "DEBIAN_FASHION_MNIST", str(tmp_path / "missing"))
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", stub)
+    d = load("fashion_mnist")
+    assert calls == [1]
+    assert d.x_train.shape == (5, 28, 28, 1) and d.x_train.dtype == np.float32
+    np.testing.assert_array_equal(d.x_train[..., 0], xtr.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(d.x_test[..., 0], xte.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(d.y_train, [4, 0, 9, 4, 1])
+    np.testing.assert_array_equal(d.y_test, [7, 2])
+    assert sd.train_size("fashion_mnist") == 60000  # Keras' Fashion-MNIST, known without a download
+
+
+def test_fashion_mnist_prefers_the_debian_folder_and_data_dir_overrides_it(monkeypatch, tmp_path, arrays):
+    debian, other = tmp_path / "debian", tmp_path / "other"
+    debian.mkdir(), other.mkdir()
+    for key, stem in STEMS.items():
+        write(debian, stem, idx_bytes(arrays[key]))
+        write(other, stem, idx_bytes(arrays[key][::-1]))  # reversed rows: a different data set
+
+    def no_download():
+        raise AssertionError("keras must not be asked to download when the Debian folder is there")
+
+    monkeypatch.setattr(sd, "DEBIAN_FASHION_MNIST", str(debian))
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", no_download)
+    check_equal(load("fashion_mnist"), arrays)
+    assert sd.train_size("fashion_mnist") == 7  # read from the folder's header, as load gives
+    check_equal(load("fashion_mnist", data_dir=str(other)), {k: v[::-1] for k, v in arrays.items()})
+    (debian / (STEMS["y_test"] + ".gz")).unlink()  # an incomplete folder is not used: the download is
+    with pytest.raises(DataError, match="must not be asked"):  # load wraps the loader's error
+        load("fashion_mnist")
+
+
+@pytest.fixture(scope="module")
+def debian_fashion_mnist() -> Data:
+    if not DEBIAN_FOLDER.is_dir():
+        pytest.skip(f"Debian's dataset-fashion-mnist is not installed: {DEBIAN_FOLDER} missing")
+    if not all((DEBIAN_FOLDER / f"{stem}.gz").is_file() for stem in STEMS.values()):
+        pytest.skip(f"Debian's dataset-fashion-mnist is incomplete: {DEBIAN_FOLDER} lacks some of the four IDX files")
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(keras.datasets.fashion_mnist, "load_data",
+                   lambda: pytest.fail("fashion_mnist must be read from Debian's folder, not downloaded"))
+        return load("fashion_mnist")
+    finally:
+        mp.undo()
+
+
+def _raw_idx(path: Path, header: int) -> np.ndarray:
+    with gzip.open(path) as f:
+        return np.frombuffer(f.read()[header:], np.uint8)
+
+
+def test_fashion_mnist_reads_debian_files(debian_fashion_mnist):
+    d = debian_fashion_mnist
+    assert d.x_train.shape == (60000, 28, 28, 1) and d.x_test.shape == (10000, 28, 28, 1)
+    assert d.x_train.dtype == d.x_test.dtype == np.float32
+    assert d.y_train.dtype == d.y_test.dtype == np.int32
+    for x in (d.x_train, d.x_test):
+        assert x.min() == 0.0 and x.max() == 1.0
+    assert np.bincount(d.y_train).tolist() == [6000] * 10
+    assert np.bincount(d.y_test).tolist() == [1000] * 10
+    np.testing.assert_array_equal(d.y_train, _raw_idx(DEBIAN_FOLDER / "train-labels-idx1-ubyte.gz", 8))
+    first = _raw_idx(DEBIAN_FOLDER / "t10k-images-idx3-ubyte.gz", 16)[: 28 * 28].reshape(28, 28)
+    np.testing.assert_array_equal(d.x_test[0, :, :, 0], first.astype(np.float32) / np.float32(255))
+    assert sd.train_size("fashion_mnist") == 60000 == len(d.y_train)
+    assert sd.train_size("fashion_mnist", None, 0.125) == 52500  # 6000 - 750 per class
+
+
+def test_fashion_mnist_subset_10000_with_validation(debian_fashion_mnist, monkeypatch):
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", lambda: pytest.fail("no download"))
+    d = load("fashion_mnist", val_fraction=0.125, train_subset=10000)
+    # 10,000 of 60,000 in proportion: 1,000 per class; 1/8 of each to validation: 125, leaving 875
+    assert np.bincount(d.y_train, minlength=10).tolist() == [875] * 10
+    assert np.bincount(d.y_val, minlength=10).tolist() == [125] * 10
+    assert d.x_train.shape == (8750, 28, 28, 1) and d.x_val.shape == (1250, 28, 28, 1)
+    assert d.x_test.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(d.x_test, debian_fashion_mnist.x_test)  # the test set is never cut
+    np.testing.assert_array_equal(d.y_test, debian_fashion_mnist.y_test)
+    assert sd.train_size("fashion_mnist", None, 0.125, 10000) == 8750 == len(d.y_train)
+    assert check_data(Config(dataset="fashion_mnist", train_subset=10000, batch_size=8750)) == 8750
+
+
+# --- the training subset -------------------------------------------------------------------------
+
+SUBSET_COUNTS = (12, 7, 5, 1)  # images of classes 0..3 in the training split below, 25 in all
+
+
+@pytest.fixture
+def subset_folder(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """An IDX folder whose training image i has pixel (0, 0) = i (so rows can be traced), classes
+    SUBSET_COUNTS shuffled, and a 4-image test split."""
+    rng = np.random.default_rng(99)
+    y = np.repeat(np.arange(4, dtype=np.uint8), SUBSET_COUNTS)
+    rng.shuffle(y)
+    x = rng.integers(0, 256, size=(len(y), 3, 2), dtype=np.uint8)
+    x[:, 0, 0] = np.arange(len(y))
+    arrays = {"x_train": x, "y_train": y,
+              "x_test": rng.integers(0, 256, size=(4, 3, 2), dtype=np.uint8),
+              "y_test": np.array([3, 1, 0, 2], np.uint8)}
+    for key, stem in STEMS.items():
+        write(tmp_path, stem, idx_bytes(arrays[key]))
+    return tmp_path, arrays
+
+
+def row_ids(x: np.ndarray) -> np.ndarray:
+    return np.rint(x[:, 0, 0, 0] * 255).astype(int)
+
+
+@pytest.mark.parametrize("n, expected", [
+    # n * (12, 7, 5, 1) / 25 = 4.8, 2.8, 2.0, 0.4: floors 4, 2, 2, 0 (8); the 2 left go to the largest
+    # remainders, classes 0 and 1
+    (10, [5, 3, 2, 0]),
+    # 6.24, 3.64, 2.6, 0.52: plain rounding would give 6+4+3+1 = 14; floors 6, 3, 2, 0 (11), the 2 left
+    # go to the largest remainders .64 and .6 (classes 1, 2), not to .52 and .24
+    (13, [6, 4, 3, 0]),
+    (25, [12, 7, 5, 1]),  # all of them
+    (1, [1, 0, 0, 0]),  # .48, .28, .2, .04
+])
+def test_subset_has_n_rows_in_proportion_from_the_training_rows(subset_folder, n, expected):
+    folder, arrays = subset_folder
+    d = load(f"idx:{folder}", train_subset=n)
+    assert len(d.y_train) == len(d.x_train) == n
+    assert np.bincount(d.y_train, minlength=4).tolist() == expected
+    ids = row_ids(d.x_train)
+    assert (np.diff(ids) > 0).all()  # original rows, each once, original order kept
+    np.testing.assert_array_equal(d.y_train, arrays["y_train"][ids])  # with their own labels and pixels
+    np.testing.assert_array_equal(d.x_train[..., 0], arrays["x_train"][ids].astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(d.x_test[..., 0], arrays["x_test"].astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(d.y_test, [3, 1, 0, 2])  # the test split is never cut
+    assert d.x_val is None
+    assert sd.train_size(f"idx:{folder}", None, 0.0, n) == n
+
+
+def test_subset_counts_ties_go_to_the_smaller_class():
+    assert sd.subset_counts([5, 5, 5], 4) == [2, 1, 1]  # 1.33 each: the one left goes to class 0
+    assert sd.subset_counts([5, 5, 5], 5) == [2, 2, 1]
+    assert sd.subset_counts([6000] * 10, 10000) == [1000] * 10
+
+
+def test_subset_is_seeded(subset_folder):
+    folder, _ = subset_folder
+    a, b = load(f"idx:{folder}", train_subset=13), load(f"idx:{folder}", train_subset=13)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    base = load(f"idx:{folder}")
+    assert not np.array_equal(row_ids(sd.subset_train(base, 13, seed=1).x_train), row_ids(a.x_train))
+    np.testing.assert_array_equal(sd.subset_train(base, 13).x_train, a.x_train)  # load's seed is the default
+
+
+def test_validation_is_carved_from_the_subset(subset_folder):
+    folder, _ = subset_folder
+    subset = load(f"idx:{folder}", train_subset=13)  # classes 6, 4, 3, 0
+    d = load(f"idx:{folder}", val_fraction=0.25, train_subset=13)
+    # a quarter of each subset class: round(1.5) = 2, round(1.0) = 1, round(0.75) = 1
+    assert np.bincount(d.y_val, minlength=4).tolist() == [2, 1, 1, 0]
+    assert np.bincount(d.y_train, minlength=4).tolist() == [4, 3, 2, 0]
+    train, val = row_ids(d.x_train), row_ids(d.x_val)
+    assert not set(train) & set(val)
+    assert sorted(np.r_[train, val]) == sorted(row_ids(subset.x_train))  # train + validation = the subset
+    np.testing.assert_array_equal(d.x_test, subset.x_test)
+    assert sd.train_size(f"idx:{folder}", None, 0.25, 13) == 9 == len(d.y_train)
+
+
+def test_subset_errors(subset_folder):
+    folder, _ = subset_folder
+    for n in (0, 26, 2.5):
+        with pytest.raises(DataError, match=f"train subset has value {n}.*<= 25"):
+            load(f"idx:{folder}", train_subset=n)
+    with pytest.raises(DataError, match="<= 25"):
+        sd.train_size(f"idx:{folder}", None, 0.0, 26)
+    with pytest.raises(DataError, match="before"):
+        sd.subset_train(load(f"idx:{folder}", val_fraction=0.25), 5)
+
+
+def test_check_data_knows_the_subset(subset_folder):
+    folder, _ = subset_folder
+    assert Config().train_subset is None
+    with pytest.raises(ConfigError, match="'train_subset'"):
+        Config(train_subset=0)
+    with pytest.raises(ConfigError, match=r"config key 'train_subset' has value 26; allowed: an integer >= 1 and <= 25"):
+        check_data(Config(dataset=f"idx:{folder}", train_subset=26, batch_size=1))
+    config = Config(dataset=f"idx:{folder}", train_subset=13, val_fraction=0.25, batch_size=9)
+    assert check_data(config) == 9  # 13 images, 4 of them to validation
+    with pytest.raises(ConfigError, match=r"'batch_size' has value 10; allowed: an integer >= 1 and <= 9"):
+        check_data(config.replace(batch_size=10))
+    with pytest.raises(ConfigError, match="'notebooks.a.base.train_subset' has value 4001"):
+        check_data(Config(train_subset=4001), {"train_subset": "notebooks.a.base.train_subset"}, "key")
