@@ -107,7 +107,8 @@ class Config:
         return Config.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-stable: lists for the tuple fields (the milestones), as config.json holds them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> None:
         """Check every field again (construction already has)."""
