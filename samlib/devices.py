@@ -1,12 +1,16 @@
-"""Where a run executes: device detection, the tf.distribute strategy, XLA and the precision policy."""
+"""Where a run executes: device detection, the tf.distribute strategy, XLA, the precision policy, and
+`environment` (the software versions and hardware a run's metrics.json records)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+import os
+import platform
+from typing import Any, Iterator
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from samlib.config import Config
@@ -21,6 +25,48 @@ def describe() -> str:
     gpu = gpus()
     cpus = tf.config.list_logical_devices("CPU")
     return f"{len(gpu)} GPU(s)" if gpu else f"CPU ({len(cpus)} logical device(s))"
+
+
+def processor() -> str:
+    """The CPU's model name: /proc/cpuinfo's "model name" (Linux), else `platform.processor()`, else
+    the machine type (e.g. 'arm64')."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    """The names of the GPUs TensorFlow sees (e.g. 'NVIDIA H100 80GB HBM3'; [] without one)."""
+    names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(gpu)
+        except (RuntimeError, ValueError):
+            details = {}
+        names.append(str(details.get("device_name", gpu.name)))
+    return names
+
+
+def environment() -> dict[str, Any]:
+    """Where a run ran, as metrics.json records it under ``environment``: the versions of Python,
+    TensorFlow, Keras and numpy, the operating system, the processor (`processor`), the CPU cores
+    this process may use, and the GPUs (`gpu_names`)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "os": platform.platform(),
+        "processor": processor(),
+        "cpu_count": len(cores) if cores is not None else os.cpu_count(),
+        "gpus": gpu_names(),
+    }
 
 
 def resolve_jit(config: Config) -> bool:
