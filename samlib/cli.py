@@ -1,9 +1,10 @@
 """``python -m samlib COMMAND ...``: every command's arguments, in one place; the work is done by the
-modules each command names (imported only when that command runs, so ``study`` never loads TensorFlow).
+modules each command names (imported only when that command runs, so ``study`` never loads TensorFlow,
+and no library command's handler imports the study machinery, `samlib.study`).
 
     train            one run from a params file and --set overrides       (samlib.train)
     bench            samples/s of SGD vs the SAM variants on the CNN      (samlib.bench)
-    sharpness        measure the sharpness of a finished run              (samlib.study.cell.measure_run)
+    sharpness        measure the sharpness of a finished run              (samlib.rundir.measure_run)
     sharpness-bench  seconds of the Keskar and λ_max measures on the CNN  (samlib.sharpness_bench)
     study            a study grid of notebooks with papermill, then the summary (samlib.study.runner)
     report           results.csv, findings, figures and report.html of a study folder, from its runs
@@ -108,8 +109,7 @@ def _sharpness(args: argparse.Namespace) -> int:
 
     from samlib import io
     from samlib.config import Config, ConfigError
-    from samlib.study.cell import measure_run
-    from samlib.study.layout import CONFIG, METRICS
+    from samlib.rundir import CONFIG, METRICS, measure_run
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -123,11 +123,12 @@ def _sharpness(args: argparse.Namespace) -> int:
         print(f"samlib sharpness: error: {err}", file=sys.stderr)
         return 2
     try:
-        from samlib import train
+        from samlib.data import load_data
+        from samlib.rundir import load_run
 
         config = Config.from_dict(io.read_json(run_dir / CONFIG))
-        data = train.load_data(config)
-        _, model = train.load_run(run_dir, data)  # the data set is loaded once, for both
+        data = load_data(config)
+        _, model = load_run(run_dir, data)  # the data set is loaded once, for both
     except (FileNotFoundError, ValueError, OSError) as err:  # missing files, bad config.json, DataError
         print(f"samlib sharpness: cannot load run {str(run_dir)!r}: {err}", file=sys.stderr)
         return 2

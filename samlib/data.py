@@ -145,6 +145,12 @@ def subset_train(data: Data, n: int, seed: int = SPLIT_SEED) -> Data:
     return Data(data.x_train[kept], data.y_train[kept], data.x_test, data.y_test)
 
 
+def load_data(config) -> Data:
+    """The data set of a run: `load` of its `samlib.config.Config`'s ``dataset``, ``data_dir``,
+    ``train_subset`` and ``val_fraction`` (so with its training subset and validation split)."""
+    return load(config.dataset, config.data_dir, val_fraction=config.val_fraction, train_subset=config.train_subset)
+
+
 def split_validation(data: Data, fraction: float, seed: int = SPLIT_SEED) -> Data:
     """Move round(fraction · n_c) training images of each class c into a validation split.
 

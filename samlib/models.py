@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
+
+if TYPE_CHECKING:
+    from samlib.config import Config
+    from samlib.data import Data
 
 
 def build_cnn(
@@ -32,3 +38,10 @@ def build_cnn(
         ],
         name="mnist_cnn",
     )
+
+
+def build_network(config: Config, data: Data) -> keras.Model:
+    """The CNN of a run: `build_cnn` for `data`'s image shape and classes with `config`'s dropout;
+    weight decay is an L2 term in the loss except for AdamW, where the optimizer decouples it."""
+    l2 = 0.0 if config.optimizer == "adamw" else config.weight_decay
+    return build_cnn(data.input_shape, data.num_classes, dropout=config.dropout, weight_decay=l2)

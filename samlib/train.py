@@ -22,24 +22,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from samlib import devices, io
-from samlib.config import Config, ConfigError, load_yaml_mapping, parse_override
-from samlib.data import Data, DataError, load, split_validation
-from samlib.evaluation import Evaluator, make_loss  # noqa: F401  (make_loss: part of this module's API)
-from samlib.models import build_cnn
-from samlib.study.layout import CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS, is_complete  # noqa: F401  (is_complete: part of this module's API)
+from samlib.config import Config, load_yaml_mapping, parse_override
+from samlib.data import Data, load_data, split_validation
+from samlib.evaluation import Evaluator, make_loss
+from samlib.models import build_network
+from samlib.rundir import CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS
+from samlib.rundir import is_complete, load_run  # noqa: F401  (part of this module's API)
 from samlib.sam import SAM
-
 
 
 @dataclasses.dataclass
@@ -77,12 +75,6 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Opt
     if config.optimizer == "adam":
         return keras.optimizers.Adam(lr)
     return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-
-
-def build_network(config: Config, data: Data) -> keras.Model:
-    """The CNN; weight decay is an L2 term in the loss except for AdamW, where it is decoupled."""
-    l2 = 0.0 if config.optimizer == "adamw" else config.weight_decay
-    return build_cnn(data.input_shape, data.num_classes, dropout=config.dropout, weight_decay=l2)
 
 
 def wrap(config: Config, network: keras.Model) -> keras.Model:
@@ -218,11 +210,6 @@ def _steps_per_execution(config: Config, steps_per_epoch: int) -> int:
     return min(k, check_cadence(config, steps_per_epoch)) if config.target_loss is not None else k
 
 
-def load_data(config: Config) -> Data:
-    """The data set of a run: `config.dataset` with its validation split (`data.split_validation`)."""
-    return load(config.dataset, config.data_dir, val_fraction=config.val_fraction)
-
-
 def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
     """Train the CNN as `config` says, evaluate it, and (if `config.run_dir`) write the run directory.
 
@@ -320,20 +307,6 @@ def samples_seen(steps: int, steps_per_epoch: int, n_train: int, batch_size: int
     """Examples processed in `steps` steps (each epoch's last batch may be partial)."""
     full_epochs, rest = divmod(steps, steps_per_epoch)
     return full_epochs * n_train + rest * batch_size
-
-
-# ---------------------------------------------------------------------- finished runs
-def load_run(run_dir: str | Path, data: Data | None = None) -> tuple[Config, keras.Model]:
-    """Rebuild the network of a finished run and load its weights (`data`: its data set, if at hand)."""
-    run_dir = Path(run_dir)
-    for name in (CONFIG, WEIGHTS):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
-    config = Config.from_dict(io.read_json(run_dir / CONFIG))
-    data = data if data is not None else load_data(config)
-    network = build_network(config, data)
-    network.load_weights(run_dir / WEIGHTS)
-    return config, network
 
 
 # ---------------------------------------------------------------------- params files

@@ -1,5 +1,6 @@
 """The package's shape: no import cycles (function-level imports included), and the on-disk contract
-(run-folder layout, file names, status words) spelled in one module only, samlib/study/layout.py."""
+(run-folder layout, file names, status words) spelled in two modules only: a single run's folder in
+samlib/rundir.py (the library's), everything above it in samlib/study/layout.py (the study's)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 SAMLIB = Path(__file__).resolve().parents[1] / "samlib"
 LAYOUT = SAMLIB / "study" / "layout.py"
+RUNDIR = SAMLIB / "rundir.py"
 
-# the on-disk contract: a string constant equal to one of these (or a path holding one) belongs to layout.py
-STATUS_WORDS = {"running", "ok", "diverged", "failed", "missing", "incomplete", "skipped"}
+# the on-disk contract: a string constant equal to one of these (or a path holding one) belongs to
+# rundir.py (a run's files and status words) or layout.py (the study's)
+RUN_STATUS_WORDS = {"running", "ok", "diverged", "failed"}
+STATUS_WORDS = RUN_STATUS_WORDS | {"missing", "incomplete", "skipped"}
 RUNS = "runs"  # the layout's folder of cells: flagged in a path (``x / "runs"``, ``"runs/..."``), not as a word
 LAYOUT_NAMES = {"study.json", "status.json", "kernel.log", "results.csv", "findings.json", "report.html"}
 RUN_FILES = {"config.json", "metrics.json", "history.csv", "model.weights.h5"}
@@ -51,7 +55,7 @@ def _imports(name: str, path: Path, modules: set[str]) -> set[str]:
 def test_no_module_imports_one_that_imports_it_back():
     modules = _modules()
     graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
-    assert graph["samlib.cli"] >= {"samlib.study.runner", "samlib.study.cell"}  # the walk sees function-level imports
+    assert graph["samlib.cli"] >= {"samlib.study.runner", "samlib.rundir"}  # the walk sees function-level imports
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -91,7 +95,7 @@ def _code_strings(path: Path) -> list[tuple[int, str, bool]]:
 def test_the_layout_and_status_words_are_spelled_in_layout_py_only():
     offenders = []
     for path in sorted(SAMLIB.rglob("*.py")):
-        if path == LAYOUT:
+        if path in (LAYOUT, RUNDIR):
             continue
         exempt = EXEMPT.get(path.name, set()) if path.parent == SAMLIB else set()
         for line, text, operand in _code_strings(path):
@@ -101,7 +105,10 @@ def test_the_layout_and_status_words_are_spelled_in_layout_py_only():
                 hits.add(RUNS)
             if hits:
                 offenders.append(f"{path.relative_to(SAMLIB.parent)}:{line}: {text!r}")
-    assert not offenders, "spell these with samlib.study.layout's names:\n" + "\n".join(offenders)
-    # and layout.py does spell them
+    assert not offenders, "spell these with samlib.rundir's or samlib.study.layout's names:\n" + "\n".join(offenders)
+    # and those two do spell them: a run's names in rundir.py, the study's in layout.py
+    run_spelled = {text for _, text, _ in _code_strings(RUNDIR)}
+    assert RUN_STATUS_WORDS | RUN_FILES <= run_spelled
     spelled = {text for _, text, _ in _code_strings(LAYOUT)}
-    assert STATUS_WORDS | LAYOUT_NAMES | RUN_FILES | {RUNS} <= spelled
+    assert (STATUS_WORDS - RUN_STATUS_WORDS) | LAYOUT_NAMES | {RUNS} <= spelled
+    assert not (run_spelled & spelled & (STATUS_WORDS | RUN_FILES)), "a run's names are spelled in rundir.py only"

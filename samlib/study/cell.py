@@ -5,7 +5,7 @@ seeds, grid, run_root)``. `run_cell` goes through them in order and, for each ru
 
 1. trains it with `samlib.train.train_and_evaluate` unless `layout.is_complete` says the folder
    already holds a finished run of the same config (ok or diverged);
-2. measures its sharpness (`measure_run`) unless `layout.is_measured` says metrics.json already holds
+2. measures its sharpness (`measure_run`, from `samlib.rundir`) unless `layout.is_measured` says metrics.json holds
    a measurement made with the same `SharpnessSettings`: the trained network (or, on resume, the one
    loaded from the weights file) is measured with `samlib.sharpness.measure` on a seeded subset of the
    training split, the same subset for every run of the study, and the numbers are merged into
@@ -31,49 +31,9 @@ import pandas as pd
 
 from samlib import io
 from samlib.config import Config, SharpnessSettings
+from samlib.rundir import measure_run, settings_of  # noqa: F401  (measure_run: part of this module's API)
 from samlib.study import layout
 from samlib.study.grid import Grid, cell_configs, expand_grid
-
-
-def settings_of(sharpness: SharpnessSettings | Mapping[str, Any] | None) -> SharpnessSettings:
-    """`sharpness` as checked settings (a mapping is read with `SharpnessSettings.from_dict`)."""
-    return sharpness if isinstance(sharpness, SharpnessSettings) else SharpnessSettings.from_dict(sharpness)
-
-
-# ============================================================================ sharpness of a run
-def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str, Any] | None = None,
-                data=None, model=None) -> dict[str, Any]:
-    """Measure one finished run and merge the numbers into its metrics.json; returns what was merged:
-    the values of `samlib.sharpness.measure`, ``sharpness_settings`` (`SharpnessSettings.to_dict`),
-    ``sharpness_status``, ``sharpness_subset`` (examples measured on), ``sharpness_seed``,
-    ``sharpness_seconds`` and ``n_train``.
-
-    `model`: the trained network if at hand (else loaded from the folder); `data`: the run's data set
-    (else `samlib.train.load_data` of its config). A diverged run is not measured (module doc).
-    """
-    from samlib import sharpness as sharp
-    from samlib import train
-
-    run_dir = Path(run_dir)
-    settings = settings_of(sharpness)
-    metrics = layout.read_metrics(run_dir)
-    config = Config.from_dict(io.read_json(run_dir / layout.CONFIG))
-    data = data if data is not None else train.load_data(config)
-    extra = {"sharpness_settings": settings.to_dict(), "n_train": int(len(data.x_train))}
-    non_finite = any(k in metrics and not layout.present(metrics[k]) for k in ("train_loss", "test_loss"))
-    if metrics.get("status") == layout.DIVERGED or non_finite:
-        keys = sharp.measure_keys(settings.measures, settings.epsilons, settings.subspace_dim)
-        values = {**{k: None for k in keys}, **extra, "sharpness_status": layout.SHARPNESS_SKIPPED}
-        io.update_json(run_dir / layout.METRICS, **values)
-        return values
-    model = model if model is not None else train.load_run(run_dir, data)[1]
-    x, y = sharp.subset(data.x_train, data.y_train, settings.subset, settings.seed)
-    start = time.perf_counter()
-    values: dict[str, Any] = sharp.measure(model, train.make_loss(), x, y, settings=settings)
-    values.update(extra, sharpness_subset=int(len(x)), sharpness_seed=settings.seed,
-                  sharpness_seconds=time.perf_counter() - start, sharpness_status=layout.SHARPNESS_OK)
-    io.update_json(run_dir / layout.METRICS, **values)
-    return values
 
 
 # ============================================================================ a cell

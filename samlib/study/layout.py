@@ -17,6 +17,11 @@ complete: a diverged run is a result) or `FAILED` (its training raised); results
 status.json says `RUNNING`, `OK` or `FAILED`; the runner reports a cell it did not execute as
 `SKIPPED`.
 
+A single run's folder (its file names, the run status words, `is_complete`, `is_measured`,
+`read_metrics`, `read_config`) is the library's `samlib.rundir`; this module re-exports those names,
+and spells the study's own: the folders above the runs and the status words of results.csv, cells and
+plans (`MISSING`, `INCOMPLETE`, `SKIPPED`, `TO_RUN`).
+
 No TensorFlow and no pandas here: the study runner plans, skips and dry-runs cheaply.
 """
 
@@ -30,14 +35,27 @@ from pathlib import Path
 from typing import Any
 
 from samlib import io, measures
-from samlib.config import Config, ConfigError, SharpnessSettings
+from samlib.config import Config, ConfigError
+from samlib.rundir import (  # noqa: F401  (a run folder's names, part of the layout's API)
+    COMPLETE,
+    CONFIG,
+    DIVERGED,
+    FAILED,
+    HISTORY,
+    METRICS,
+    OK,
+    RUN_FILES,
+    RUNNING,
+    SHARPNESS_OK,
+    SHARPNESS_SKIPPED,
+    WEIGHTS,
+    is_complete,
+    is_measured,
+    read_config,
+    read_metrics,
+)
 
-# ---------------------------------------------------------------------- names
-CONFIG = "config.json"
-METRICS = "metrics.json"
-HISTORY = "history.csv"
-WEIGHTS = "model.weights.h5"
-RUN_FILES = (CONFIG, METRICS, HISTORY)  # a folder holding any of these is a run
+# ---------------------------------------------------------------------- names (a run's: samlib.rundir)
 STUDY = "study.json"
 RUNS = "runs"
 CELL_STATUS = "status.json"
@@ -48,20 +66,12 @@ FINDINGS = "findings.json"
 REPORT = "report.html"
 FIGURES = "figures"
 
-# ---------------------------------------------------------------------- status words
-RUNNING = "running"
-OK = "ok"
-DIVERGED = "diverged"
-FAILED = "failed"
+# ---------------------------------------------------------------------- status words (a run's: samlib.rundir)
 MISSING = "missing"
 INCOMPLETE = "incomplete"
 SKIPPED = "skipped"
 TO_RUN = "run"  # a dry run's plan: this cell would be executed
-COMPLETE = (OK, DIVERGED)  # a finished run (a diverged run is a result, not a crash)
-SHARPNESS_OK = OK
-SHARPNESS_SKIPPED = f"{SKIPPED}: {DIVERGED}"  # a diverged run's weights are not finite: not measured
 TARGET_NOT_REACHED = "target not reached"  # how figures mark a loss-target run that stopped at its cap
-_IGNORED_FOR_RESUME = ("run_dir", "verbose")  # Config fields that do not change a run's result
 
 
 # ---------------------------------------------------------------------- paths
@@ -135,30 +145,7 @@ def run_dirs(study_dir: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------- one run's state
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """metrics.json of a run ({} when absent or unreadable)."""
-    return io.read_json_dict(Path(run_dir) / METRICS)
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """config.json of a run ({} when absent or unreadable)."""
-    return io.read_json_dict(Path(run_dir) / CONFIG)
-
-
-def is_complete(run_dir: str | Path, config: Config) -> bool:
-    """True if `run_dir` holds a finished run (ok or diverged, weights saved) of the same parameters."""
-    run_dir = Path(run_dir)
-    metrics, saved = read_metrics(run_dir), read_config(run_dir)
-    if metrics.get("status") not in COMPLETE or not saved or not (run_dir / WEIGHTS).exists():
-        return False
-    mine = config.to_dict()
-    return all(saved.get(k) == mine[k] for k in mine if k not in _IGNORED_FOR_RESUME)
-
-
-def is_measured(run_dir: str | Path, settings: SharpnessSettings) -> bool:
-    """metrics.json holds a sharpness measurement (or a recorded skip) made with exactly `settings`."""
-    metrics = read_metrics(run_dir)
-    return "sharpness_status" in metrics and metrics.get("sharpness_settings") == settings.to_dict()
+# read_metrics, read_config, is_complete, is_measured: samlib.rundir (imported above)
 
 
 # ---------------------------------------------------------------------- study.json

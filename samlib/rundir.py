@@ -1,0 +1,150 @@
+"""A single run's folder: its file names, the run status words, when it is complete or measured,
+`load_run` (a finished run's network back from its folder) and `measure_run` (measuring a finished run
+and recording the numbers in its metrics.json).
+
+A run folder holds (each file written atomically, `samlib.io`)::
+
+    config.json         the validated `Config`
+    metrics.json        the run's status and results (`samlib.train`), then its sharpness (`measure_run`)
+    history.csv         per-epoch training history
+    model.weights.h5    the trained network's weights
+
+Status words of a run (``metrics.json["status"]``): `RUNNING` while it trains, then `OK` or `DIVERGED`
+(both `COMPLETE`: a diverged run is a result) or `FAILED` (its training raised). Its sharpness status
+(``metrics.json["sharpness_status"]``): `SHARPNESS_OK`, or `SHARPNESS_SKIPPED` for a diverged run,
+whose weights are not finite.
+
+This is the library's half of the on-disk contract; `samlib.train` writes run folders with these
+names, and the study's half (cells, study.json, results.csv, the status words of cells and plans) is
+`samlib.study.layout`, which re-exports them. No TensorFlow at import (`load_run` and `measure_run`
+load it when called), so the study runner stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from samlib import io
+from samlib.config import Config, ConfigError, SharpnessSettings
+
+if TYPE_CHECKING:
+    import keras
+
+    from samlib.data import Data
+
+# ---------------------------------------------------------------------- file names
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+WEIGHTS = "model.weights.h5"
+RUN_FILES = (CONFIG, METRICS, HISTORY)  # a folder holding any of these is a run
+
+# ---------------------------------------------------------------------- status words
+RUNNING = "running"
+OK = "ok"
+DIVERGED = "diverged"
+FAILED = "failed"
+COMPLETE = (OK, DIVERGED)  # a finished run (a diverged run is a result, not a crash)
+SHARPNESS_OK = OK
+SHARPNESS_SKIPPED = f"skipped: {DIVERGED}"  # a diverged run's weights are not finite: not measured
+_IGNORED_FOR_RESUME = ("run_dir", "verbose")  # Config fields that do not change a run's result
+
+
+# ---------------------------------------------------------------------- one run's state
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """metrics.json of a run ({} when absent or unreadable)."""
+    return io.read_json_dict(Path(run_dir) / METRICS)
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.json of a run ({} when absent or unreadable)."""
+    return io.read_json_dict(Path(run_dir) / CONFIG)
+
+
+def is_complete(run_dir: str | Path, config: Config) -> bool:
+    """True if `run_dir` holds a finished run (ok or diverged, weights saved) of the same parameters."""
+    run_dir = Path(run_dir)
+    metrics, saved = read_metrics(run_dir), read_config(run_dir)
+    if metrics.get("status") not in COMPLETE or not saved or not (run_dir / WEIGHTS).exists():
+        return False
+    try:  # the saved config as a Config would hold it: keys added since it was written take their defaults
+        saved = Config.from_dict(saved).to_dict()
+    except ConfigError:
+        return False
+    mine = config.to_dict()
+    return all(saved[k] == mine[k] for k in mine if k not in _IGNORED_FOR_RESUME)
+
+
+def is_measured(run_dir: str | Path, settings: SharpnessSettings) -> bool:
+    """metrics.json holds a sharpness measurement (or a recorded skip) made with exactly `settings`."""
+    metrics = read_metrics(run_dir)
+    return "sharpness_status" in metrics and metrics.get("sharpness_settings") == settings.to_dict()
+
+
+# ---------------------------------------------------------------------- a finished run
+def load_run(run_dir: str | Path, data: Data | None = None) -> tuple[Config, keras.Model]:
+    """Rebuild the network of a finished run and load its weights (`data`: its data set, if at hand;
+    else `samlib.data.load_data` of its config)."""
+    from samlib.data import load_data
+    from samlib.models import build_network
+
+    run_dir = Path(run_dir)
+    for name in (CONFIG, WEIGHTS):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
+    config = Config.from_dict(io.read_json(run_dir / CONFIG))
+    data = data if data is not None else load_data(config)
+    network = build_network(config, data)
+    network.load_weights(run_dir / WEIGHTS)
+    return config, network
+
+
+# ---------------------------------------------------------------------- sharpness of a run
+def settings_of(sharpness: SharpnessSettings | Mapping[str, Any] | None) -> SharpnessSettings:
+    """`sharpness` as checked settings (a mapping is read with `SharpnessSettings.from_dict`)."""
+    return sharpness if isinstance(sharpness, SharpnessSettings) else SharpnessSettings.from_dict(sharpness)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str, Any] | None = None,
+                data=None, model=None) -> dict[str, Any]:
+    """Measure one finished run and merge the numbers into its metrics.json; returns what was merged:
+    the values of `samlib.sharpness.measure`, ``sharpness_settings`` (`SharpnessSettings.to_dict`),
+    ``sharpness_status``, ``sharpness_subset`` (examples measured on), ``sharpness_seed``,
+    ``sharpness_seconds`` and ``n_train``.
+
+    `model`: the trained network if at hand (else loaded from the folder); `data`: the run's data set
+    (else `samlib.data.load_data` of its config). A diverged run (or one whose train or test loss is
+    not finite) is not measured: its sharpness keys are written as null with `SHARPNESS_SKIPPED`.
+    """
+    from samlib import sharpness as sharp
+    from samlib.data import load_data
+    from samlib.evaluation import make_loss
+
+    run_dir = Path(run_dir)
+    settings = settings_of(sharpness)
+    metrics = read_metrics(run_dir)
+    config = Config.from_dict(io.read_json(run_dir / CONFIG))
+    data = data if data is not None else load_data(config)
+    extra = {"sharpness_settings": settings.to_dict(), "n_train": int(len(data.x_train))}
+    non_finite = any(k in metrics and _missing(metrics[k]) for k in ("train_loss", "test_loss"))
+    if metrics.get("status") == DIVERGED or non_finite:
+        keys = sharp.measure_keys(settings.measures, settings.epsilons, settings.subspace_dim)
+        values = {**{k: None for k in keys}, **extra, "sharpness_status": SHARPNESS_SKIPPED}
+        io.update_json(run_dir / METRICS, **values)
+        return values
+    model = model if model is not None else load_run(run_dir, data)[1]
+    x, y = sharp.subset(data.x_train, data.y_train, settings.subset, settings.seed)
+    start = time.perf_counter()
+    values: dict[str, Any] = sharp.measure(model, make_loss(), x, y, settings=settings)
+    values.update(extra, sharpness_subset=int(len(x)), sharpness_seed=settings.seed,
+                  sharpness_seconds=time.perf_counter() - start, sharpness_status=SHARPNESS_OK)
+    io.update_json(run_dir / METRICS, **values)
+    return values
