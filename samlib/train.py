@@ -1,13 +1,19 @@
 """One training run: `train_and_evaluate(config) -> RunResult`, writing its run directory.
 
-Run directory (all files written atomically):
+`train_and_evaluate` is a list of steps, each a function here with one job: `prepare_data`,
+`start_run`, `seed_everything`, `build_network` + `wrap` + `compile_model`, `make_evaluators`, `fit`,
+`final_evaluation`, `run_metrics`, `write_run`.
+
+Run directory (all files written atomically; the names are `samlib.rundir`'s):
     config.json        the validated Config
     history.csv        per epoch: loss, accuracy (train, running mean with dropout on), val_loss,
                        val_accuracy (validation split), epoch_seconds (training only), steps
                        (cumulative), lr; SAM runs also grad_norm and perturbation_norm (epoch means)
     metrics.json       final train/val/test loss and accuracy on the whole splits in inference mode
                        (`Evaluator`), converged, stop_reason, status, step_seconds (steady state),
-                       wall_seconds, samples_per_second, steps, epochs_run
+                       wall_seconds, samples_per_second, steps, epochs_run, and ``environment``:
+                       where it ran (`devices.environment`: versions, processor, GPUs)
+    model.weights.h5   the trained network's weights (the bare CNN, not the SAM wrapper)
 
 Stop rules: a step budget (`steps`), an epoch budget (`epochs`), or a loss target (`target_loss`,
 capped by `steps` or else `epochs`): the run stops at the first check (`CheckSchedule`) whose
@@ -15,7 +21,6 @@ inference-mode training loss is <= target_loss, and that loss is the ``train_los
 ``stop_reason == "target_loss"`` implies ``train_loss <= target_loss``. A run that hits its cap first
 has ``converged: false``. The test split is evaluated once, after training; the validation split
 (carved from the training images, `data.split_validation`) is what settings are chosen on.
-    model.weights.h5   the trained network's weights (the bare CNN, not the SAM wrapper)
 """
 
 from __future__ import annotations
@@ -210,67 +215,122 @@ def _steps_per_execution(config: Config, steps_per_epoch: int) -> int:
     return min(k, check_cadence(config, steps_per_epoch)) if config.target_loss is not None else k
 
 
-def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
-    """Train the CNN as `config` says, evaluate it, and (if `config.run_dir`) write the run directory.
-
-    `data`: the run's data set as `load_data(config)` gives it (loaded if None); if it has no
-    validation split and ``config.val_fraction > 0``, the split is carved here.
-    Same config and seed → identical metrics on CPU (seeded Keras RNG and op determinism).
-    """
+# ---------------------------------------------------------------------- one run, step by step
+def prepare_data(config: Config, data: Data | None = None) -> Data:
+    """The run's data set with its validation split: `data` as `load_data(config)` gives it (loaded if
+    None); one without a validation split gets it carved here when ``config.val_fraction > 0``."""
     data = data if data is not None else load_data(config)
     if data.x_val is None and config.val_fraction > 0:
         data = split_validation(data, config.val_fraction)
-    run_dir = Path(config.run_dir) if config.run_dir else None
-    if run_dir is not None:
-        io.write_json(run_dir / CONFIG, config.to_dict())
-        io.write_json(run_dir / METRICS, {"status": RUNNING})
-    keras.utils.set_random_seed(config.seed)
+    return data
+
+
+def start_run(config: Config) -> Path | None:
+    """The run directory (None: `config.run_dir` unset), now holding config.json and a metrics.json
+    that says `RUNNING` until `write_run` replaces it."""
+    if not config.run_dir:
+        return None
+    run_dir = Path(config.run_dir)
+    io.write_json(run_dir / CONFIG, config.to_dict())
+    io.write_json(run_dir / METRICS, {"status": RUNNING})
+    return run_dir
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and TensorFlow's random generators (`keras.utils.set_random_seed`) and
+    make TensorFlow's ops deterministic: the same config and seed give identical metrics on CPU."""
+    keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
+
+def compile_model(config: Config, model: keras.Model, steps_per_epoch: int) -> keras.Model:
+    """Compile `model` (the network or its SAM wrapper) with the run's optimizer (`make_optimizer`,
+    loss-scaled under mixed_float16), loss, accuracy metric, XLA choice and steps per execution."""
+    optimizer = make_optimizer(config, steps_per_epoch)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(
+        optimizer=optimizer, loss=make_loss(), metrics=["accuracy"], jit_compile=devices.resolve_jit(config),
+        steps_per_execution=_steps_per_execution(config, steps_per_epoch),
+    )
+    return model
+
+
+def make_evaluators(config: Config, network: keras.Model, data: Data) -> dict[str, Evaluator]:
+    """Inference-mode evaluators of the bare network on the "train", "test" and (if it has one) "val"
+    splits, sharing their compiled functions."""
+    evaluators = {"train": Evaluator(network, data.x_train, data.y_train, config.eval_batch_size)}
+    evaluators["test"] = evaluators["train"].split(data.x_test, data.y_test)
+    if data.x_val is not None and len(data.x_val):
+        evaluators["val"] = evaluators["train"].split(data.x_val, data.y_val)
+    return evaluators
+
+
+@dataclasses.dataclass
+class Training:
+    """What `fit` leaves: its monitor (stop reason, checks, steady-state timing), the per-epoch history,
+    the wall-clock seconds of Keras' fit, and the optimizer steps taken."""
+
+    monitor: _RunMonitor
+    history: pd.DataFrame
+    wall_seconds: float
+    steps: int
+
+
+def fit(config: Config, model: keras.Model, data: Data, evaluators: dict[str, Evaluator],
+        steps_per_epoch: int) -> Training:
+    """Train `model` on the training split until a stop rule of `config` says stop (`_RunMonitor`:
+    step budget, loss target, divergence; else the epoch budget)."""
+    epochs = math.ceil(config.steps / steps_per_epoch) if config.steps else config.epochs
+    monitor = _RunMonitor(config, steps_per_epoch, evaluators["train"], evaluators.get("val"))
+    start = time.perf_counter()
+    logs = model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=config.batch_size,
+        epochs=epochs,
+        callbacks=[monitor],
+        shuffle=True,
+        verbose=config.verbose,
+    )
+    wall = time.perf_counter() - start
+    history = history_frame(monitor.rows, logs.history)
+    return Training(monitor, history, wall, int(model.optimizer.iterations.numpy()))
+
+
+def history_frame(rows: list[dict[str, float]], logs: dict[str, list]) -> pd.DataFrame:
+    """history.csv: the monitor's per-epoch rows (epoch, epoch_seconds, steps, lr, val_loss,
+    val_accuracy) with Keras' per-epoch logs beside them (loss, accuracy with dropout on; SAM's norms)."""
+    history = pd.DataFrame(rows)
+    for key, values in logs.items():
+        history[key] = values[: len(history)]
+    return history
+
+
+def final_evaluation(monitor: _RunMonitor, evaluators: dict[str, Evaluator]) -> dict[str, tuple[float, float]]:
+    """(loss, accuracy) of the trained network on "train", "val" (NaN without that split) and "test",
+    in inference mode. A run stopped on its loss target reports the check that stopped it as its
+    train split's: that check saw these very weights."""
+    return {
+        "train": monitor.target_hit or evaluators["train"](),
+        "val": evaluators["val"]() if "val" in evaluators else (math.nan, math.nan),
+        "test": evaluators["test"](),
+    }
+
+
+def run_metrics(config: Config, data: Data, training: Training, scores: dict[str, tuple[float, float]],
+                replicas: int) -> dict[str, Any]:
+    """metrics.json of a finished run (module docstring): status and stop reason, the final `scores`,
+    split sizes, timings and throughput, steps, the device and where the run ran (``environment``)."""
+    monitor, history, wall, steps = training.monitor, training.history, training.wall_seconds, training.steps
+    (train_loss, train_acc), (val_loss, val_acc), (test_loss, test_acc) = (scores[k] for k in ("train", "val", "test"))
     n_train = len(data.x_train)
     steps_per_epoch = math.ceil(n_train / config.batch_size)
-    epochs = math.ceil(config.steps / steps_per_epoch) if config.steps else config.epochs
-    strategy = devices.make_strategy(config)
-    with devices.precision(config.precision), strategy.scope():
-        network = build_network(config, data)
-        model = wrap(config, network)
-        optimizer = make_optimizer(config, steps_per_epoch)
-        if config.precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.compile(
-            optimizer=optimizer, loss=make_loss(), metrics=["accuracy"], jit_compile=devices.resolve_jit(config),
-            steps_per_execution=_steps_per_execution(config, steps_per_epoch),
-        )
-        evaluate = {"train": Evaluator(network, data.x_train, data.y_train, config.eval_batch_size)}
-        evaluate["test"] = evaluate["train"].split(data.x_test, data.y_test)
-        if data.x_val is not None and len(data.x_val):
-            evaluate["val"] = evaluate["train"].split(data.x_val, data.y_val)
-        monitor = _RunMonitor(config, steps_per_epoch, evaluate["train"], evaluate.get("val"))
-        start = time.perf_counter()
-        fit = model.fit(
-            data.x_train,
-            data.y_train,
-            batch_size=config.batch_size,
-            epochs=epochs,
-            callbacks=[monitor],
-            shuffle=True,
-            verbose=config.verbose,
-        )
-        wall = time.perf_counter() - start
-        history = pd.DataFrame(monitor.rows)
-        for key, values in fit.history.items():  # loss, accuracy (dropout on), SAM's norms
-            history[key] = values[: len(history)]
-        diverged = monitor.stop_reason == DIVERGED
-        # the check that stopped the run saw these very weights: its value is the run's train loss
-        train_loss, train_acc = monitor.target_hit or evaluate["train"]()
-        val_loss, val_acc = evaluate["val"]() if "val" in evaluate else (math.nan, math.nan)
-        test_loss, test_acc = evaluate["test"]()
-
-    steps = int(model.optimizer.iterations.numpy())
+    diverged = monitor.stop_reason == DIVERGED
     train_seconds = float(history["epoch_seconds"].sum()) if len(history) else wall
     finite = all(math.isfinite(v) for v in (train_loss, test_loss))
     target = config.target_loss
-    metrics = {
+    return {
         "status": DIVERGED if diverged or not finite else OK,
         "stop_reason": DIVERGED if diverged or not finite else monitor.stop_reason,
         # converged: the inference-mode training loss reached the target (None: the run had no target)
@@ -294,13 +354,42 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         "epochs_run": len(history),
         "lr_effective": config.scaled_lr,
         "device": devices.describe(),
-        "replicas": strategy.num_replicas_in_sync,
+        "replicas": replicas,
+        "environment": devices.environment(),
     }
-    if run_dir is not None:
-        io.write_text(run_dir / HISTORY, history.to_csv(index=False))
-        io.atomic_write(run_dir / WEIGHTS, network.save_weights)
-        io.write_json(run_dir / METRICS, metrics)  # last: its status marks the run complete
-    return RunResult(config=config, metrics=metrics, history=history, model=network, run_dir=run_dir)
+
+
+def write_run(run_dir: Path | None, history: pd.DataFrame, network: keras.Model, metrics: dict[str, Any]) -> None:
+    """Write history.csv, the network's weights and metrics.json into `run_dir` (nothing if None);
+    metrics.json last, as its status marks the run complete."""
+    if run_dir is None:
+        return
+    io.write_text(run_dir / HISTORY, history.to_csv(index=False))
+    io.atomic_write(run_dir / WEIGHTS, network.save_weights)
+    io.write_json(run_dir / METRICS, metrics)
+
+
+def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
+    """Train the CNN as `config` says, evaluate it, and (if `config.run_dir`) write the run directory.
+
+    `data`: the run's data set as `load_data(config)` gives it (loaded if None); if it has no
+    validation split and ``config.val_fraction > 0``, the split is carved here.
+    Same config and seed → identical metrics on CPU (seeded Keras RNG and op determinism).
+    """
+    data = prepare_data(config, data)
+    run_dir = start_run(config)
+    seed_everything(config.seed)
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    strategy = devices.make_strategy(config)
+    with devices.precision(config.precision), strategy.scope():
+        network = build_network(config, data)
+        model = compile_model(config, wrap(config, network), steps_per_epoch)
+        evaluators = make_evaluators(config, network, data)
+        training = fit(config, model, data, evaluators, steps_per_epoch)
+        scores = final_evaluation(training.monitor, evaluators)
+    metrics = run_metrics(config, data, training, scores, strategy.num_replicas_in_sync)
+    write_run(run_dir, training.history, network, metrics)
+    return RunResult(config=config, metrics=metrics, history=training.history, model=network, run_dir=run_dir)
 
 
 def samples_seen(steps: int, steps_per_epoch: int, n_train: int, batch_size: int) -> int:

@@ -222,3 +222,20 @@ def test_a_run_retrained_from_its_config_json_reproduces_its_metrics(tmp_path):
     again = json.loads((tmp_path / "b" / "metrics.json").read_text())
     for key in ("train_loss", "val_loss", "test_loss", "test_accuracy", "steps"):
         assert again[key] == first[key], key
+
+
+def test_a_run_records_where_it_ran(tmp_path):
+    """metrics.json names the software versions and the hardware, so a run can be compared with its re-run."""
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    train_and_evaluate(config(tmp_path, steps=1), tiny_data())
+    env = json.loads((tmp_path / "run" / "metrics.json").read_text())["environment"]
+    assert env["python"] == platform.python_version() and env["tensorflow"] == tf.__version__
+    assert env["keras"] == keras.__version__ and env["numpy"] == np.__version__
+    assert isinstance(env["processor"], str) and env["processor"]
+    assert env["gpus"] == [str(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+                           for g in tf.config.list_physical_devices("GPU")]
+    assert env["cpu_count"] >= 1
