@@ -9,8 +9,9 @@ A run folder holds (each file written atomically, `samlib.io`)::
     history.csv         per-epoch training history
     model.weights.h5    the trained network's weights
 
-Status words of a run (``metrics.json["status"]``): `RUNNING` while it trains, then `OK` or `DIVERGED`
-(both `COMPLETE`: a diverged run is a result) or `FAILED` (its training raised). Its sharpness status
+Status words of a run (``metrics.json["status"]``): `RUNNING` while it trains, then `OK`, `DIVERGED` or
+`COLLAPSED` (all `COMPLETE`: a diverged or collapsed run is a result; `is_collapsed` is the rule) or
+`FAILED` (its training raised). Its sharpness status
 (``metrics.json["sharpness_status"]``): `SHARPNESS_OK`, or `SHARPNESS_SKIPPED` for a diverged run,
 whose weights are not finite.
 
@@ -48,13 +49,33 @@ RUNNING = "running"
 OK = "ok"
 DIVERGED = "diverged"
 FAILED = "failed"
-COMPLETE = (OK, DIVERGED)  # a finished run (a diverged run is a result, not a crash)
+COLLAPSED = "collapsed"  # finished, but learned nothing: `is_collapsed` (shown, never averaged)
+COMPLETE = (OK, DIVERGED, COLLAPSED)  # a finished run (a diverged or collapsed run is a result, not a crash)
+COLLAPSE_LOSS_TOLERANCE = 0.05  # a training loss within 5 % of ln K is the loss of a uniform guess
+COLLAPSE_ACCURACY_FACTOR = 1.5  # a training accuracy <= 1.5 / K is at chance
+DEFAULT_NUM_CLASSES = 10  # the study's data sets (MNIST, Fashion-MNIST, CIFAR-10)
 SHARPNESS_OK = OK
 SHARPNESS_SKIPPED = f"skipped: {DIVERGED}"  # a diverged run's weights are not finite: not measured
 _IGNORED_FOR_RESUME = ("run_dir", "verbose")  # Config fields that do not change a run's result
 
 
 # ---------------------------------------------------------------------- one run's state
+def is_collapsed(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
+    """The one collapse rule: a run whose (inference-mode) training loss is within
+    `COLLAPSE_LOSS_TOLERANCE` (5 %) of ln K, the loss of predicting every class with probability 1/K,
+    or whose training accuracy is at most `COLLAPSE_ACCURACY_FACTOR` / K (chance), K = `num_classes`
+    (`DEFAULT_NUM_CLASSES` when not given). Such a run finished, but learned nothing: it is shown,
+    never averaged. A missing (None / NaN) loss or accuracy is not evidence of collapse."""
+    k = int(num_classes) if not _missing(num_classes) else DEFAULT_NUM_CLASSES
+    if k < 2:
+        return False
+    chance_loss = math.log(k)
+    loss, accuracy = _float(loss), _float(accuracy)
+    near_chance_loss = math.isfinite(loss) and abs(loss - chance_loss) <= COLLAPSE_LOSS_TOLERANCE * chance_loss
+    at_chance = math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
+    return near_chance_loss or at_chance
+
+
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     """metrics.json of a run ({} when absent or unreadable)."""
     return io.read_json_dict(Path(run_dir) / METRICS)
@@ -107,6 +128,13 @@ def load_run(run_dir: str | Path, data: Data | None = None) -> tuple[Config, ker
 def settings_of(sharpness: SharpnessSettings | Mapping[str, Any] | None) -> SharpnessSettings:
     """`sharpness` as checked settings (a mapping is read with `SharpnessSettings.from_dict`)."""
     return sharpness if isinstance(sharpness, SharpnessSettings) else SharpnessSettings.from_dict(sharpness)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _missing(value: Any) -> bool:
