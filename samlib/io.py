@@ -51,8 +51,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, obj: Any, first: tuple[str, ...] = ()) -> Path:
+    """`obj` as indented JSON, keys sorted at every depth (NaN/inf as null), except that the top-level
+    keys named in `first` come first, in that order (e.g. the table a reader should see first)."""
+    obj = _sorted(_jsonable(obj))
+    if first and isinstance(obj, dict):
+        obj = {**{k: obj[k] for k in first if k in obj}, **{k: v for k, v in obj.items() if k not in first}}
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
