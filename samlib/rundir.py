@@ -8,6 +8,7 @@ A run folder holds (each file written atomically, `samlib.io`)::
     metrics.json        the run's status and results (`samlib.train`), then its sharpness (`measure_run`)
     history.csv         per-epoch training history
     model.weights.h5    the trained network's weights
+    snapshots/          the weights at each milestone the run reached (`snapshot_weights`)
 
 Status words of a run (``metrics.json["status"]``): `RUNNING` while it trains, then `OK`, `DIVERGED` or
 `COLLAPSED` (all `COMPLETE`: a diverged or collapsed run is a result; `is_collapsed` is the rule) or
@@ -43,6 +44,7 @@ METRICS = "metrics.json"
 HISTORY = "history.csv"
 WEIGHTS = "model.weights.h5"
 RUN_FILES = (CONFIG, METRICS, HISTORY)  # a folder holding any of these is a run
+SNAPSHOTS = "snapshots"  # snapshots/<milestone>.weights.h5: the weights at each milestone reached
 
 # ---------------------------------------------------------------------- status words
 RUNNING = "running"
@@ -57,6 +59,12 @@ DEFAULT_NUM_CLASSES = 10  # the study's data sets (MNIST, Fashion-MNIST, CIFAR-1
 SHARPNESS_OK = OK
 SHARPNESS_SKIPPED = f"skipped: {DIVERGED}"  # a diverged run's weights are not finite: not measured
 _IGNORED_FOR_RESUME = ("run_dir", "verbose")  # Config fields that do not change a run's result
+
+
+def snapshot_weights(run_dir: str | Path, milestone: str) -> Path:
+    """``<run_dir>/snapshots/<milestone>.weights.h5``: the weights of the snapshot at `milestone`
+    (a `samlib.milestones.Milestone` name such as ``loss=0.03``)."""
+    return Path(run_dir) / SNAPSHOTS / f"{milestone}.weights.h5"
 
 
 # ---------------------------------------------------------------------- one run's state
@@ -74,6 +82,12 @@ def is_collapsed(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
     near_chance_loss = math.isfinite(loss) and abs(loss - chance_loss) <= COLLAPSE_LOSS_TOLERANCE * chance_loss
     at_chance = math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
     return near_chance_loss or at_chance
+
+
+def collapse_patience(steps_per_epoch: int) -> int:
+    """Steps before a run at chance counts as collapsed: two epochs and at least 100 steps (a slow
+    start, or a smoke-test run of a few steps, is not a collapse)."""
+    return max(2 * int(steps_per_epoch), 100)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -14,13 +14,22 @@ Run directory (all files written atomically; the names are `samlib.rundir`'s):
                        wall_seconds, samples_per_second, steps, epochs_run, and ``environment``:
                        where it ran (`devices.environment`: versions, processor, GPUs)
     model.weights.h5   the trained network's weights (the bare CNN, not the SAM wrapper)
+    snapshots/<milestone>.weights.h5   the live weights at each milestone reached (see below)
 
-Stop rules: a step budget (`steps`), an epoch budget (`epochs`), or a loss target (`target_loss`,
-capped by `steps` or else `epochs`): the run stops at the first check (`CheckSchedule`) whose
-inference-mode training loss is <= target_loss, and that loss is the ``train_loss`` it reports, so
-``stop_reason == "target_loss"`` implies ``train_loss <= target_loss``. A run that hits its cap first
-has ``converged: false``. The test split is evaluated once, after training; the validation split
-(carved from the training images, `data.split_validation`) is what settings are chosen on.
+Stop rules: a step budget (`steps`), an epoch budget (`epochs`), or milestones (`samlib.milestones`:
+`loss_milestones` and `target_loss` on the inference-mode training loss, checked on a `CheckSchedule`
+that aims at the largest one not yet reached; `epoch_milestones` after exactly that many epochs),
+capped by `steps` or else `epochs`. At each milestone the run records a **snapshot** (metrics.json
+``snapshots``: step, epoch, train/val/test loss and accuracy, weight norm; its weights under
+``snapshots/``) and trains on until every milestone is reached. A loss milestone's snapshot holds the
+check that reached it, so its ``train_loss`` is <= the milestone; the run's last loss check is the
+``train_loss`` it reports when it stopped there, so ``stop_reason == "target_loss"`` implies
+``train_loss <= target_loss``. Milestones never reached are ``milestones_missing``; a run with loss
+milestones is ``converged`` when it reached all of them. A run whose training loss stays at the loss of
+a uniform guess (`samlib.rundir.is_collapsed`) is stopped once detected and is ``collapsed``; a
+non-finite loss is ``diverged``. The validation split (carved from the training images,
+`data.split_validation`) is what settings are chosen on; the test split is read at the snapshots and
+after training, for the report of chosen settings only.
 """
 
 from __future__ import annotations
@@ -35,12 +44,14 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from samlib import devices, io
+from samlib import devices, io, milestones
 from samlib.config import Config, load_yaml_mapping, parse_override
 from samlib.data import Data, load_data, split_validation
 from samlib.evaluation import Evaluator, make_loss
 from samlib.models import build_network
-from samlib.rundir import CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS
+from samlib.rundir import COLLAPSED, CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS
+from samlib.rundir import collapse_patience, is_collapsed
+from samlib.rundir import snapshot_weights
 from samlib.rundir import is_complete, load_run  # noqa: F401  (part of this module's API)
 from samlib.sam import SAM
 
@@ -112,6 +123,7 @@ class CheckSchedule:
     """
 
     def __init__(self, target: float, cadence: int) -> None:
+        # `target` may move on (the next milestone) once reached; the cadence stays
         self.target, self.cadence = float(target), max(1, int(cadence))
         self.next = self.cadence
         self.checks: list[tuple[int, float]] = []
@@ -131,31 +143,39 @@ class CheckSchedule:
 
 
 class _RunMonitor(keras.callbacks.Callback):
-    """Stops on a step budget, a training-loss target (inference mode, `CheckSchedule`) or a
-    non-finite loss (divergence); times training in steady state.
+    """Stops on a step budget, on reaching every milestone (loss milestones checked in inference mode
+    on a `CheckSchedule`, epoch milestones at epoch ends), on collapse or on a non-finite loss
+    (divergence); takes the milestones' snapshots; times training in steady state.
 
-    Time spent in loss checks and in the per-epoch validation is not training time. ``step_seconds``
-    is measured from the first callback on, so the first compiled call, which traces the graph, is
-    excluded (with ``steps_per_execution = k`` that first call is k steps).
+    Time spent in loss checks, snapshots and the per-epoch validation is not training time.
+    ``step_seconds`` is measured from the first callback on, so the first compiled call, which traces
+    the graph, is excluded (with ``steps_per_execution = k`` that first call is k steps).
     """
 
-    def __init__(self, config: Config, steps_per_epoch: int, train_eval: Evaluator,
-                 val_eval: Evaluator | None = None) -> None:
+    def __init__(self, config: Config, steps_per_epoch: int, evaluators: dict[str, Evaluator],
+                 num_classes: int) -> None:
         super().__init__()
-        self.config, self.steps_per_epoch = config, steps_per_epoch
-        self.train_eval, self.val_eval = train_eval, val_eval
+        self.config, self.steps_per_epoch, self.num_classes = config, steps_per_epoch, num_classes
+        self.evaluators = evaluators
+        self.train_eval, self.val_eval = evaluators["train"], evaluators.get("val")
         self.stop_reason = "steps" if config.steps is not None else "epochs"
         self.rows: list[dict[str, float]] = []
+        self.tracker = milestones.Tracker(milestones.of_config(config))
         self.schedule = None
-        if config.target_loss is not None:
-            self.schedule = CheckSchedule(config.target_loss, check_cadence(config, steps_per_epoch))
-        self.target_hit: tuple[float, float] | None = None  # (loss, accuracy) of the check that stopped
-        self.check_seconds = 0.0
-        self._paused = 0.0  # seconds of checks and validation, not training
+        if self.tracker.has_loss:
+            self.schedule = CheckSchedule(self.tracker.next_loss, check_cadence(config, steps_per_epoch))
+        self.snapshots: list[dict[str, Any]] = []  # metrics.json "snapshots", in the order reached
+        self.snapshot_weights: dict[str, list] = {}  # milestone name -> the network's weights there
+        self.last_check: tuple[int, tuple[float, float]] | None = None  # (step, (loss, accuracy))
+        self.check_seconds = self.snapshot_seconds = 0.0
+        self._paused = 0.0  # seconds of checks, snapshots and validation, not training
         self._first: tuple[float, int] | None = None  # (training clock, step) at the first callback
 
     def _clock(self) -> float:
         return time.perf_counter() - self._paused
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason, self.model.stop_training = reason, True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = self._clock()
@@ -167,20 +187,22 @@ class _RunMonitor(keras.callbacks.Callback):
         self._last = (self._clock(), step)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.stop_reason, self.model.stop_training = DIVERGED, True
-            return
+            return self._stop(DIVERGED)
         if self.schedule is not None and self.schedule.due(step):
-            start = time.perf_counter()
-            value = self.train_eval()
-            self.schedule.record(step, value[0])
-            spent = time.perf_counter() - start
-            self._paused, self.check_seconds = self._paused + spent, self.check_seconds + spent
-            if value[0] <= self.config.target_loss:
-                self.target_hit = value
-                self.stop_reason, self.model.stop_training = "target_loss", True
-                return
+            value = self._check(step)
+            reached = self.tracker.at_loss(value[0])
+            if reached:
+                self._snapshot(reached, step, value)
+                if self.tracker.done:
+                    return self._stop("target_loss")
+                if self.tracker.next_loss is None:
+                    self.schedule = None  # every loss milestone reached: no more checks
+                else:
+                    self.schedule.target = self.tracker.next_loss
+            elif self._collapsed(step, value):
+                return self._stop(COLLAPSED)
         if self.config.steps is not None and step >= self.config.steps:
-            self.stop_reason, self.model.stop_training = "steps", True
+            self._stop("steps")
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = self._clock() - self._t0
@@ -191,6 +213,58 @@ class _RunMonitor(keras.callbacks.Callback):
             row["val_loss"], row["val_accuracy"] = self.val_eval()
             self._paused += time.perf_counter() - start
         self.rows.append(row)
+        reached = self.tracker.at_epoch(epoch + 1)
+        if reached and not self.model.stop_training:
+            step = self._steps()
+            self._snapshot(reached, step, self._check(step, count=False))
+            if self.tracker.done:
+                self._stop("epochs")
+
+    # ------------------------------------------------------------------ checks and snapshots
+    def _check(self, step: int, count: bool = True) -> tuple[float, float]:
+        """The inference-mode (loss, accuracy) on the whole training split at this step."""
+        if self.last_check is not None and self.last_check[0] == step:
+            return self.last_check[1]
+        start = time.perf_counter()
+        value = self.train_eval()
+        if count and self.schedule is not None:
+            self.schedule.record(step, value[0])
+        spent = time.perf_counter() - start
+        self._paused, self.check_seconds = self._paused + spent, self.check_seconds + spent
+        self.last_check = (step, value)
+        return value
+
+    def _collapsed(self, step: int, value: tuple[float, float]) -> bool:
+        """At chance (`is_collapsed`) and stuck: the loss fell by less than 1 % since the last check at
+        least `collapse_patience` steps earlier (a slow start, still falling, is not a collapse)."""
+        patience = collapse_patience(self.steps_per_epoch)
+        earlier = [loss for s, loss in self.schedule.checks if s <= step - patience]
+        return bool(earlier) and is_collapsed(*value, self.num_classes) and value[0] >= 0.99 * earlier[-1]
+
+    def _snapshot(self, reached: list[milestones.Milestone], step: int, train: tuple[float, float]) -> None:
+        """Record the live weights and their numbers at the milestones `reached` now (metrics.json's
+        ``snapshots``): the train split's check, the validation and test splits, the weight norm."""
+        start = time.perf_counter()
+        nan = (math.nan, math.nan)
+        val = self.evaluators["val"]() if "val" in self.evaluators else nan
+        test = self.evaluators["test"]()
+        network = self.train_eval.network
+        weights = network.get_weights()
+        norm = math.sqrt(sum(float((w.astype("float64") ** 2).sum()) for w in
+                             (v.numpy() for v in network.trainable_variables)))
+        for m in reached:
+            record = {
+                "milestone": m.name, "kind": m.kind, "at": m.at, "step": step,
+                "epoch": step / self.steps_per_epoch, "epochs_done": len(self.rows),
+                "train_loss": train[0], "train_accuracy": train[1], "val_loss": val[0],
+                "val_accuracy": val[1], "test_loss": test[0], "test_accuracy": test[1],
+                "weight_norm": norm,
+            }
+            self.snapshots.append(record)
+            self.snapshot_weights[m.name] = weights
+        self.tracker.mark(reached, step)
+        spent = time.perf_counter() - start
+        self._paused, self.snapshot_seconds = self._paused + spent, self.snapshot_seconds + spent
 
     @property
     def step_seconds(self) -> float:
@@ -212,7 +286,8 @@ def _steps_per_execution(config: Config, steps_per_epoch: int) -> int:
     """`steps_per_execution`, but never more than the check cadence of a loss-target run (callbacks,
     and so checks, only see every k-th step) nor more than an epoch."""
     k = min(config.steps_per_execution, steps_per_epoch)
-    return min(k, check_cadence(config, steps_per_epoch)) if config.target_loss is not None else k
+    has_loss_checks = config.target_loss is not None or bool(config.loss_milestones)
+    return min(k, check_cadence(config, steps_per_epoch)) if has_loss_checks else k
 
 
 # ---------------------------------------------------------------------- one run, step by step
@@ -280,9 +355,9 @@ class Training:
 def fit(config: Config, model: keras.Model, data: Data, evaluators: dict[str, Evaluator],
         steps_per_epoch: int) -> Training:
     """Train `model` on the training split until a stop rule of `config` says stop (`_RunMonitor`:
-    step budget, loss target, divergence; else the epoch budget)."""
+    step budget, every milestone reached, collapse, divergence; else the epoch budget)."""
     epochs = math.ceil(config.steps / steps_per_epoch) if config.steps else config.epochs
-    monitor = _RunMonitor(config, steps_per_epoch, evaluators["train"], evaluators.get("val"))
+    monitor = _RunMonitor(config, steps_per_epoch, evaluators, data.num_classes)
     start = time.perf_counter()
     logs = model.fit(
         data.x_train,
@@ -307,12 +382,13 @@ def history_frame(rows: list[dict[str, float]], logs: dict[str, list]) -> pd.Dat
     return history
 
 
-def final_evaluation(monitor: _RunMonitor, evaluators: dict[str, Evaluator]) -> dict[str, tuple[float, float]]:
+def final_evaluation(monitor: _RunMonitor, evaluators: dict[str, Evaluator], steps: int) -> dict[str, tuple[float, float]]:
     """(loss, accuracy) of the trained network on "train", "val" (NaN without that split) and "test",
-    in inference mode. A run stopped on its loss target reports the check that stopped it as its
-    train split's: that check saw these very weights."""
+    in inference mode. A run whose last loss check (or snapshot) was at its last step reports that
+    check as its train split's: it saw these very weights."""
+    last = monitor.last_check
     return {
-        "train": monitor.target_hit or evaluators["train"](),
+        "train": last[1] if last is not None and last[0] == steps else evaluators["train"](),
         "val": evaluators["val"]() if "val" in evaluators else (math.nan, math.nan),
         "test": evaluators["test"](),
     }
@@ -329,12 +405,22 @@ def run_metrics(config: Config, data: Data, training: Training, scores: dict[str
     diverged = monitor.stop_reason == DIVERGED
     train_seconds = float(history["epoch_seconds"].sum()) if len(history) else wall
     finite = all(math.isfinite(v) for v in (train_loss, test_loss))
-    target = config.target_loss
+    status = DIVERGED if diverged or not finite else OK
+    if status == OK and (monitor.stop_reason == COLLAPSED or (
+            steps >= collapse_patience(steps_per_epoch) and is_collapsed(train_loss, train_acc, data.num_classes))):
+        status = COLLAPSED
+    stop_reason = monitor.stop_reason if status == OK or monitor.stop_reason == COLLAPSED else status
+    loss_milestones = [m for m in monitor.tracker.milestones if m.kind == milestones.LOSS]
+    missing = [m.name for m in monitor.tracker.missing]
     return {
-        "status": DIVERGED if diverged or not finite else OK,
-        "stop_reason": DIVERGED if diverged or not finite else monitor.stop_reason,
-        # converged: the inference-mode training loss reached the target (None: the run had no target)
-        "converged": None if target is None else bool(finite and not diverged and train_loss <= target),
+        "status": status,
+        "stop_reason": stop_reason,
+        # converged: every loss milestone (or the target) reached, None for a run without one
+        "converged": None if not loss_milestones else bool(
+            status == OK and not any(m in monitor.tracker.missing for m in loss_milestones)),
+        "snapshots": monitor.snapshots,
+        "milestones_missing": missing,
+        "num_classes": data.num_classes,
         "train_loss": train_loss,
         "train_accuracy": train_acc,
         "val_loss": val_loss,
@@ -343,10 +429,12 @@ def run_metrics(config: Config, data: Data, training: Training, scores: dict[str
         "test_accuracy": test_acc,
         "n_train": n_train,
         "n_val": 0 if data.x_val is None else int(len(data.x_val)),
+        "n_test": int(len(data.x_test)),
         "wall_seconds": wall,
         "train_seconds": train_seconds,
         "step_seconds": monitor.step_seconds,
         "check_seconds": monitor.check_seconds,
+        "snapshot_seconds": monitor.snapshot_seconds,
         "n_checks": 0 if monitor.schedule is None else len(monitor.schedule.checks),
         "samples_per_second": samples_seen(steps, steps_per_epoch, n_train, config.batch_size)
         / max(train_seconds, 1e-9),
@@ -359,13 +447,21 @@ def run_metrics(config: Config, data: Data, training: Training, scores: dict[str
     }
 
 
-def write_run(run_dir: Path | None, history: pd.DataFrame, network: keras.Model, metrics: dict[str, Any]) -> None:
-    """Write history.csv, the network's weights and metrics.json into `run_dir` (nothing if None);
-    metrics.json last, as its status marks the run complete."""
+def write_run(run_dir: Path | None, history: pd.DataFrame, network: keras.Model, metrics: dict[str, Any],
+              snapshots: dict[str, list] | None = None) -> None:
+    """Write history.csv, the network's weights, each milestone's snapshot weights (`snapshots`: name ->
+    weights) and metrics.json into `run_dir` (nothing if None); metrics.json last, as its status marks
+    the run complete."""
     if run_dir is None:
         return
     io.write_text(run_dir / HISTORY, history.to_csv(index=False))
     io.atomic_write(run_dir / WEIGHTS, network.save_weights)
+    if snapshots:
+        final = network.get_weights()
+        for name, weights in snapshots.items():
+            network.set_weights(weights)
+            io.atomic_write(snapshot_weights(run_dir, name), network.save_weights)
+        network.set_weights(final)
     io.write_json(run_dir / METRICS, metrics)
 
 
@@ -386,9 +482,9 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         model = compile_model(config, wrap(config, network), steps_per_epoch)
         evaluators = make_evaluators(config, network, data)
         training = fit(config, model, data, evaluators, steps_per_epoch)
-        scores = final_evaluation(training.monitor, evaluators)
+        scores = final_evaluation(training.monitor, evaluators, training.steps)
     metrics = run_metrics(config, data, training, scores, strategy.num_replicas_in_sync)
-    write_run(run_dir, training.history, network, metrics)
+    write_run(run_dir, training.history, network, metrics, training.monitor.snapshot_weights)
     return RunResult(config=config, metrics=metrics, history=training.history, model=network, run_dir=run_dir)
 
 

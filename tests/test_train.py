@@ -145,7 +145,7 @@ def test_step_seconds_exclude_the_first_call_that_traces(monkeypatch):
         clock["t"] += 7.0  # a loss check: not training time
         return (5.0, 0.1)
 
-    monitor = T._RunMonitor(config(target_loss=0.01, check_every=2), 10, slow_eval)
+    monitor = T._RunMonitor(config(target_loss=0.01, check_every=2), 10, {"train": slow_eval}, num_classes=10)
     monitor.set_model(model)
     monitor.on_epoch_begin(0)
     for step, seconds in enumerate([50.0, 1.0, 1.0, 1.0, 1.0], start=1):
