@@ -377,8 +377,13 @@ def test_resume_after_kill_9_loses_nothing_and_redoes_nothing(tmp_path, capsys):
     plan = json.loads((out / "t" / "study.json").read_text())
     assert [len(c["runs"]) for c in plan["cells"]] == [2, 2]
     planned = plan["cells"][1]["runs"][1]
-    assert {k: planned[k] for k in ("run_dir", "seed", "point")} == {"run_dir": str(half), "seed": 1, "point": {}}
-    assert planned["config"] == c16.configs[1].to_dict()  # the full config, as the cell builds it
+    # the record travels: every path in it relative to the study folder
+    relative = half.relative_to(out / "t").as_posix()
+    assert {k: planned[k] for k in ("run_dir", "seed", "point")} == {"run_dir": relative, "seed": 1, "point": {}}
+    assert planned["config"] == {**c16.configs[1].to_dict(), "run_dir": relative}  # the full config, as the cell builds it
+    assert {k: plan["cells"][1][k] for k in ("run_root", "executed_notebook", "status")} == {
+        "run_root": "runs/stub/16", "executed_notebook": "runs/stub/16/stub.ipynb", "status": "runs/stub/16/status.json"}
+    assert json.loads(c16.status_path.read_text())["notebook"] == "runs/stub/16/stub.ipynb"
 
     # a finished study: nothing executes, not even the summary
     capsys.readouterr()

@@ -3,13 +3,14 @@
 A *task* is plain data (a dict, so it pickles to any dask worker) describing one papermill execution:
 
     {"id": str, "input": str, "output": str, "cwd": str, "parameters": dict, "status_path": str,
-     "kernel_log": str, "info": dict}
+     "kernel_log": str, "notebook": str, "info": dict}
 
-all paths absolute. `execute_notebook_task(task)` runs it and returns the cell's status dict, which it
-also writes atomically to ``task["status_path"]``:
+all paths absolute but ``notebook`` (optional): the executed notebook as status.json records it,
+relative to the study folder (default: ``output``). `execute_notebook_task(task)` runs it and returns
+the cell's status dict, which it also writes atomically to ``task["status_path"]``:
 
     {"status": RUNNING | OK | FAILED (`samlib.study.layout`), "error": str | None, "started": ISO time,
-     "finished": ISO time, "seconds": float, "host": str, "pid": int, "notebook": output path, **info}
+     "finished": ISO time, "seconds": float, "host": str, "pid": int, "notebook": task's notebook, **info}
 
 The kernel process's own stdout/stderr (ipykernel's echo of the cell output, TensorFlow's C++
 log lines, a crash message) are appended to ``task["kernel_log"]``; the notebook keeps the cell output.
@@ -87,7 +88,7 @@ def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
 
     status: dict[str, Any] = {
         **task.get("info", {}),
-        "notebook": task["output"],
+        "notebook": task.get("notebook", task["output"]),
         "status": layout.RUNNING,
         "error": None,
         "started": _now(),
@@ -122,7 +123,7 @@ def _failed(task: dict[str, Any], err: BaseException) -> dict[str, Any]:
     """Status of a task that could not run at all (e.g. its dask worker died); written here."""
     status = {
         **task.get("info", {}),
-        "notebook": task["output"],
+        "notebook": task.get("notebook", task["output"]),
         "status": layout.FAILED,
         "error": _error_text(err),
         "started": None,

@@ -162,14 +162,25 @@ class PlannedRun:
 
 
 def cell_record(notebook: str, batch_size: int, cell: Path, runs: Iterable[tuple[Mapping, int, Config]]) -> dict:
-    """study.json's entry for one cell: its files and each run's grid point, seed and full config."""
+    """study.json's entry for one cell: its files and each run's grid point, seed and full config.
+
+    Every path in it (the cell's folder, executed notebook and status.json, each run's folder, also as
+    the config's ``run_dir``) is relative to the study folder, ``<study>/runs/<notebook>/<batch_size>``
+    being the cell, so a study.json names no machine's folders and travels with the study."""
+    cell = Path(cell)
+    study = cell.parent.parent.parent  # <study>/runs/<notebook>/<batch_size>
+
+    def rel(path: str | Path) -> str:
+        return in_study(path, study)
+
     return {
         "notebook": notebook,
         "batch_size": batch_size,
-        "run_root": str(cell),
-        "executed_notebook": str(executed_notebook(cell, notebook)),
-        "status": str(cell_status(cell)),
-        "runs": [{"run_dir": c.run_dir, "seed": seed, "point": dict(point), "config": c.to_dict()}
+        "run_root": rel(cell),
+        "executed_notebook": rel(executed_notebook(cell, notebook)),
+        "status": rel(cell_status(cell)),
+        "runs": [{"run_dir": rel(c.run_dir), "seed": seed, "point": dict(point),
+                  "config": {**c.to_dict(), "run_dir": rel(c.run_dir)}}
                  for point, seed, c in runs],
     }
 
@@ -276,10 +287,16 @@ def _relative(path: Path, root: str | Path | None) -> str:
     """`path` relative to `root` (posix) when it lies inside it, else as given."""
     if root is not None:
         try:
-            return path.resolve().relative_to(Path(root).resolve()).as_posix()
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
         except ValueError:
             pass
     return str(path)
+
+
+def in_study(path: str | Path, study_dir: str | Path) -> str:
+    """A path as the study's records (study.json, status.json, results.csv) name it: relative to the
+    study folder when it lies inside it (``runs/baseline/32/baseline.ipynb``), else as given."""
+    return _relative(Path(path), study_dir)
 
 
 def _scaled_lr(config: Mapping[str, Any]) -> float:

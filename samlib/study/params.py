@@ -276,6 +276,7 @@ class Cell:
             "parameters": self.parameters,
             "status_path": str(self.status_path),
             "kernel_log": str(layout.kernel_log(self.run_root)),
+            "notebook": layout.in_study(self.output, self.run_root.parent.parent.parent),
             "info": {"cell": self.name, "batch_size": self.batch_size, "runs": len(self.runs)},
         }
 

@@ -235,6 +235,7 @@ def _run_summary(params, sdir, all_cells, pool, say) -> CellResult:
         "parameters": {"study_dir": str(sdir)},
         "status_path": str(status_path),
         "kernel_log": str(log),
+        "notebook": layout.in_study(output, sdir),
         "info": {"cell": "summary", "fingerprint": fingerprint},
     }
     say(f"summary: executing {nb.name} -> {output}")
@@ -291,9 +292,19 @@ def _secs(seconds: float | None) -> str:
 def _write_plan(params: StudyParams, sdir: Path, cells: Sequence[Cell]) -> None:
     """``study.json``: the params and every cell's runs with their full configs, for the summary (all
     cells, not just this shard's, so every shard writes the same file)."""
-    header = {"params_file": str(Path(os.path.abspath(params.path))), "notebooks_dir": str(params.notebooks_dir),
-              **params.to_dict()}
+    header = {"params_file": _shown(params.path), "notebooks_dir": _shown(params.notebooks_dir), **params.to_dict()}
     layout.write_study(sdir, header, [c.record() for c in cells])
+
+
+def _shown(path: str | Path) -> str:
+    """How study.json names the params file and the notebooks folder: relative to the current directory
+    (where the study was started, e.g. the repository) when it lies inside it, else as given; so the
+    record names no machine's folders when the study runs from the repository."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _print_plan(say, params, sdir, cells, results, shard, only, run_summary) -> None:
