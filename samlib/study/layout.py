@@ -7,13 +7,14 @@ Folder layout (a *study folder* is ``<out>/<study>/``)::
     runs/<notebook>/<batch_size>/       one cell: <notebook>.ipynb (executed), status.json, kernel.log
     runs/<notebook>/<batch_size>/<run>/ one run: config.json, metrics.json, history.csv, model.weights.h5
     summary.ipynb, summary.status.json, summary.kernel.log
-    results.csv, findings.json, report.html, figures/
+    results.csv, snapshots.csv, findings.json, report.html, figures/
 
 ``<run>`` is `run_dirname` of the run's grid values and seed, e.g. ``m=32,rho=0.05,seed=0``.
 
-Status words: a run's metrics.json says `RUNNING` while it trains, then `OK` or `DIVERGED` (both
-complete: a diverged run is a result) or `FAILED` (its training raised); results.csv adds `MISSING`
-(planned, never written) and `INCOMPLETE` (still ``running``: killed, or training now). A cell's
+Status words: a run's metrics.json says `RUNNING` while it trains, then `OK`, `DIVERGED` or `COLLAPSED`
+(complete: a diverged or collapsed run is a result) or `FAILED` (its training raised); results.csv adds
+`MISSING` (planned, never written), `INCOMPLETE` (still ``running``: killed, or training now) and
+`COLLAPSED` for a run that says ``ok`` but learned nothing (`run_status`, `rundir.is_collapsed`). A cell's
 status.json says `RUNNING`, `OK` or `FAILED`; the runner reports a cell it did not execute as
 `SKIPPED`.
 
@@ -34,9 +35,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from samlib import io, measures
+from samlib import io, measures, milestones
 from samlib.config import Config, ConfigError
 from samlib.rundir import (  # noqa: F401  (a run folder's names, part of the layout's API)
+    COLLAPSED,
     COMPLETE,
     CONFIG,
     DIVERGED,
@@ -49,6 +51,8 @@ from samlib.rundir import (  # noqa: F401  (a run folder's names, part of the la
     SHARPNESS_OK,
     SHARPNESS_SKIPPED,
     WEIGHTS,
+    collapse_patience,
+    is_collapsed,
     is_complete,
     is_measured,
     read_config,
@@ -62,6 +66,7 @@ CELL_STATUS = "status.json"
 KERNEL_LOG = "kernel.log"
 SUMMARY = "summary"  # summary.ipynb, summary.status.json, summary.kernel.log in the study folder
 RESULTS = "results.csv"
+SNAPSHOTS = "snapshots.csv"  # one row per (run, milestone): `snapshot_records`
 FINDINGS = "findings.json"
 REPORT = "report.html"
 FIGURES = "figures"
@@ -225,7 +230,7 @@ COLUMNS = [
 ]  # then the sharpness measures, then TAIL
 TAIL = [
     "wall_seconds", "train_seconds", "step_seconds", "seconds_per_epoch", "samples_per_second",
-    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "error", "run_dir",
+    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "n_test", "error", "run_dir",
 ]
 N_TRAIN = {"mnist5k": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}  # before a val split
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
@@ -306,6 +311,26 @@ def _scaled_lr(config: Mapping[str, Any]) -> float:
         return math.nan
 
 
+def run_status(metrics: Mapping[str, Any], batch_size: Any = None, n_train: Any = None) -> str:
+    """A run's status word in results.csv from its metrics.json: `MISSING` without one, `INCOMPLETE`
+    while it still says `RUNNING`, `COLLAPSED` for a run that says `OK` but whose final training loss
+    and accuracy `rundir.is_collapsed` calls collapsed (K: metrics' ``num_classes``, else 10) after at
+    least `rundir.collapse_patience` steps (as training decides it; steps per epoch from `batch_size`
+    and `n_train` when known), else what it says."""
+    if not metrics:
+        return MISSING
+    status = metrics.get("status")
+    if status == RUNNING:
+        return INCOMPLETE
+    if status == OK and is_collapsed(metrics.get("train_loss"), metrics.get("train_accuracy"),
+                                     metrics.get("num_classes")):
+        steps = _num(metrics.get("steps"))
+        per_epoch = math.ceil(_num(n_train) / _num(batch_size)) if present(n_train) and present(batch_size) else 0
+        if not math.isfinite(steps) or steps >= collapse_patience(per_epoch):
+            return COLLAPSED
+    return status
+
+
 def run_record(
     run_dir: str | Path,
     notebook: str | None = None,
@@ -316,17 +341,14 @@ def run_record(
     """One run folder as a flat dict of the `COLUMNS`, the sharpness measures it holds, and `TAIL`.
 
     `config`: the run's planned config, used when the folder has no config.json. Missing or unreadable
-    files never raise: a folder without metrics.json is status `MISSING`, one whose metrics still say
-    `RUNNING` is `INCOMPLETE`; columns a run did not record are NaN / None. ``run_dir`` is the folder
+    files never raise: the status is `run_status` (a folder without metrics.json is `MISSING`, one
+    whose metrics still say `RUNNING` is `INCOMPLETE`, a collapsed one `COLLAPSED`); columns a run did not record are NaN / None. ``run_dir`` is the folder
     relative to `study_dir` when it lies inside it (a results.csv names no machine's paths), else as
     given.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir) or dict(config or {})
     metrics = read_metrics(run_dir)
-    status = metrics.get("status") if metrics else MISSING
-    if status == RUNNING:
-        status = INCOMPLETE
     if notebook is None or batch_size is None:
         nb, bs = cell_of(run_dir)
         notebook, batch_size = notebook if notebook is not None else nb, batch_size if batch_size is not None else bs
@@ -336,6 +358,7 @@ def run_record(
         lr_eff = _scaled_lr(config) if config else math.nan
     dataset = config.get("dataset")
     n_train = metrics.get("n_train") or N_TRAIN.get(dataset)
+    status = run_status(metrics, bs, n_train)
     step_s = _step_seconds(metrics)
     per_epoch = step_s * math.ceil(n_train / bs) if n_train and bs and math.isfinite(step_s) else math.nan
     converged = metrics.get("converged")
@@ -380,6 +403,7 @@ def run_record(
         "sharpness_subset": metrics.get("sharpness_subset"),
         "dataset": dataset,
         "n_train": n_train,
+        "n_test": metrics.get("n_test"),
         "error": metrics.get("error") or metrics.get("sharpness_error"),
         "run_dir": _relative(run_dir, study_dir),
     }
@@ -389,3 +413,86 @@ def run_record(
         if is_measure(key):
             row[key] = _num(value)
     return row
+
+
+# ---------------------------------------------------------------------- snapshots.csv rows
+SNAPSHOT_IDENTITY = [
+    "notebook", "run", "method", "optimizer", "sam", "m", "rho", "batch_size", "lr", "lr_base", "lr_scaling",
+    "base_batch_size", "warmup_epochs", "seed", "dataset", "n_train", "status", "run_dir",
+]  # a run's columns, as in its `run_record`
+SNAPSHOT_COLUMNS = SNAPSHOT_IDENTITY + [
+    "milestone", "kind", "at", "reached", "step", "epoch", "train_loss", "train_accuracy", "train_error",
+    "val_loss", "val_accuracy", "val_error", "test_loss", "test_accuracy", "test_error", "weight_norm",
+    "subset_loss", "grad_norm",
+]  # then the sharpness measures the snapshots hold (`samlib.measures.order`)
+_SNAPSHOT_NUMBERS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+                     "weight_norm", *measures.CONTEXT)
+
+
+def _config_milestones(config: Mapping[str, Any]) -> list[milestones.Milestone]:
+    try:
+        return milestones.of_config(Config.from_dict(config))
+    except (ConfigError, TypeError, ValueError):
+        return []
+
+
+def _milestone(name: Any, kind: Any = None, at: Any = None) -> tuple[str, str | None, float]:
+    """(name, kind, at) of a milestone named `name` (kind and at as recorded, else parsed from it)."""
+    if kind is None or not present(at):
+        try:
+            parsed = milestones.Milestone.parse(str(name))
+            kind, at = parsed.kind, parsed.at
+        except ValueError:
+            return str(name), kind, _num(at)
+    return str(name), str(kind), _num(at)
+
+
+def snapshot_records(
+    run_dir: str | Path,
+    notebook: str | None = None,
+    batch_size: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    study_dir: str | Path | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (run, milestone) of one run folder: `SNAPSHOT_IDENTITY` (the run's, from its
+    `run_record`; pass `record` if at hand), then the milestone (``milestone`` 'loss=0.03' /
+    'epochs=10', ``kind``, ``at``), ``reached``, and the numbers of its snapshot in metrics.json
+    (``snapshots``): ``step``, ``epoch`` (steps / steps per epoch), the losses and accuracies, the errors
+    (1 − accuracy), ``weight_norm``, and after the sharpness step ``subset_loss``, ``grad_norm`` and the
+    measures. A milestone the run never reached (metrics' ``milestones_missing``) is a row with
+    ``reached`` False and NaN numbers; so is every milestone of the run's config when the run has no
+    snapshot record and did not finish ok (missing, incomplete, failed, diverged or collapsed before
+    recording any). A run that finished ok without snapshot records (it predates them) has no rows."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir) or dict(config or {})
+    metrics = read_metrics(run_dir)
+    record = record if record is not None else run_record(run_dir, notebook, batch_size, config, study_dir)
+    ident = {k: record.get(k) for k in SNAPSHOT_IDENTITY}
+    snapshots = metrics.get("snapshots")
+    snapshots = [s for s in snapshots if isinstance(s, Mapping)] if isinstance(snapshots, list) else []
+    missing = metrics.get("milestones_missing")
+    missing = list(missing) if isinstance(missing, list) else []
+    if not snapshots and not missing and "snapshots" not in metrics and record.get("status") != OK:
+        missing = [m.name for m in _config_milestones(config)]
+    rows = []
+    for snap in snapshots:
+        name, kind, at = _milestone(snap.get("milestone"), snap.get("kind"), snap.get("at"))
+        row: dict[str, Any] = {**ident, "milestone": name, "kind": kind, "at": at, "reached": True,
+                               "step": _num(snap.get("step")), "epoch": _num(snap.get("epoch"))}
+        row.update({k: _num(snap.get(k)) for k in _SNAPSHOT_NUMBERS})
+        for split in ("train", "val", "test"):
+            row[f"{split}_error"] = 1.0 - row[f"{split}_accuracy"]
+        row.update({k: _num(v) for k, v in snap.items() if is_measure(k)})
+        rows.append(row)
+    seen = {r["milestone"] for r in rows}
+    for name in missing:
+        name, kind, at = _milestone(name)
+        if name in seen:
+            continue
+        seen.add(name)
+        row = {**ident, "milestone": name, "kind": kind, "at": at, "reached": False, "step": math.nan,
+               "epoch": math.nan}
+        row.update({k: math.nan for k in SNAPSHOT_COLUMNS if k not in row})
+        rows.append(row)
+    return rows

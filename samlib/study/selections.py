@@ -9,9 +9,14 @@ Everything here selects or orders by the table's fields (``notebook``, ``optimiz
 - Optimizer families: `FAMILIES` (sgd: SGD with or without momentum; adam: Adam, AdamW),
   `FAMILY_LABELS`, `family_key`, `in_family`.
 - Which runs are compared, by one convergence test: `converged` (reached its loss target, or had
-  none), `comparable` (finished ok and converged), `comparable_runs`, `compared` (the main runs that
-  are comparable), `not_compared`, `excluded` (not comparable, the status saying why),
-  `reached_target`.
+  none), `comparable` (finished ok and converged: never a diverged, failed, missing or `COLLAPSED` run),
+  `comparable_runs`, `compared` (the main runs that are comparable), `not_compared`, `excluded` (not
+  comparable, the status saying why), `reached_target`.
+- Snapshots (one row per (run, milestone), `layout.snapshot_records`): `comparable_snapshots` (the run
+  finished ok and reached the milestone), `at_milestone`.
+- Learning-rate rules: `LR_RULES` (``same``: no lr scaling; ``scaled``: any scaling), `lr_rules_of` (a
+  run at its base batch size belongs to both: there the rules coincide), `in_lr_rule`.
+- Data sets: `dataset_label` (a reader's name: 'MNIST (mnist5k)', 'Fashion-MNIST').
 - Base optimizer vs SAM: `is_base`, `is_sam`, `is_plain_sam` (SAM on the whole batch).
 - Methods: `Method` (optimizer, SAM variant, m), `methods` (one per row), `method_order`,
   `by_method`, `select`.
@@ -31,7 +36,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from samlib.study.layout import OK, OPTIMIZER_LABELS, SAM_LABELS, TARGET_NOT_REACHED, method_label, present
+from samlib.study.layout import COMPLETE, OK, OPTIMIZER_LABELS, SAM_LABELS, TARGET_NOT_REACHED, method_label, present
+
+# ---------------------------------------------------------------------- data sets
+DATASET_LABELS = {"mnist5k": "MNIST (mnist5k)", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
+                  "cifar10": "CIFAR-10"}
+
+
+def dataset_label(name: Any) -> str:
+    """A reader's name for a ``dataset`` field: 'MNIST (mnist5k)', 'Fashion-MNIST', 'CIFAR-10'; an IDX
+    folder (``idx:<folder>``) by its folder's name; anything else as given."""
+    if not present(name):
+        return "?"
+    name = str(name)
+    if name in DATASET_LABELS:
+        return DATASET_LABELS[name]
+    if name.startswith("idx:"):
+        return f"IDX ({name[4:].rstrip('/').rsplit('/', 1)[-1]})"
+    return name
 
 # ---------------------------------------------------------------------- notebooks and families
 LR_NOTEBOOK = "lr_scaling"  #: the notebook of the lr sweep; every other notebook is a comparison
@@ -79,7 +101,8 @@ def converged(df: pd.DataFrame) -> pd.Series:
 
 
 def comparable(df: pd.DataFrame) -> pd.Series:
-    """True for runs that enter means and comparisons: finished ok and `converged`."""
+    """True for runs that enter means and comparisons: finished ok and `converged`. Only ``ok`` counts:
+    a diverged, failed, missing, incomplete or collapsed (`layout.COLLAPSED`) run is never averaged."""
     return (df["status"] == OK) & converged(df)
 
 
@@ -113,6 +136,49 @@ def not_compared(df: pd.DataFrame) -> pd.DataFrame:
     """Main runs left out of every comparison: not ok (diverged, failed, missing) or not converged."""
     runs = main_runs(df)
     return runs[~comparable(runs)]
+
+
+def comparable_snapshots(snapshots: pd.DataFrame) -> pd.Series:
+    """True for the rows of a snapshots table (`layout.snapshot_records`) that enter means and
+    comparisons: the run finished ok (not diverged, failed or collapsed) and reached the milestone."""
+    if not len(snapshots):
+        return pd.Series([], index=snapshots.index, dtype=bool)
+    reached = snapshots["reached"].map(lambda v: present(v) and bool(v)).astype(bool)
+    return (snapshots["status"] == OK) & reached
+
+
+def at_milestone(snapshots: pd.DataFrame, milestone: str) -> pd.DataFrame:
+    """The rows of one milestone ('loss=0.03', 'epochs=10') of a snapshots table, as a results-like
+    table: ``converged`` says whether the run reached it (so `comparable` / `excluded` apply: a run that
+    finished ok without reaching it is ✕ 'target not reached') and ``stop_rule`` names the milestone."""
+    rows = snapshots[snapshots["milestone"] == milestone] if len(snapshots) else snapshots
+    return rows.assign(converged=[present(v) and bool(v) for v in rows["reached"]],
+                       stop_rule=f"at {milestone}")
+
+
+# ---------------------------------------------------------------------- learning-rate rules
+SAME_LR, SCALED_LR = "same", "scaled"
+LR_RULES = (SAME_LR, SCALED_LR)  #: ``same``: every batch size at the base lr; ``scaled``: lr scaled with B
+
+
+def lr_rules_of(row: Any) -> tuple[str, ...]:
+    """The lr rules a run (a row with ``lr_scaling``, ``batch_size``, ``base_batch_size``) belongs to:
+    ``same`` if it does not scale its lr (``lr_scaling`` none), ``scaled`` otherwise; a run at its base
+    batch size belongs to both, as the rules give it the same lr (so the small-batch runs are shared)."""
+    bs, base = row.get("batch_size"), row.get("base_batch_size")
+    if present(bs) and present(base) and int(bs) == int(base):
+        return LR_RULES
+    scaling = row.get("lr_scaling")
+    return (SAME_LR,) if not present(scaling) or scaling == "none" else (SCALED_LR,)
+
+
+def in_lr_rule(df: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The rows of `df` that belong to the lr rule `rule` (`lr_rules_of`)."""
+    if rule not in LR_RULES:
+        raise ValueError(f"lr rule has value {rule!r}; allowed: {', '.join(LR_RULES)}")
+    if not len(df):
+        return df
+    return df[np.array([rule in lr_rules_of(r) for r in df.to_dict("records")], dtype=bool)]
 
 
 def is_base(df: pd.DataFrame) -> pd.Series:
@@ -209,16 +275,21 @@ def best_lr(runs: pd.DataFrame) -> pd.DataFrame:
     run with the lowest **validation** loss among `runs` that finished ok with a finite validation loss.
 
     One row per choice: the method's label and fields, the chosen lr, its validation loss, the test loss
-    and accuracy of that run (the only test numbers of a sweep that are reported), ``n_lrs`` (lrs tried)
-    and ``at_edge`` (the choice is the smallest or largest lr tried: the sweep bounds it)."""
+    and accuracy of that run (the only test numbers of a sweep that are reported), ``n_lrs`` (lrs tried:
+    runs that finished, ok, diverged or collapsed) and ``at_edge`` (the choice is the smallest or largest
+    lr tried, so the sweep does not bound it on that side: an lr beyond it that diverged or collapsed
+    does bound it, and is counted as tried though it is never chosen)."""
     ok = runs[runs["status"] == OK] if len(runs) else runs
     ok = ok[np.isfinite(ok["val_loss"].astype(float))] if "val_loss" in ok and len(ok) else ok.iloc[0:0]
+    tried = runs[runs["status"].isin(COMPLETE)] if len(runs) else runs
     rows = []
     for bs, at in ok.groupby("batch_size"):
         for method, of_method in by_method(at):
+            tried_m = select(tried[tried["batch_size"] == bs], method)
             for seed, g in of_method.groupby("seed"):
                 best = g.loc[g["val_loss"].astype(float).idxmin()]
-                lrs = g["lr"].astype(float)
+                lrs = pd.concat([g["lr"], tried_m[tried_m["seed"] == seed]["lr"]]).astype(float)
+                lrs = lrs[np.isfinite(lrs)]
                 rows.append({"batch_size": int(bs), "method": method.label, **method.fields(), "seed": int(seed),
                              "lr": float(best["lr"]), "val_loss": float(best["val_loss"]),
                              "test_loss": float(best["test_loss"]), "test_accuracy": float(best["test_accuracy"]),

@@ -1,0 +1,190 @@
+"""The answer table (`samlib.study.answer_table`) from a snapshots table made by hand here (3 seeds):
+every mean, gap, SAM effect, closure and detectable half-width worked out by hand; a run that missed
+its milestone and a collapsed one are left out and counted; the batch-32 runs (the base batch size)
+serve both lr rules. Also: a run folder's snapshot rows (`layout.snapshot_records`) and the collapse
+rule (`rundir.is_collapsed`, `layout.run_status`)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from samlib import io
+from samlib.rundir import is_collapsed
+from samlib.study import answer_table, layout, selections
+
+T2 = stats.t.ppf(0.975, 2)  # 3 pairs
+T1 = stats.t.ppf(0.975, 1)  # 2 pairs
+
+
+def snap(bs, seed, err, *, rule="linear", sam="none", m=None, notebook=None, milestone="loss=0.1", reached=True,
+         status="ok", lam=None, optimizer="momentum", train_loss=0.09, grad=0.5, step=100):
+    kind, at = milestone.split("=")
+    return {"notebook": notebook or ("baseline" if sam == "none" else "sam_sgd"), "run": f"seed={seed}",
+            "optimizer": optimizer, "sam": sam, "m": m, "batch_size": bs, "base_batch_size": 32, "lr_scaling": rule,
+            "seed": seed, "dataset": "mnist5k", "status": status, "milestone": milestone, "kind": kind,
+            "at": float(at), "reached": reached, "test_error": err if reached else math.nan,
+            "test_loss": 10 * err if reached else math.nan, "train_loss": train_loss if reached else math.nan,
+            "grad_norm": grad if reached else math.nan, "lambda_max": lam if reached else math.nan,
+            "keskar_1e-03": 2 * lam if reached and lam is not None else math.nan, "step": step if reached else math.nan}
+
+
+SB = [0.030, 0.032, 0.034]  # SGD at batch 32 (the base batch size: both rules)
+SB_SAM = [0.029, 0.031, 0.033]
+LB = [0.040, 0.045, 0.047]  # scaled lr, batch 1000
+LB_SAM = [0.042, 0.046, 0.050]
+LB_SAME = [0.050, 0.054, None]  # same lr, batch 1000: seed 2 never reached loss 0.1
+LB_SAME_SAM = [0.060, 0.053, 0.055]  # seed 0 collapsed
+
+
+def table():
+    rows = []
+    for s in range(3):
+        rows += [snap(32, s, SB[s], lam=6.0, train_loss=0.095, grad=0.2, step=500),
+                 snap(32, s, SB_SAM[s], sam="sam", lam=4.0),
+                 snap(1000, s, LB[s], lam=3.0, train_loss=0.098, grad=0.9, step=40),
+                 snap(1000, s, LB_SAM[s], sam="sam", lam=2.0),
+                 snap(1000, s, LB_SAME[s] or 0.0, rule="none", reached=LB_SAME[s] is not None, lam=5.0),
+                 snap(1000, s, LB_SAME_SAM[s], rule="none", sam="sam", status="collapsed" if s == 0 else "ok", lam=7.0),
+                 # neither m-SAM nor the lr sweep nor another data set enters the rows
+                 snap(1000, s, 0.9, sam="sam", m=128, lam=1.0),
+                 snap(1000, s, 0.9, notebook="lr_scaling", lam=1.0),
+                 # after 5 epochs: no gap at all (the same error at both batch sizes)
+                 snap(32, s, 0.05, milestone="epochs=5", lam=1.0), snap(1000, s, 0.05, milestone="epochs=5", lam=1.0),
+                 snap(1000, s, 0.04, milestone="epochs=5", sam="sam", lam=1.0)]
+    rows.append(snap(64, 0, 0.1, optimizer="adam"))  # Adam at one batch size only: no Adam rows
+    return pd.DataFrame(rows)
+
+
+def _row(t, rule, kind):
+    found = [r for r in t if r["lr_rule"] == rule and r["compare_at"] == kind]
+    assert len(found) == 1
+    return found[0]
+
+
+def _ci(diffs, t):
+    d = np.asarray(diffs)
+    half = t * d.std(ddof=1) / math.sqrt(len(d))
+    return d.mean(), d.mean() - half, d.mean() + half, half
+
+
+def test_the_rows_and_their_order():
+    t = answer_table.answer_table(table())
+    assert [(r["dataset"], r["optimizer"], r["lr_rule"], r["compare_at"], r["at"]) for r in t] == [
+        ("MNIST (mnist5k)", "sgd", "same", "epochs", 5), ("MNIST (mnist5k)", "sgd", "same", "loss", 0.1),
+        ("MNIST (mnist5k)", "sgd", "scaled", "epochs", 5), ("MNIST (mnist5k)", "sgd", "scaled", "loss", 0.1)]
+    assert all(list(r) == answer_table.KEYS for r in t)
+    assert {(r["small_batch"], r["large_batch"]) for r in t} == {(32, 1000)}
+    assert answer_table.answer_table(pd.DataFrame()) == [] and answer_table.answer_table(None) == []
+
+
+def test_scaled_lr_at_the_same_loss_by_hand():
+    r = _row(answer_table.answer_table(table()), "scaled", "loss")
+    assert r["n_seeds"] == 3 and r["n_missing"] == 0
+    assert r["test_error"] == pytest.approx({"sb": 0.032, "lb": 0.044, "lb_sam": 0.046, "sb_sam": 0.031})
+    assert r["test_loss"] == pytest.approx({"sb": 0.32, "lb": 0.44, "lb_sam": 0.46, "sb_sam": 0.31})
+    assert r["lambda_max"] == {"sb": 6.0, "lb": 3.0, "lb_sam": 2.0, "sb_sam": 4.0}
+    assert r["keskar"] == {"sb": 12.0, "lb": 6.0, "lb_sam": 4.0, "sb_sam": 8.0} and r["which_keskar"] == "keskar_1e-03"
+    assert r["steps"] == {"sb": 500, "lb": 40, "lb_sam": 100, "sb_sam": 100}
+    assert r["train_loss"]["lb"] == pytest.approx(0.098) and r["grad_norm"]["lb"] == pytest.approx(0.9)
+    # gap: LB - SB per seed = 0.010, 0.013, 0.013: mean 0.012, sd sqrt(3e-6), half t * 0.001
+    mean, lo, hi, half = _ci([0.010, 0.013, 0.013], T2)
+    assert mean == pytest.approx(0.012) and half == pytest.approx(T2 * 0.001)
+    assert (r["gap"]["mean"], r["gap"]["lo"], r["gap"]["hi"]) == pytest.approx((mean, lo, hi))
+    assert r["detectable"] == pytest.approx(half)
+    # SAM effect: LB+SAM - LB = 0.002, 0.001, 0.003: mean 0.002, sd 0.001
+    mean, lo, hi, _ = _ci([0.002, 0.001, 0.003], T2)
+    assert (r["sam_effect"]["mean"], r["sam_effect"]["lo"], r["sam_effect"]["hi"]) == pytest.approx((mean, lo, hi))
+    # the gap is significant (lo > 0): closure (0.044 - 0.046) / (0.044 - 0.032) = -1/6, SAM widens it
+    assert r["gap"]["lo"] > 0 and r["closure"]["estimate"] == pytest.approx(-1 / 6)
+    assert r["closure"]["lo"] <= -1 / 6 <= r["closure"]["hi"]
+    assert r["seed_claims"] == {"large_batch_worse": True, "sam_worse": True, "sam_sharper": False,
+                                "reproduces": True}
+
+
+def test_same_lr_leaves_out_a_run_that_missed_its_milestone_and_a_collapsed_one():
+    r = _row(answer_table.answer_table(table()), "same", "loss")
+    # batch 32 (the base batch size) is the same runs as under the scaled rule
+    assert r["test_error"]["sb"] == pytest.approx(0.032) and r["test_error"]["sb_sam"] == pytest.approx(0.031)
+    assert r["n_missing"] == 2  # seed 2's LB run did not reach loss 0.1; seed 0's LB+SAM run collapsed
+    assert r["test_error"]["lb"] == pytest.approx(0.052) and r["test_error"]["lb_sam"] == pytest.approx(0.054)
+    # gap over seeds 0, 1: 0.020, 0.022
+    mean, lo, hi, half = _ci([0.020, 0.022], T1)
+    assert r["n_seeds"] == 2
+    assert (r["gap"]["mean"], r["gap"]["lo"], r["gap"]["hi"]) == pytest.approx((mean, lo, hi))
+    assert r["detectable"] == pytest.approx(half) == pytest.approx(T1 * 0.001)
+    # SAM effect: only seed 1 has both LB runs: one pair, no interval
+    assert r["sam_effect"]["mean"] == pytest.approx(0.053 - 0.054)
+    assert r["sam_effect"]["lo"] is None and r["sam_effect"]["hi"] is None
+    assert r["lambda_max"]["lb"] == 5.0 and r["lambda_max"]["lb_sam"] == 7.0  # the collapsed run's 7.0 left out too
+    assert r["seed_claims"] == {"large_batch_worse": True, "sam_worse": False, "sam_sharper": True,
+                                "reproduces": True}
+
+
+def test_no_gap_gives_no_closure_and_says_how_large_a_gap_could_hide():
+    r = _row(answer_table.answer_table(table()), "scaled", "epochs")
+    assert r["gap"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0} and r["detectable"] == 0.0
+    assert r["closure"] is None and r["seed_claims"]["reproduces"] is False
+    assert r["sam_effect"]["mean"] == pytest.approx(-0.01)
+
+
+def test_lr_rules_of_a_run():
+    rules = selections.lr_rules_of
+    assert rules({"lr_scaling": "none", "batch_size": 1000, "base_batch_size": 32}) == ("same",)
+    assert rules({"lr_scaling": "sqrt", "batch_size": 1000, "base_batch_size": 32}) == ("scaled",)
+    assert rules({"lr_scaling": "linear", "batch_size": 32, "base_batch_size": 32}) == ("same", "scaled")
+    assert rules({"lr_scaling": "none", "batch_size": 32.0, "base_batch_size": 32.0}) == ("same", "scaled")
+    assert selections.dataset_label("fashion_mnist") == "Fashion-MNIST"
+    assert selections.dataset_label("mnist5k") == "MNIST (mnist5k)"
+
+
+def test_snapshot_records_of_a_run_folder(tmp_path):
+    run = tmp_path / "runs" / "baseline" / "64" / "seed=0"
+    io.write_json(run / "config.json", {"dataset": "mnist5k", "batch_size": 64, "seed": 0, "optimizer": "sgd",
+                                        "lr": 0.1, "loss_milestones": [0.1, 0.03], "epoch_milestones": [2],
+                                        "target_loss": None, "epochs": 10, "verbose": 0})
+    snapshot = {"milestone": "loss=0.1", "kind": "loss", "at": 0.1, "step": 120, "epoch": 1.92, "train_loss": 0.09,
+                "train_accuracy": 0.97, "val_loss": 0.12, "val_accuracy": 0.96, "test_loss": 0.13,
+                "test_accuracy": 0.955, "weight_norm": 10.0, "subset_loss": 0.091, "grad_norm": 0.4,
+                "lambda_max": 5.5, "keskar_1e-03": 3.0, "sharpness_settings": {"subset": 1000}}
+    io.write_json(run / "metrics.json", {"status": "ok", "train_loss": 0.02, "train_accuracy": 0.99,
+                                         "snapshots": [snapshot, {**snapshot, "milestone": "epochs=2", "kind": "epochs",
+                                                                  "at": 2, "step": 125, "epoch": 2.0}],
+                                         "milestones_missing": ["loss=0.03"]})
+    rows = layout.snapshot_records(run, study_dir=tmp_path)
+    assert [(r["milestone"], r["kind"], r["at"], r["reached"]) for r in rows] == [
+        ("loss=0.1", "loss", 0.1, True), ("epochs=2", "epochs", 2.0, True), ("loss=0.03", "loss", 0.03, False)]
+    first = rows[0]
+    assert {k: first[k] for k in ("notebook", "run", "batch_size", "seed", "dataset", "status", "run_dir")} == {
+        "notebook": "baseline", "run": "seed=0", "batch_size": 64, "seed": 0, "dataset": "mnist5k", "status": "ok",
+        "run_dir": "runs/baseline/64/seed=0"}
+    assert first["test_error"] == pytest.approx(0.045) and first["train_error"] == pytest.approx(0.03)
+    assert (first["step"], first["epoch"], first["lambda_max"], first["keskar_1e-03"]) == (120, 1.92, 5.5, 3.0)
+    assert "sharpness_settings" not in first
+    assert all(math.isnan(rows[2][k]) for k in ("test_loss", "test_error", "step", "grad_norm"))
+    # a planned run never written: every milestone of its config, none reached
+    planned = layout.snapshot_records(tmp_path / "runs" / "baseline" / "64" / "seed=1", config={
+        "dataset": "mnist5k", "batch_size": 64, "seed": 1, "loss_milestones": [0.1], "epochs": 10})
+    assert [(r["milestone"], r["reached"], r["status"]) for r in planned] == [("loss=0.1", False, "missing")]
+
+
+def test_collapse_is_one_rule_and_a_collapsed_run_is_never_compared(tmp_path):
+    ln10 = math.log(10)
+    assert is_collapsed(ln10 * 1.04, 0.5) and is_collapsed(ln10 * 0.96, 0.5) and not is_collapsed(ln10 * 0.94, 0.5)
+    assert is_collapsed(0.1, 0.15) and not is_collapsed(0.1, 0.151)  # accuracy <= 1.5 / K
+    assert is_collapsed(math.log(2), 0.9, num_classes=2) and not is_collapsed(math.log(2), 0.9)
+    assert not is_collapsed(None, None) and not is_collapsed(math.nan, 0.9)
+    run = tmp_path / "runs" / "baseline" / "32" / "seed=0"
+    io.write_json(run / "metrics.json", {"status": "ok", "train_loss": 2.30, "train_accuracy": 0.11})
+    row = layout.run_record(run)
+    assert row["status"] == "collapsed"
+    df = pd.DataFrame([{**row, "converged": True}])
+    assert not selections.comparable(df).any() and len(selections.not_compared(df)) == 1
+    io.update_json(run / "metrics.json", steps=10)  # a smoke-test run of a few steps: not yet a collapse
+    assert layout.run_record(run)["status"] == "ok"
+    io.update_json(run / "metrics.json", steps=100)  # rundir.collapse_patience: two epochs, at least 100 steps
+    assert layout.run_record(run)["status"] == "collapsed"
+    io.write_json(run / "metrics.json", {"status": "ok", "train_loss": 0.2, "train_accuracy": 0.11, "num_classes": 100})
+    assert layout.run_record(run)["status"] == "ok"  # 0.11 is above chance for 100 classes
