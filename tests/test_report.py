@@ -64,8 +64,28 @@ def _write_run(root, notebook, bs, point, seed, base, status="ok", rng=None, tes
     }
     for k in MEASURES:
         metrics[k] = None if diverged else float(rng.uniform(1, 10)) * (bs / 32) ** 0.5
+    if config.target_loss is not None:  # milestones: the loss target, and one epoch
+        metrics.update(_snapshots(metrics, bs, diverged, capped, config.target_loss))
     io.write_json(run_dir / "metrics.json", metrics)
     return run_dir, metrics
+
+
+def _snapshots(metrics, bs, diverged, capped, target):
+    """metrics.json's snapshots of a run with milestones loss=<target> and epochs=1: the loss milestone
+    at the run's final numbers (not reached by a capped or diverged run), epoch 1 a little worse."""
+    if diverged:
+        return {"snapshots": [], "milestones_missing": [f"loss={target:g}", "epochs=1"]}
+    per_epoch = math.ceil(4000 / bs)
+    final = {k: metrics[k] for k in ("train_loss", "train_accuracy", "val_loss", "test_loss", "test_accuracy",
+                                     *MEASURES)}
+    epoch1 = {**final, "milestone": "epochs=1", "kind": "epochs", "at": 1, "step": per_epoch, "epoch": 1.0,
+              "train_loss": final["train_loss"] + 0.2, "test_loss": final["test_loss"] + 0.2,
+              "test_accuracy": final["test_accuracy"] - 0.01 * (bs / 32), "grad_norm": 0.5, "weight_norm": 10.0}
+    if capped:
+        return {"snapshots": [epoch1], "milestones_missing": [f"loss={target:g}"]}
+    at_loss = {**final, "milestone": f"loss={target:g}", "kind": "loss", "at": target, "step": metrics["steps"],
+               "epoch": metrics["steps"] / per_epoch, "grad_norm": 0.2, "weight_norm": 11.0}
+    return {"snapshots": [epoch1, at_loss], "milestones_missing": []}
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +217,36 @@ def test_gap_closure_is_computed_from_the_compared_runs_and_stated_first(study):
     assert g["n_seeds"] == 1 and (g["small_batch"], g["large_batch"]) == (32, 256)
     assert g["estimate"] == pytest.approx((base_lb - sam_lb) / (base_lb - base_sb))
     assert f["text"][0] == f["answer"][0] and "batch 256" in f["text"][0] and "batch 32" in f["text"][0]
-    assert f["headline"].startswith(f["answer"][0])
+    # the paragraph opens with where the seed study's result reproduces, and repeats none of the bullets
+    assert f["headline"].startswith(f["seed_result"]) and f["seed_result"] not in f["text"]
+    assert not [t for t in f["text"] if t in f["headline"]]
+
+
+def test_snapshots_csv_has_one_row_per_run_and_milestone_and_feeds_the_answer_table(study):
+    snaps = pd.read_csv(study["root"] / "snapshots.csv")
+    assert list(snaps.columns[:len(layout.SNAPSHOT_COLUMNS)]) == layout.SNAPSHOT_COLUMNS
+    assert set(snaps["notebook"]) == {"baseline", "sam_sgd"}  # the lr sweep's runs have no milestones
+    # 16 written runs of the comparisons with 2 milestones each; the failed and the never-written run: the one
+    # milestone of their config (loss=0.3), not reached
+    assert len(snaps) == 16 * 2 + 2
+    not_reached = snaps[~snaps["reached"]]
+    assert sorted(zip(not_reached["batch_size"], not_reached["run"], not_reached["milestone"], not_reached["status"])) == [
+        (32, "seed=1", "loss=0.3", "ok"),  # stopped at its cap above the target
+        (256, "m=16,seed=1", "loss=0.3", "failed"), (256, "m=16,seed=2", "loss=0.3", "missing"),
+        (256, "seed=2", "epochs=1", "diverged"), (256, "seed=2", "loss=0.3", "diverged")]
+    assert not_reached["test_loss"].isna().all()
+    reached = snaps[snaps["reached"]]
+    assert np.allclose(reached["test_error"], 1 - reached["test_accuracy"])
+    f = json.loads((study["root"] / "findings.json").read_text())
+    rows = {(r["lr_rule"], r["compare_at"]): r for r in f["answer_table"]}
+    assert set(rows) == {("same", "epochs"), ("same", "loss")}  # lr_scaling none; scaled: no run at batch 256
+    loss = rows[("same", "loss")]
+    assert (loss["small_batch"], loss["large_batch"], loss["n_missing"]) == (32, 256, 2)  # capped + diverged
+    sb = reached[(reached["milestone"] == "loss=0.3") & (reached["batch_size"] == 32) & (reached["sam"] == "none")]
+    assert loss["test_error"]["sb"] == pytest.approx(sb["test_error"].mean())
+    html = (study["root"] / "report.html").read_text()
+    assert "stop rule: at loss=0.3" in (study["root"] / "figures" / "fig1_sgd_loss.svg").read_text()
+    assert "<table class='answer'>" in html and html.index("<table class='answer'>") < html.index("<ul class='findings'>")
 
 
 def test_mean_ci_matches_scipy_and_handles_small_samples():
@@ -282,6 +331,9 @@ def test_results_carry_the_new_metrics_and_take_recorded_step_seconds(tmp_path):
     assert row["converged"] is None and math.isnan(row["val_loss"]) and math.isnan(row["grad_norm"])
     assert row["step_seconds"] == pytest.approx(4.0 / (3 * math.ceil(4000 / 64)))  # train seconds over steps
     assert row["run_dir"] == str(single)  # no study folder given: the path as given
+    assert row["n_test"] is None
+    io.update_json(single / "metrics.json", n_test=1000)
+    assert layout.run_record(single)["n_test"] == 1000
 
 
 def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
@@ -360,6 +412,59 @@ def test_report_html_shows_every_figure_in_a_real_browser(study, tmp_path):
         assert image["shown"] > 100, image  # laid out on the page, not hidden or collapsed
 
 
+_ORDER_CHECK = """<script>
+window.addEventListener("load", () => {
+  const table = document.querySelector("table.answer");
+  const blocks = [...document.body.querySelectorAll("p, ul, ol")].filter(e => !table || !table.contains(e));
+  const out = document.createElement("pre");
+  out.id = "order-check";
+  out.textContent = JSON.stringify({
+    table: !!table,
+    rows: table ? table.querySelectorAll("tr").length - 1 : 0,
+    first_h2: document.querySelector("h2") ? document.querySelector("h2").textContent : null,
+    after_table: blocks.map(e => ({tag: e.tagName, cls: e.className,
+                                   after: !!table && !!(table.compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING)})),
+    abstract: (document.querySelector("p.abstract") || {}).textContent,
+    findings: [...document.querySelectorAll("ul.findings li")].length,
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_the_answer_table_comes_before_any_finding_in_a_real_browser(study, tmp_path):
+    """The report reads as a paper: headless Chromium lays out report.html and the answer table (one
+    row per answer-table row of findings.json) comes before every paragraph and list of the page (the
+    findings paragraph and the details list among them)."""
+    import html as html_lib
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (Debian package 'chromium'; .ci/run installs it on CI)")
+    f = json.loads((study["root"] / "findings.json").read_text())
+    assert f["answer_table"] and list(f)[0] == "answer_table"  # the answer first in findings.json too
+    page = tmp_path / "report.html"
+    page.write_text((study["root"] / "report.html").read_text().replace("</body>", _ORDER_CHECK + "</body>"))
+    proc = subprocess.run(
+        [browser, "--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    match = re.search(r'<pre id="order-check">(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"Chromium gave no result (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    got = json.loads(html_lib.unescape(match.group(1)))
+    assert got["table"] and got["rows"] == len(f["answer_table"]) and got["first_h2"] == "The answer"
+    assert {b["cls"] for b in got["after_table"]} >= {"abstract", "findings"}
+    assert all(b["after"] for b in got["after_table"]), [b for b in got["after_table"] if not b["after"]]
+    assert got["abstract"] == f["headline"] and got["findings"] == len(f["text"])
+    # and in the DOM as dumped: the table's position precedes the first paragraph and the first list
+    dom = proc.stdout
+    at = dom.index('<table class="answer"')
+    assert at < dom.index('<p class="abstract"') and at < dom.index('<ul class="findings"')
+    assert at < min(m.start() for m in re.finditer(r"<(p|ul|ol)[ >]", dom))
+
+
 def test_report_command_rewrites_a_study_from_its_runs_without_weights(study, tmp_path, capsys):
     import shutil
 
@@ -393,8 +498,23 @@ def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_ru
     f = findings.compute_findings(df)
     saved = json.loads((committed / "findings.json").read_text())
     assert json.loads(json.dumps(f["gap_closure"])) == saved["gap_closure"]
-    assert findings.findings_text(f) == saved["text"]
-    assert len(df) == 103 and (df["status"] == "ok").all()
+    # three lr-sweep runs (lr 0.15 at batch 32) ended at train loss ~2.30 = ln 10: collapsed by the one rule
+    # (rundir.is_collapsed), so they are counted and listed as such; never chosen (nor before: val loss 2.3)
+    collapsed = df[df["status"] == "collapsed"]
+    assert len(df) == 103 and df["status"].value_counts().to_dict() == {"ok": 100, "collapsed": 3}
+    assert set(collapsed["notebook"]) == {"lr_scaling"} and set(collapsed["batch_size"]) == {32}
+    assert set(collapsed["lr"].round(6)) == {0.15}
+    assert (abs(collapsed["train_loss"] - math.log(10)) < 0.05 * math.log(10)).all()
+    expected = list(saved["text"])
+    if "collapsed" not in saved["status_counts"]:  # findings.json written before the collapse rule
+        at = expected.index("103 runs (103 ok). Stop rule of the comparisons: target_loss=0.1 (cap 200 epochs).")
+        expected[at:at + 1] = [
+            "103 runs (3 collapsed, 100 ok). Stop rule of the comparisons: target_loss=0.1 (cap 200 epochs).",
+            "3 run(s) of the lr sweep did not finish ok (an lr that diverges or collapses is a result): "
+            "32/lr=0.15,sam=none,seed=1 (collapsed), 32/lr=0.15,sam=sam,seed=0 (collapsed), "
+            "32/lr=0.15,sam=sam,seed=1 (collapsed)."]
+    assert findings.findings_text(f) == expected
+    assert f["answer_table"] == [] and list(f)[0] == "answer_table"  # no snapshots until the study is re-run
     # the committed records travel: no machine's folders in them (run_dir is relative to the study)
     assert set(df["run_dir"]) == {str(p.relative_to(copy)) for p in layout.run_dirs(copy)}
     for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:

@@ -13,10 +13,10 @@ RUNDIR = SAMLIB / "rundir.py"
 
 # the on-disk contract: a string constant equal to one of these (or a path holding one) belongs to
 # rundir.py (a run's files and status words) or layout.py (the study's)
-RUN_STATUS_WORDS = {"running", "ok", "diverged", "failed"}
+RUN_STATUS_WORDS = {"running", "ok", "diverged", "collapsed", "failed"}
 STATUS_WORDS = RUN_STATUS_WORDS | {"missing", "incomplete", "skipped"}
 RUNS = "runs"  # the layout's folder of cells: flagged in a path (``x / "runs"``, ``"runs/..."``), not as a word
-LAYOUT_NAMES = {"study.json", "status.json", "kernel.log", "results.csv", "findings.json", "report.html"}
+LAYOUT_NAMES = {"study.json", "status.json", "kernel.log", "results.csv", "snapshots.csv", "findings.json", "report.html"}
 RUN_FILES = {"config.json", "metrics.json", "history.csv", "model.weights.h5"}
 # samlib/train.py (the lead's, issue 10) still names the run files it writes; it is to take them from
 # samlib.study.layout (CONFIG, METRICS, HISTORY) too, and this exemption to go.

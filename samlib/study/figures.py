@@ -2,8 +2,11 @@
 
 Each ``fig_*`` function takes the whole results table (`samlib.study.report.collect`, or results.csv
 read back) and returns one matplotlib Figure, e.g. ``fig_loss(results, family="SGD")``;
-``figure("fig1_sgd_loss", results)`` draws a figure of `FIGURES` by name, and `make_figures` writes
-them all. Colours and method order come from a `Style` of the table (pass one `Style` to several
+``figure("fig1_sgd_loss", results, snapshots=snapshots)`` draws a figure of `FIGURES` by name, and
+`make_figures` writes them all. The headline figure (`fig_answer`, ``fig0_answer``) draws the answer
+table (`samlib.study.answer_table`): the gap and SAM's effect per regime. The seed study's figures
+(`SEED_FIGURES`, Fig. 1–4) are drawn from the snapshots table at `seed_milestone` (the smallest loss
+milestone the runs reached) when the study has snapshots, else from each run's final stop. Colours and method order come from a `Style` of the table (pass one `Style` to several
 calls to keep a method's colour across figures drawn from different subsets). The figures are not
 left open in pyplot: a notebook shows each once, as the value of its cell.
 
@@ -22,6 +25,8 @@ import pandas as pd
 
 from samlib import io
 from samlib.measures import label as measure_label
+from samlib.milestones import EPOCHS, LOSS
+from samlib.study.answer_table import answer_table
 from samlib.study.findings import cost_ratios
 from samlib.study.plotting import (
     Style,
@@ -29,6 +34,7 @@ from samlib.study.plotting import (
     empty_panel,
     figure_function,
     finish,
+    setup_matplotlib,
     line,
     log2_x,
     log_axis,
@@ -36,7 +42,11 @@ from samlib.study.plotting import (
     panels,
 )
 from samlib.study.selections import (
+    FAMILIES,
+    FAMILY_LABELS,
+    at_milestone,
     comparable_runs,
+    comparable_snapshots,
     excluded,
     in_family,
     is_sam,
@@ -52,6 +62,7 @@ from samlib.study.selections import (
 
 # --------------------------------------------------------------------------------------- constants
 FIGURES = (
+    "fig0_answer",
     "fig1_sgd_loss",
     "fig2_sgd_sharpness",
     "fig3_adam_loss",
@@ -63,13 +74,20 @@ FIGURES = (
     "fig9_matched_loss",
     "fig10_sharpness_vs_loss",
 )
+ANSWER = "fig0_answer"  #: the headline figure: the answer table drawn
+SEED_FIGURES = ("fig1_sgd_loss", "fig2_sgd_sharpness", "fig3_adam_loss", "fig4_adam_sharpness")
 CAPTIONS = {
-    "fig1_sgd_loss": "Train and test loss vs batch size, SGD without / with SAM: every run trained until its "
-    "inference-mode training loss reached the target (✕: runs that did not, shown but not averaged).",
-    "fig2_sgd_sharpness": "Sharpness vs batch size at the same training loss, SGD without / with SAM (one "
-    "panel per measure; y-axes not shared).",
-    "fig3_adam_loss": "Train and test loss vs batch size, Adam without / with SAM.",
-    "fig4_adam_sharpness": "Sharpness vs batch size, Adam without / with SAM.",
+    "fig0_answer": "The answer, regime by regime (one row of the answer table each): the large-batch gap "
+    "(LB − SB test error, paired by seed) and SAM's effect at the large batch (LB+SAM − LB), in percentage "
+    "points, mean and t-based 95 % CI; ● compared at the same training loss, ■ after the same epochs; no bar: "
+    "fewer than two seeds.",
+    "fig1_sgd_loss": "Train and test loss vs batch size, SGD without / with SAM, at the smallest loss milestone "
+    "the runs reached (the title names it; a study without snapshots: where each run stopped, at its loss "
+    "target). ✕: runs that did not reach it or did not finish ok, shown but not averaged.",
+    "fig2_sgd_sharpness": "Sharpness vs batch size at the same training loss (the milestone of Fig. 1), SGD "
+    "without / with SAM (one panel per measure; y-axes not shared).",
+    "fig3_adam_loss": "Train and test loss vs batch size, Adam without / with SAM (at the milestone of Fig. 1).",
+    "fig4_adam_sharpness": "Sharpness vs batch size, Adam without / with SAM (at the milestone of Fig. 1).",
     "fig5_lr_scaling": "Learning-rate scaling: the best effective lr (lowest validation loss, chosen per "
     "seed) vs batch size against the linear- and square-root-scaling lines through the smallest batch's "
     "best lr (left); validation loss over the lr sweep (right).",
@@ -352,6 +370,73 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
     return fig
 
 
+def _answer_label(row: dict[str, Any], with_dataset: bool) -> str:
+    n = int(row["at"]) if row["compare_at"] == EPOCHS else None
+    milestone = f"loss {row['at']:g}" if n is None else f"{n} epoch{'' if n == 1 else 's'}"
+    text = f"{FAMILY_LABELS.get(row['optimizer'], row['optimizer'])} · {row['lr_rule']} lr · {milestone}"
+    return f"{row['dataset']} · {text}" if with_dataset else text
+
+
+def fig_answer(table: Sequence[dict[str, Any]], style: Style | None = None):
+    """The headline figure: one point and 95 % CI bar per answer-table row (`answer_table.answer_table`),
+    the gap (LB − SB test error) in the left panel, SAM's effect (LB+SAM − LB) in the right, in
+    percentage points; rows grouped by optimizer family and lr rule, ● at a loss, ■ after epochs."""
+    plt, _ = setup_matplotlib()
+    table = list(table)
+    if not table:
+        fig, axes = panels(plt, 1, width=7.0, height=2.2)
+        empty_panel(axes[0], "no milestone snapshots in this study: the answer table is empty until it is re-run")
+        fig.suptitle("The answer: large-batch gap and SAM's effect per regime", fontsize=11)
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
+    many = len({r["dataset"] for r in table}) > 1
+    height = 1.6 + 0.32 * len(table)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, height), sharey=True, squeeze=False)
+    axes = list(axes[0])
+    colors = {f: f"C{i}" for i, f in enumerate(FAMILIES)}
+    ys = list(range(len(table)))[::-1]
+    for ax, key, title in ((axes[0], "gap", "gap: LB − SB test error (points)"),
+                           (axes[1], "sam_effect", "SAM at LB: LB+SAM − LB test error (points)")):
+        for y, row in zip(ys, table):
+            d = row[key]
+            if d["mean"] is None:
+                continue
+            mean = 100 * d["mean"]
+            err = None if d["lo"] is None else [[mean - 100 * d["lo"]], [100 * d["hi"] - mean]]
+            ax.errorbar([mean], [y], xerr=err, fmt="o" if row["compare_at"] == LOSS else "s",
+                        color=colors.get(row["optimizer"], "0.3"), capsize=3, markersize=5)
+        ax.axvline(0.0, color="k", lw=0.8)
+        for i in range(1, len(table)):  # a line between groups of (data set, optimizer, lr rule)
+            a, b = table[i - 1], table[i]
+            if (a["dataset"], a["optimizer"], a["lr_rule"]) != (b["dataset"], b["optimizer"], b["lr_rule"]):
+                ax.axhline(ys[i] + 0.5, color="0.7", lw=0.8, ls="--")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("percentage points")
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels([_answer_label(r, many) for r in table], fontsize=8)
+    axes[0].set_ylim(-0.7, len(table) - 0.3)
+    fig.suptitle("The answer: large-batch gap and SAM's effect per regime (mean, 95 % CI over seeds)", fontsize=11)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def seed_milestone(snapshots: pd.DataFrame | None) -> str | None:
+    """The milestone the seed figures are drawn at: the smallest loss milestone a main run reached (the
+    same training loss, the comparison the study is about), else the largest epoch milestone; None
+    without snapshots."""
+    if snapshots is None or not len(snapshots):
+        return None
+    reached = main_runs(snapshots)
+    reached = reached[comparable_snapshots(reached)]
+    for kind, pick in ((LOSS, "idxmin"), (EPOCHS, "idxmax")):
+        of_kind = reached[reached["kind"] == kind]
+        if len(of_kind):
+            return str(of_kind.loc[getattr(of_kind["at"].astype(float), pick)(), "milestone"])
+    return None
+
+
 _MAKERS: dict[str, Callable[..., Any]] = {
     "fig1_sgd_loss": functools.partial(fig_loss, family="SGD"),
     "fig2_sgd_sharpness": functools.partial(fig_sharpness, family="SGD"),
@@ -368,29 +453,39 @@ MATCHED_LOSS = "fig9_matched_loss"  # the figure the findings refer to for match
 
 
 def number(name: str) -> int:
-    """The figure's number in the report (its place in `FIGURES`, from 1)."""
-    return FIGURES.index(name) + 1
+    """The figure's number in the report: its place in `FIGURES`, from 0 (Fig. 0, the headline figure,
+    `ANSWER`), so Fig. 1–4 are the seed study's Fig. 1–4."""
+    return FIGURES.index(name)
 
 
-def figure(name: str, results: pd.DataFrame, style: Style | None = None):
-    """Draw the figure `name` of `FIGURES` from a results table; returns the Figure."""
+def figure(name: str, results: pd.DataFrame, style: Style | None = None, snapshots: pd.DataFrame | None = None,
+           table: Sequence[dict[str, Any]] | None = None):
+    """Draw the figure `name` of `FIGURES` from a results table (and the snapshots table, for the
+    headline figure and the seed figures; `table`: its answer table, if at hand); returns the Figure."""
+    if name == ANSWER:
+        return fig_answer(table if table is not None else answer_table(snapshots), style)
     if name not in _MAKERS:
         raise ValueError(f"figure has value {name!r}; allowed: {', '.join(FIGURES)}")
+    milestone = seed_milestone(snapshots) if name in SEED_FIGURES else None
+    if milestone is not None:
+        return _MAKERS[name](at_milestone(main_runs(snapshots), milestone), style=style or Style.of(results))
     return _MAKERS[name](results, style=style)
 
 
-def make_figures(results: pd.DataFrame, out_dir: str | Path) -> dict[str, Any]:
+def make_figures(results: pd.DataFrame, out_dir: str | Path, snapshots: pd.DataFrame | None = None,
+                 table: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Every figure of `FIGURES` as ``out_dir/<name>.png`` and ``.svg``; returns name -> Figure. The same
-    table gives the same files (the svg has no date and fixed ids), so a rewritten report of unchanged
+    tables give the same files (the svg has no date and fixed ids), so a rewritten report of unchanged
     runs changes no figure."""
     import matplotlib
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     style = Style.of(results)
+    table = list(table) if table is not None else answer_table(snapshots)
     figures = {}
     for name in FIGURES:
-        fig = figure(name, results, style)
+        fig = figure(name, results, style, snapshots=snapshots, table=table)
         for ext in ("png", "svg"):
             meta = {"Date": None} if ext == "svg" else None
             with matplotlib.rc_context({"svg.hashsalt": name}):

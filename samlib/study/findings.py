@@ -4,8 +4,10 @@ The runs each number is computed from are `samlib.study.selections`' (the compar
 loss target; the lr sweep's per-seed choices; the methods, identified by their fields); measure labels
 and order are `samlib.measures`'. Here: `mean_ci` / `fmt_ci`, the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ ·
 s/√n (s with ddof=1; no interval for n < 2); `measures_in` and `cost_ratios` (shared with the figures);
-`compute_findings` (findings.json), `findings_text` and `headline`. Diverged runs (non-finite loss)
-never enter a mean. Nothing here draws or writes files.
+`compute_findings` (findings.json: the answer table of the snapshots first, `answer_table`), `findings_text`
+(the bullets), `seed_result` (where the seed study's result reproduces, from the answer table) and
+`headline` (the paragraph: `seed_result` and numbers the bullets do not repeat). Diverged and collapsed
+runs never enter a mean. Nothing here draws or writes files.
 
 findings.json names methods by their labels (they are what a reader sees); its ``methods`` maps each
 label to the method's fields, and `findings_text` and `headline` read what a method is from there.
@@ -22,6 +24,7 @@ from scipy import stats
 
 from samlib import measures as registry
 from samlib.study import answer, selections
+from samlib.study import answer_table as answers
 from samlib.study.layout import OK, TARGET_NOT_REACHED
 from samlib.study.layout import present as _present
 from samlib.study.selections import (
@@ -96,8 +99,11 @@ def _trend(df: pd.DataFrame, measure: str) -> dict[str, Any]:
             "spearman_rho": float(rho), "spearman_p": float(p), "n_runs": int(len(ok))}
 
 
-def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
-    """The numbers the findings state, each from the results table (see the module doc).
+def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The numbers the findings state, each from the results table (see the module doc), and first
+    ``answer_table``: the answer regime by regime from the snapshots table (`answer_table.answer_table`;
+    empty without snapshots), with ``seed_result``, the sentence saying where the seed study's result
+    reproduces (`seed_result`; None without rows).
 
     Comparisons use `selections.compared` runs only: ok and at their loss target. ``methods`` maps
     each method's label to its fields (optimizer, sam, m). ``gap_closure`` is the
@@ -106,7 +112,9 @@ def compute_findings(df: pd.DataFrame) -> dict[str, Any]:
     study's Fig. 2 and 4, here at a matched training loss); ``lr_scaling`` the sweep's validation-chosen
     lrs and the slope of log(best lr) vs log(B); ``not_compared`` the runs left out, with why.
     """
-    out: dict[str, Any] = {"n_runs": int(len(df)), "status_counts": df["status"].value_counts().to_dict()}
+    table = answers.answer_table(snapshots)
+    out: dict[str, Any] = {"answer_table": table, "seed_result": seed_result(table)}
+    out.update(n_runs=int(len(df)), status_counts=df["status"].value_counts().to_dict())
     out["methods"] = {m.label: m.fields() for m in selections.method_order(df)}
     main = selections.main_runs(df)
     out["stop_rules"] = sorted(set(main["stop_rule"].dropna()))
@@ -256,16 +264,79 @@ def findings_text(f: Mapping[str, Any]) -> list[str]:
                      + (" …" if len(left) > 12 else "") + ".")
     bad = [b for b in f.get("not_ok", []) if b["notebook"] == LR_NOTEBOOK]
     if bad:
-        lines.append(f"{len(bad)} run(s) of the lr sweep did not finish ok (a diverging lr is a result): "
+        lines.append(f"{len(bad)} run(s) of the lr sweep did not finish ok (an lr that diverges or collapses is a "
+                     "result): "
                      + ", ".join(f"{b['batch_size']}/{b['run']} ({b['status']})" for b in bad[:12])
                      + (" …" if len(bad) > 12 else "") + ".")
     return lines
 
 
+# ============================================================================ the seed study's result
+SEED_CLAIM = "the large batch worse, and SAM at the large batch worse or sharper"
+
+
+def _pair(d: Mapping[str, Any], a: str, b: str, digits: int = 3) -> str:
+    x, y = d.get(a), d.get(b)
+    return "n/a" if x is None or y is None else f"{x:.{digits}g} vs {y:.{digits}g}"
+
+
+def _why(row: Mapping[str, Any], with_dataset: bool) -> str:
+    """One reproducing regime with the numbers that explain it, at the point measured."""
+    pts = answers.points
+    gap, sam = row["gap"], row["sam_effect"]
+    lam = row[answers.LAMBDA_KEY]
+    parts = [f"gap {pts(gap['mean'])} points (CI {pts(gap['lo'])} to {pts(gap['hi'])})",
+             f"SAM {pts(sam['mean'])} points"]
+    if lam.get("lb") is not None and lam.get("lb_sam") is not None:
+        parts.append(f"λ_max {lam['lb_sam']:.3g} with SAM vs {lam['lb']:.3g}")
+    parts.append(f"where batch {row['large_batch']} has training loss {_pair(row['train_loss'], 'lb', 'sb')} and "
+                 f"gradient norm {_pair(row['grad_norm'], 'lb', 'sb')} against batch {row['small_batch']}")
+    return f"{answers.regime(row, with_dataset)} ({'; '.join(parts)})"
+
+
+def seed_result(table: list[Mapping[str, Any]]) -> str | None:
+    """Where the seed study's result (`SEED_CLAIM`) reproduces: the rows of the answer table whose
+    ``seed_claims`` say so, each with its gap, SAM effect, λ_max and the training loss and gradient norm
+    of the large batch against the small one at that point (why it is worse there); then why it does
+    not elsewhere (no significant gap, and how large a gap could hide; or SAM neither worse nor
+    sharper). None for an empty table."""
+    if not table:
+        return None
+    many = len({r["dataset"] for r in table}) > 1
+    yes = [r for r in table if r["seed_claims"]["reproduces"]]
+    head = f"The seed study's result ({SEED_CLAIM})"
+    if yes:
+        text = (f"{head} reproduces in {len(yes)} of {len(table)} regimes: "
+                + "; ".join(_why(r, many) for r in yes[:3]) + ("; …" if len(yes) > 3 else "") + ".")
+    else:
+        text = f"{head} reproduces in none of the {len(table)} regimes."
+    no_gap = [r for r in table if not r["seed_claims"]["large_batch_worse"]]
+    sam_fine = [r for r in table if r["seed_claims"]["large_batch_worse"] and not r["seed_claims"]["reproduces"]]
+    rest = []
+    if no_gap:
+        widths = [r["detectable"] for r in no_gap if r["detectable"] is not None]
+        rest.append(f"in {len(no_gap)} the large batch is not significantly worse"
+                    + (f" (no gap larger than ±{answers.points(max(widths), False)} points)" if widths else ""))
+    if sam_fine:
+        rest.append(f"in {len(sam_fine)} it is, but SAM makes it neither worse nor sharper")
+    return text + (" Elsewhere: " + "; ".join(rest) + "." if rest else "")
+
+
 def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
-    """The direct answer first, then a few main numbers (each computed in `compute_findings`);
+    """The report's paragraph: where the seed study's result reproduces (``seed_result``; or that the
+    study has no snapshots, so no answer table), then a few main numbers (each computed in
+    `compute_findings`) in words the findings' bullets (`findings_text`) do not repeat;
     `matched_figure`: the number of the matched-loss figure, if the reader has it."""
-    parts = list(f.get("answer", []))
+    parts = []
+    if f.get("seed_result"):
+        parts.append(f["seed_result"])
+    elif "answer_table" in f and not f["answer_table"]:
+        parts.append("This study's runs have no milestone snapshots (they predate them), so its answer table is "
+                     "empty until it is re-run; the details below compare each run where it stopped.")
+    missing = sum(r.get("n_missing", 0) for r in f.get("answer_table", []))
+    if missing:
+        parts.append(f"{missing} snapshot(s) of the table's runs are missing (the run did not reach the milestone "
+                     "or did not finish ok) and are counted, not compared.")
     trends = f.get("sharpness_trend", {})
     # the SGD-family base optimizer the study trained (plain or momentum SGD), preferring one with a trend
     bases = [m for m in _methods(f).values() if m.is_base and m.optimizer in FAMILIES["sgd"]]

@@ -2,16 +2,19 @@
 
 `collect(study_dir)` gathers one row per run (`layout.run_record` of every run folder), plus a row
 for every run that study.json planned but nobody wrote (status `layout.MISSING`, its columns from the
-full config the planner recorded). `make_report(study_dir)` writes from that table:
+full config the planner recorded); `collect_snapshots(study_dir)` one row per (run, milestone)
+(`layout.snapshot_records`). `make_report(study_dir)` writes from those tables:
 
     results.csv        one row per run (`layout.COLUMNS`), diverged / failed / missing runs included
+    snapshots.csv      one row per (run, milestone), milestones not reached included
     figures/*.png|svg  the figures of `figures.FIGURES`, every one mean ± 95 % CI over seeds
-    findings.json      the numbers of the findings paragraph (mean, t-based 95 % CI, n)
-    report.html        figures (embedded), the parameters and stop rules that made them, findings
+    findings.json      the answer table first (`answer_table`), then the numbers of the findings
+    report.html        as a paper: title, the answer table, the paragraph, the headline figure and the
+                       seed study's figures, the details (findings), more figures, the parameters
 
 Statistics. Figures use seaborn's bootstrap CI (``errorbar=("ci", 95)``, 1,000 resamples, seed 0)
 over seeds. The findings use the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with ddof=1; no
-interval for n < 2), computed by `findings.mean_ci`. Diverged runs (non-finite loss) never enter a
+interval for n < 2), computed by `findings.mean_ci`. Diverged and collapsed runs never enter a
 mean; they are drawn as ✕ at the top of the panel where they belong and listed in the report.
 
 This module does not import TensorFlow (except `ensure_study`, which may have to train a demo).
@@ -29,11 +32,30 @@ import pandas as pd
 import yaml
 
 from samlib import io, measures
+from samlib.study import answer_table as answers
 from samlib.study import figures, layout
 from samlib.study.findings import compute_findings, findings_text, headline
 
 
 # ============================================================================ the whole study
+def _runs(study_dir: Path) -> list[tuple[dict[str, Any], Path, str | None, int | None, dict | None]]:
+    """(its `layout.run_record`, folder, notebook, batch size, planned config) of every run folder, then
+    of every run study.json planned that has no folder."""
+    out: list[tuple[dict[str, Any], Path, str | None, int | None, dict | None]] = []
+    seen: set[str] = set()
+    for run in layout.run_dirs(study_dir):
+        out.append((layout.run_record(run, study_dir=study_dir), run, None, None, None))
+        seen.add(str(run.resolve()))
+    for planned in layout.planned_runs(study_dir):
+        if str(planned.run_dir.resolve()) not in seen:
+            row = layout.run_record(planned.run_dir, planned.notebook, planned.batch_size, planned.config,
+                                    study_dir=study_dir)
+            if row["seed"] is None:
+                row["seed"] = planned.seed
+            out.append((row, planned.run_dir, planned.notebook, planned.batch_size, planned.config))
+    return out
+
+
 def collect(study_dir: str | Path) -> pd.DataFrame:
     """One row per run of the study: `layout.COLUMNS`, then the sharpness measures, then `layout.TAIL`.
 
@@ -42,23 +64,28 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
     ``run_dir`` is relative to `study_dir` (``runs/<notebook>/<batch_size>/<run>``).
     """
     study_dir = Path(study_dir)
-    rows = []
-    seen: set[str] = set()
-    for run in layout.run_dirs(study_dir):
-        rows.append(layout.run_record(run, study_dir=study_dir))
-        seen.add(str(run.resolve()))
-    for planned in layout.planned_runs(study_dir):
-        if str(planned.run_dir.resolve()) not in seen:
-            row = layout.run_record(planned.run_dir, planned.notebook, planned.batch_size, planned.config,
-                                    study_dir=study_dir)
-            if row["seed"] is None:
-                row["seed"] = planned.seed
-            rows.append(row)
+    rows = [row for row, *_ in _runs(study_dir)]
     keys = measures.order({k for r in rows for k in r if measures.is_measure(k)})
     columns = layout.COLUMNS + keys + layout.TAIL
     df = pd.DataFrame(rows, columns=columns + ["cell_status"])
     df["cell_status"] = [io.read_json_dict(layout.cell_status((study_dir / r).parent)).get("status")
                          for r in df["run_dir"]]
+    if len(df):
+        df = df.sort_values(["notebook", "batch_size", "run"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def collect_snapshots(study_dir: str | Path) -> pd.DataFrame:
+    """One row per (run, milestone) of the study (`layout.snapshot_records`; snapshots.csv): the run's
+    identity columns, the milestone, whether it was reached, and the snapshot's numbers; then the
+    sharpness measures. Planned runs without a folder count with every milestone of their config not
+    reached; runs without snapshot records (they predate them) have no rows."""
+    study_dir = Path(study_dir)
+    rows = []
+    for record, run, notebook, batch_size, config in _runs(study_dir):
+        rows += layout.snapshot_records(run, notebook, batch_size, config, study_dir=study_dir, record=record)
+    keys = measures.order({k for r in rows for k in r if measures.is_measure(k)})
+    df = pd.DataFrame(rows, columns=layout.SNAPSHOT_COLUMNS + keys)
     if len(df):
         df = df.sort_values(["notebook", "batch_size", "run"], kind="stable").reset_index(drop=True)
     return df
@@ -74,29 +101,33 @@ class Report:
     text: list[str]
     html: Path
     headline: str = ""
+    snapshots: pd.DataFrame | None = None
 
     @property
     def files(self) -> list[str]:
         """Everything the report wrote, relative to the study folder, sorted."""
         names = [f"{layout.FIGURES}/{n}.{e}" for n in self.figures for e in ("png", "svg")]
-        return sorted(names + [layout.FINDINGS, layout.REPORT, layout.RESULTS])
+        return sorted(names + [layout.FINDINGS, layout.REPORT, layout.RESULTS, layout.SNAPSHOTS])
 
     def _repr_html_(self) -> str:
         return _html_body(self)
 
 
 def make_report(study_dir: str | Path) -> Report:
-    """Write results.csv, figures/, findings.json and report.html for `study_dir` (module doc)."""
+    """Write results.csv, snapshots.csv, figures/, findings.json (the answer table first) and
+    report.html for `study_dir` (module doc)."""
     study_dir = Path(study_dir)
     df = collect(study_dir)
+    snapshots = collect_snapshots(study_dir)
     io.write_text(study_dir / layout.RESULTS, df.to_csv(index=False))
-    figures.make_figures(df, study_dir / layout.FIGURES)
-    findings = compute_findings(df)
+    io.write_text(study_dir / layout.SNAPSHOTS, snapshots.to_csv(index=False))
+    findings = compute_findings(df, snapshots)
+    figures.make_figures(df, study_dir / layout.FIGURES, snapshots=snapshots, table=findings["answer_table"])
     text = findings_text(findings)
     head = headline(findings, matched_figure=figures.number(figures.MATCHED_LOSS))
-    io.write_json(study_dir / layout.FINDINGS, {**findings, "headline": head, "text": text})
+    io.write_json(study_dir / layout.FINDINGS, {**findings, "headline": head, "text": text}, first=("answer_table",))
     pngs = {name: study_dir / layout.FIGURES / f"{name}.png" for name in figures.FIGURES}
-    rep = Report(study_dir, df, pngs, findings, text, study_dir / layout.REPORT, head)
+    rep = Report(study_dir, df, pngs, findings, text, study_dir / layout.REPORT, head, snapshots)
     io.write_text(rep.html, "<!doctype html>\n<html><head><meta charset='utf-8'>"
                   f"<title>SAM study: {html.escape(study_dir.name)}</title>{_CSS}</head><body>"
                   + _html_body(rep) + "</body></html>\n")
@@ -107,29 +138,107 @@ _CSS = """<style>
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}
+table.answer td{text-align:right}table.answer td.regime{text-align:left}
+table.answer caption{caption-side:bottom;text-align:left;font-size:12px;color:#444;padding-top:.4em}
+.subtitle{color:#444;margin-bottom:1em}.abstract{font-size:15px;line-height:1.45}
 figure{margin:1.5em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
 .findings li{margin:.3em 0}
 </style>"""
 
 
+def _pts(x: Any, signed: bool = True) -> str:
+    return answers.points(x, signed)
+
+
+def _ci_cell(d: Any) -> str:
+    """'+1.2 (−0.3 to +2.7)' in points; '+1.2 (1 seed)' without an interval; '–' without a value."""
+    if not d or d.get("mean") is None:
+        return "–"
+    if d.get("lo") is None:
+        return f"{_pts(d['mean'])} (no CI)"
+    return f"{_pts(d['mean'])} ({_pts(d['lo'])} to {_pts(d['hi'])})"
+
+
+def _num_pair(d: Any, a: str, b: str) -> str:
+    x, y = (d or {}).get(a), (d or {}).get(b)
+    return f"{'–' if x is None else f'{x:.3g}'} / {'–' if y is None else f'{y:.3g}'}"
+
+
+ANSWER_HEADER = ["regime", "SB → LB", "seeds (missing)", "test error SB / LB / LB+SAM (%)", "gap LB − SB (points)",
+                 "SAM effect LB+SAM − LB (points)", "gap closed by SAM", "no gap larger than (points)",
+                 "λ_max LB / LB+SAM", "train loss SB / LB", "steps SB / LB"]
+
+
+def answer_table_html(table: list[dict[str, Any]]) -> str:
+    """The answer table as an HTML ``<table class='answer'>`` (one row per regime; an empty table says
+    why it is empty)."""
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ANSWER_HEADER) + "</tr>"
+    caption = ("<caption>One row per regime (data set, optimizer, lr rule: same lr at every batch size or scaled "
+               "with it, the runs at the base batch size serving both; compared at the same training loss or "
+               "after the same epochs). SB/LB: the smallest/largest batch size; base optimizer vs plain SAM. Test "
+               "errors are means over seeds; gap and SAM effect are paired by seed, mean and t-based 95 % CI, in "
+               "percentage points; the gap closure (share of the gap SAM closes, bootstrap 95 % CI) only where "
+               "the gap's CI excludes 0; 'no gap larger than' is the gap CI's half-width. Missing: a run that "
+               "did not reach the milestone or did not finish ok (diverged, collapsed), counted, not compared."
+               "</caption>")
+    if not table:
+        body = (f"<tr><td class='regime' colspan='{len(ANSWER_HEADER)}'>No milestone snapshots in this study (its "
+                "runs predate them): the answer table is empty until the study is re-run.</td></tr>")
+        return f"<table class='answer'>{caption}{head}{body}</table>"
+    many = len({r["dataset"] for r in table}) > 1
+    rows = []
+    for r in table:
+        err = r["test_error"]
+        closure = r["closure"]
+        closed = "–" if closure is None else (
+            f"{100 * closure['estimate']:.0f} %" + ("" if closure["lo"] is None else
+                                                    f" ({100 * closure['lo']:.0f} to {100 * closure['hi']:.0f} %)"))
+        cells = [answers.regime(r, many), f"{r['small_batch']} → {r['large_batch']}", f"{r['n_seeds']} ({r['n_missing']})",
+                 " / ".join("–" if err[g] is None else f"{100 * err[g]:.2f}" for g in ("sb", "lb", "lb_sam")),
+                 _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), closed,
+                 "–" if r["detectable"] is None else f"±{_pts(r['detectable'], False)}",
+                 _num_pair(r[answers.LAMBDA_KEY], "lb", "lb_sam"), _num_pair(r["train_loss"], "sb", "lb"),
+                 _num_pair(r["steps"], "sb", "lb")]
+        rows.append("<tr>" + "".join(f"<td class='regime'>{html.escape(c)}</td>" if i == 0 else
+                                     f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells)) + "</tr>")
+    return f"<table class='answer'>{caption}{head}{''.join(rows)}</table>"
+
+
+def _figure_html(rep: Report, name: str) -> str:
+    png = rep.figures[name]
+    src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    return (f"<figure><img src='{src}' alt='{name}'><figcaption><b>Fig. {figures.number(name)}</b> "
+            f"({name}): {html.escape(figures.CAPTIONS.get(name, ''))} "
+            f"(<a href='{layout.FIGURES}/{name}.svg'>svg</a>)</figcaption></figure>")
+
+
 def _html_body(rep: Report) -> str:
-    """The report's body; figures embedded as data URIs, so report.html is one self-contained file."""
+    """The report's body, as a paper: title, the answer table, the paragraph (where the seed study's
+    result reproduces), the headline figure and the seed study's figures, the details (every finding),
+    the other figures, the parameters, the runs not ok. Figures are embedded as data URIs, so
+    report.html is one self-contained file."""
     study = layout.read_study(rep.study_dir)
     params = {k: study[k] for k in ("study", "description", "seeds", "base", "sharpness", "notebooks", "summary")
               if k in study}
-    parts = [f"<h1>Does SAM rescue large-batch training? — study <code>{html.escape(rep.study_dir.name)}</code></h1>"]
-    if study.get("description"):
-        parts.append(f"<p>{html.escape(study['description'])}</p>")
-    parts.append(f"<h2>Findings</h2><p>{html.escape(rep.headline)}</p><h3>Details</h3>"
-                 "<ul class='findings'>" + "".join(f"<li>{html.escape(t)}</li>" for t in rep.text) + "</ul>")
+    parts = ["<h1>Does SAM rescue large-batch training?</h1>",
+             f"<div class='subtitle'>Study <code>{html.escape(rep.study_dir.name)}</code>"
+             + (f": {html.escape(study['description'])}" if study.get("description") else "") + "</div>"]
+    parts.append("<h2>The answer</h2>" + answer_table_html(rep.findings.get("answer_table", [])))
+    parts.append(f"<p class='abstract'>{html.escape(rep.headline)}</p>")
+    shown = [n for n in (figures.ANSWER, *figures.SEED_FIGURES) if n in rep.figures]
+    parts.extend(_figure_html(rep, n) for n in shown)
+    parts.append("<h2>Details</h2><ul class='findings'>" + "".join(f"<li>{html.escape(t)}</li>" for t in rep.text)
+                 + "</ul>")
     parts.append("<p><small>Gap closure: (L<sub>base,LB</sub> − L<sub>SAM,LB</sub>) / (L<sub>base,LB</sub> − "
                  "L<sub>base,SB</sub>) of per-seed means, SB/LB the smallest/largest batch, with a bootstrap 95 % "
                  "CI over seeds (resampled together, as they are paired). Differences between methods: paired "
                  "per seed, t-based 95 % CI. Other findings: mean and t-based 95 % CI over seeds (mean ± t·s/√n). "
                  "Figures: mean and seaborn bootstrap 95 % CI over seeds. Only runs that finished ok at their "
-                 "loss target are compared; the others (diverged, failed, target not reached) are marked ✕ in "
-                 "the figures and listed below. Settings (lr, α) are chosen on the validation split; the test "
+                 "loss target are compared; the others (diverged, collapsed, failed, target not reached) are marked "
+                 "✕ in the figures and listed below. Settings (lr, α) are chosen on the validation split; the test "
                  "split is read once per run, after training.</small></p>")
+    parts.append("<h2>More figures</h2>")
+    parts.extend(_figure_html(rep, n) for n in rep.figures if n not in shown)
     parts.append("<h2>Parameters</h2>")
     rules = sorted(set(rep.results["stop_rule"].dropna())) if len(rep.results) else []
     parts.append("<p>Stop rules used: " + html.escape("; ".join(rules) or "n/a")
@@ -138,7 +247,9 @@ def _html_body(rep: Report) -> str:
                  "<code>target_loss</code> rule stops at the first check (about every quarter epoch) at which "
                  "the training loss in inference mode (dropout off, on the whole training split) is at or below "
                  "the target, or at its cap (matched training loss; runs that hit the cap did not reach "
-                 "the target).</p>")
+                 "the target). Milestones: a run snapshots its weights when its inference-mode training loss first "
+                 "is at or below each loss milestone and after each epoch milestone, and the answer table compares "
+                 "those snapshots.</p>")
     if params:
         parts.append(f"<p>Params file: <code>{html.escape(shown_path(study.get('params_file', ''), rep.study_dir))}"
                      "</code></p>")
@@ -146,12 +257,6 @@ def _html_body(rep: Report) -> str:
     else:
         parts.append("<p>No study.json in this folder (not made by the study runner): the configurations are "
                      "those in results.csv.</p>")
-    parts.append("<h2>Figures</h2>")
-    for name, png in rep.figures.items():
-        src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-        parts.append(f"<figure><img src='{src}' alt='{name}'><figcaption><b>Fig. {figures.number(name)}</b> "
-                     f"({name}): {html.escape(figures.CAPTIONS.get(name, ''))} "
-                     f"(<a href='{layout.FIGURES}/{name}.svg'>svg</a>)</figcaption></figure>")
     bad = rep.results[rep.results["status"] != layout.OK] if len(rep.results) else rep.results
     parts.append(f"<h2>Runs not ok ({len(bad)})</h2>")
     if len(bad):
@@ -159,7 +264,9 @@ def _html_body(rep: Report) -> str:
         parts.append(bad[cols].to_html(index=False, na_rep="", escape=True))
     else:
         parts.append("<p>none</p>")
-    parts.append(f"<p>One row per run: <a href='{layout.RESULTS}'>{layout.RESULTS}</a> ({len(rep.results)} rows).</p>")
+    n_snap = 0 if rep.snapshots is None else len(rep.snapshots)
+    parts.append(f"<p>One row per run: <a href='{layout.RESULTS}'>{layout.RESULTS}</a> ({len(rep.results)} rows); "
+                 f"one per run and milestone: <a href='{layout.SNAPSHOTS}'>{layout.SNAPSHOTS}</a> ({n_snap} rows).</p>")
     return "\n".join(parts)
 
 
