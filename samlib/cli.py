@@ -101,6 +101,7 @@ _SETTING_HELP = {
     "subspace_dim": "Keskar in a random subspace of this size",
     "rho": "SAM radius",
     "batch_size": "evaluation batch of the measures",
+    "milestones": "cheaper measure sets at some snapshots, as YAML, e.g. '{loss=0.1: [sam]}'",
 }
 
 
@@ -109,6 +110,7 @@ def _sharpness(args: argparse.Namespace) -> int:
 
     from samlib import io
     from samlib.config import Config, ConfigError
+    from samlib.measures import is_measure
     from samlib.rundir import CONFIG, METRICS, measure_run
 
     run_dir = Path(args.run_dir)
@@ -137,6 +139,9 @@ def _sharpness(args: argparse.Namespace) -> int:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             print(f"{key:28s} {value:.6g}")
     print(f"{'sharpness_status':28s} {values['sharpness_status']}")
+    for snap in values.get("snapshots", []):
+        print(f"snapshot {snap['milestone']:19s} " + " ".join(
+            f"{k}={snap[k]:.4g}" for k in snap if is_measure(k) and isinstance(snap[k], float)))
     print(f"merged {len(values)} values into {run_dir / METRICS}")
     return 0
 
@@ -158,6 +163,10 @@ def _add_sharpness(sub) -> None:
             p.add_argument(option, nargs="+", choices=MEASURES, help=doc)
         elif field.name == "epsilons":
             p.add_argument(option, nargs="+", type=float, help=doc)
+        elif field.name == "milestones":
+            import yaml
+
+            p.add_argument(option, type=yaml.safe_load, help=doc)
         else:
             kind = float if isinstance(default, float) else int
             p.add_argument(option, type=kind, help=doc)

@@ -23,7 +23,7 @@ import yaml
 
 from samlib import measures as registry
 from samlib.validate import (
-    ConfigError, boolean, check_instance, check_keys, check_values, checked, checks_of, choice, integer,
+    Checker, ConfigError, boolean, check_instance, check_keys, check_values, checked, checks_of, choice, integer,
     invalid, list_of, number, text,
 )
 
@@ -238,6 +238,33 @@ def parse_override(text: str) -> tuple[str, Any]:
 MEASURES = registry.NAMES  #: the measures of `samlib.sharpness.measure` (the registry, `samlib.measures`)
 
 
+class _MilestoneMeasures(Checker):
+    """None, or a mapping from milestone names (``loss=0.1``, ``epochs=10``: `samlib.milestones`) to
+    lists of measure names; stored as {normalised name: tuple of measures}."""
+
+    def __init__(self) -> None:
+        super().__init__("null or a mapping of milestone names (loss=<value>, epochs=<count>) to lists of "
+                         f"measures from {', '.join(MEASURES)}", (dict,))
+        self.optional = True
+        self.measures = list_of(choice(MEASURES), non_empty=False)
+
+    def __call__(self, key: str, value: Any, label: str = "key") -> Any:
+        from samlib.milestones import Milestone
+
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise invalid(key, value, self.allowed, label, of_type=True)
+        out = {}
+        for name, measures in value.items():
+            try:
+                milestone = Milestone.parse(str(name))
+            except ValueError:
+                raise invalid(f"{key}.{name}", measures, self.allowed, label, why=f"{name!r} is no milestone") from None
+            out[milestone.name] = self.measures(f"{key}.{name}", measures, label)
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class SharpnessSettings:
     """How the sharpness of a trained network is measured: the one source of these settings for
@@ -259,9 +286,17 @@ class SharpnessSettings:
     subspace_dim: int | None = checked(None, integer(1).or_none())  #: Keskar in a random subspace of this dimension (None: full space)
     rho: float = checked(0.05, number(0))  #: radius of the SAM sharpness
     batch_size: int = checked(1000, integer(1))  #: evaluation batch of the measures
+    #: cheaper sets at some milestones of a run, {milestone: measures} (e.g. {"loss=0.1": [sam]});
+    #: every other snapshot, and the final weights, get `measures`
+    milestones: dict[str, tuple[str, ...]] | None = checked(None, _MilestoneMeasures())
 
     def __post_init__(self) -> None:
         check_instance(self)
+
+    def at_milestone(self, name: str | None) -> "SharpnessSettings":
+        """The settings a snapshot at milestone `name` is measured with (None: the final weights)."""
+        measures = (self.milestones or {}).get(name, self.measures) if name is not None else self.measures
+        return dataclasses.replace(self, measures=measures, milestones=None)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None = None, where: str = "sharpness") -> "SharpnessSettings":
@@ -280,6 +315,10 @@ class SharpnessSettings:
         values["measures"] = list(self.measures)
         values["epsilons"] = [float(e) for e in self.epsilons]
         values["tol"], values["rho"] = float(self.tol), float(self.rho)
+        if self.milestones is None:  # absent, not null: records made before this setting stay equal
+            del values["milestones"]
+        else:
+            values["milestones"] = {k: list(v) for k, v in self.milestones.items()}
         return values
 
 

@@ -45,6 +45,9 @@ HISTORY = "history.csv"
 WEIGHTS = "model.weights.h5"
 RUN_FILES = (CONFIG, METRICS, HISTORY)  # a folder holding any of these is a run
 SNAPSHOTS = "snapshots"  # snapshots/<milestone>.weights.h5: the weights at each milestone reached
+#: what training records of a snapshot (metrics.json "snapshots"); `measure_run` adds the measures
+SNAPSHOT_FIELDS = ("milestone", "kind", "at", "step", "epoch", "epochs_done", "train_loss", "train_accuracy",
+                   "val_loss", "val_accuracy", "test_loss", "test_accuracy", "weight_norm")
 
 # ---------------------------------------------------------------------- status words
 RUNNING = "running"
@@ -115,9 +118,13 @@ def is_complete(run_dir: str | Path, config: Config) -> bool:
 
 
 def is_measured(run_dir: str | Path, settings: SharpnessSettings) -> bool:
-    """metrics.json holds a sharpness measurement (or a recorded skip) made with exactly `settings`."""
+    """metrics.json holds a sharpness measurement (or a recorded skip) made with exactly `settings`,
+    and so does each of its snapshots (with `settings.at_milestone` of its milestone)."""
     metrics = read_metrics(run_dir)
-    return "sharpness_status" in metrics and metrics.get("sharpness_settings") == settings.to_dict()
+    if "sharpness_status" not in metrics or metrics.get("sharpness_settings") != settings.to_dict():
+        return False
+    return all(snap.get("sharpness_settings") == settings.at_milestone(snap["milestone"]).to_dict()
+               for snap in metrics.get("snapshots") or [])
 
 
 # ---------------------------------------------------------------------- a finished run
@@ -160,11 +167,13 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
     """Measure one finished run and merge the numbers into its metrics.json; returns what was merged:
     the values of `samlib.sharpness.measure`, ``sharpness_settings`` (`SharpnessSettings.to_dict`),
     ``sharpness_status``, ``sharpness_subset`` (examples measured on), ``sharpness_seed``,
-    ``sharpness_seconds`` and ``n_train``.
+    ``sharpness_seconds`` and ``n_train``; and ``snapshots``, each snapshot measured at its own weights
+    (``snapshots/<milestone>.weights.h5``) with `SharpnessSettings.at_milestone`, unless it already was.
+    A snapshot at the run's last step with the final weights' settings shares their numbers.
 
     `model`: the trained network if at hand (else loaded from the folder); `data`: the run's data set
-    (else `samlib.data.load_data` of its config). A diverged run (or one whose train or test loss is
-    not finite) is not measured: its sharpness keys are written as null with `SHARPNESS_SKIPPED`.
+    (else `samlib.data.load_data` of its config). A diverged or collapsed run (or one whose train or test
+    loss is not finite) is not measured: its sharpness keys are written as null with `SHARPNESS_SKIPPED`.
     """
     from samlib import sharpness as sharp
     from samlib.data import load_data
@@ -177,16 +186,45 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
     data = data if data is not None else load_data(config)
     extra = {"sharpness_settings": settings.to_dict(), "n_train": int(len(data.x_train))}
     non_finite = any(k in metrics and _missing(metrics[k]) for k in ("train_loss", "test_loss"))
-    if metrics.get("status") == DIVERGED or non_finite:
+    if metrics.get("status") in (DIVERGED, COLLAPSED) or non_finite:
         keys = sharp.measure_keys(settings.measures, settings.epsilons, settings.subspace_dim)
-        values = {**{k: None for k in keys}, **extra, "sharpness_status": SHARPNESS_SKIPPED}
+        values = {**{k: None for k in keys}, **extra, "sharpness_status": f"skipped: {metrics.get('status')}"}
         io.update_json(run_dir / METRICS, **values)
         return values
     model = model if model is not None else load_run(run_dir, data)[1]
     x, y = sharp.subset(data.x_train, data.y_train, settings.subset, settings.seed)
-    start = time.perf_counter()
-    values: dict[str, Any] = sharp.measure(model, make_loss(), x, y, settings=settings)
-    values.update(extra, sharpness_subset=int(len(x)), sharpness_seed=settings.seed,
-                  sharpness_seconds=time.perf_counter() - start, sharpness_status=SHARPNESS_OK)
+
+    def measured(with_settings: SharpnessSettings) -> dict[str, Any]:
+        start = time.perf_counter()
+        found: dict[str, Any] = sharp.measure(model, make_loss(), x, y, settings=with_settings)
+        found.update(sharpness_settings=with_settings.to_dict(), sharpness_subset=int(len(x)),
+                     sharpness_seed=with_settings.seed, sharpness_seconds=time.perf_counter() - start,
+                     sharpness_status=SHARPNESS_OK)
+        return found
+
+    final_weights = model.get_weights()
+    final = settings.at_milestone(None)
+    snapshots, shared = [dict(snap) for snap in metrics.get("snapshots") or []], None
+    for snap in snapshots:
+        wanted = settings.at_milestone(snap["milestone"])
+        if snap.get("sharpness_settings") == wanted.to_dict():
+            continue
+        path = snapshot_weights(run_dir, snap["milestone"])
+        for key in [k for k in snap if k not in SNAPSHOT_FIELDS]:  # a measurement with other settings goes
+            del snap[key]
+        if snap.get("step") == metrics.get("steps") and wanted == final:
+            model.set_weights(final_weights)
+            shared = shared or measured(final)
+            snap.update(shared)
+        elif path.is_file():
+            model.load_weights(path)
+            snap.update(measured(wanted))
+        else:  # e.g. a committed run without weights: nothing to measure
+            snap.update(sharpness_status="skipped: no weights", sharpness_settings=wanted.to_dict())
+    model.set_weights(final_weights)
+    values = dict(shared) if shared is not None else measured(final)
+    values.update(extra)
+    if snapshots:
+        values["snapshots"] = snapshots
     io.update_json(run_dir / METRICS, **values)
     return values

@@ -51,7 +51,7 @@ from samlib.evaluation import Evaluator, make_loss
 from samlib.models import build_network
 from samlib.rundir import COLLAPSED, CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS
 from samlib.rundir import collapse_patience, is_collapsed
-from samlib.rundir import snapshot_weights
+from samlib.rundir import SNAPSHOT_FIELDS, snapshot_weights
 from samlib.rundir import is_complete, load_run  # noqa: F401  (part of this module's API)
 from samlib.sam import SAM
 
@@ -235,11 +235,14 @@ class _RunMonitor(keras.callbacks.Callback):
         return value
 
     def _collapsed(self, step: int, value: tuple[float, float]) -> bool:
-        """At chance (`is_collapsed`) and stuck: the loss fell by less than 1 % since the last check at
-        least `collapse_patience` steps earlier (a slow start, still falling, is not a collapse)."""
-        patience = collapse_patience(self.steps_per_epoch)
-        earlier = [loss for s, loss in self.schedule.checks if s <= step - patience]
-        return bool(earlier) and is_collapsed(*value, self.num_classes) and value[0] >= 0.99 * earlier[-1]
+        """Stuck at chance: after `collapse_patience` steps, the loss still within 1 % of ln K (a slow
+        start moves away from it; a dead network sits on it). At chance by the looser final rule
+        (`is_collapsed`), the next check comes one cadence later, to confirm soon."""
+        if not is_collapsed(*value, self.num_classes):
+            return False
+        self.schedule.next = min(self.schedule.next, step + self.schedule.cadence)
+        stuck = abs(value[0] - math.log(self.num_classes)) <= 0.01 * math.log(self.num_classes)
+        return step >= collapse_patience(self.steps_per_epoch) and stuck
 
     def _snapshot(self, reached: list[milestones.Milestone], step: int, train: tuple[float, float]) -> None:
         """Record the live weights and their numbers at the milestones `reached` now (metrics.json's
@@ -260,6 +263,7 @@ class _RunMonitor(keras.callbacks.Callback):
                 "val_accuracy": val[1], "test_loss": test[0], "test_accuracy": test[1],
                 "weight_norm": norm,
             }
+            assert tuple(record) == SNAPSHOT_FIELDS, "rundir.SNAPSHOT_FIELDS names what a snapshot records"
             self.snapshots.append(record)
             self.snapshot_weights[m.name] = weights
         self.tracker.mark(reached, step)

@@ -1,0 +1,109 @@
+"""Milestone snapshots of a real run (mnist5k), checked against numbers computed here: the snapshot's
+weights give its recorded losses (numpy cross-entropy of the network's logits), a loss milestone's
+snapshot is at or below it, an epoch milestone's is after exactly that many epochs' steps, a re-run
+gives the same snapshots, and a dead run is stopped as collapsed."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from samlib.config import Config, SharpnessSettings
+from samlib.data import load_data, split_validation
+from samlib.models import build_network
+from samlib.rundir import is_collapsed, is_measured, measure_run, snapshot_weights
+from samlib.train import train_and_evaluate
+
+TIMING = ("wall_seconds", "train_seconds", "step_seconds", "check_seconds", "snapshot_seconds",
+          "samples_per_second")
+
+
+def _numpy_loss_and_accuracy(network, x, y):
+    logits = np.asarray(network(x, training=False), dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), y].mean()), float((logits.argmax(axis=1) == y).mean())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cfg = Config(optimizer="momentum", lr=0.05, batch_size=128, loss_milestones=[0.5, 0.25],
+                 epoch_milestones=[1], epochs=10, verbose=0,
+                 run_dir=str(tmp_path_factory.mktemp("snap") / "run"))
+    result = train_and_evaluate(cfg)
+    return cfg, result
+
+
+def test_every_milestone_has_a_snapshot_at_the_right_point(run):
+    cfg, result = run
+    m = result.metrics
+    snaps = {s["milestone"]: s for s in m["snapshots"]}
+    assert set(snaps) == {"loss=0.5", "loss=0.25", "epochs=1"} and m["milestones_missing"] == []
+    steps_per_epoch = math.ceil(3500 / 128)  # mnist5k after the 1/8 validation split: 3,500 images
+    assert snaps["epochs=1"]["step"] == steps_per_epoch and snaps["epochs=1"]["epoch"] == 1.0
+    for name in ("loss=0.5", "loss=0.25"):
+        assert snaps[name]["train_loss"] <= snaps[name]["at"]
+    assert snaps["loss=0.5"]["step"] <= snaps["loss=0.25"]["step"]
+    # the run stopped at its last milestone: that snapshot is the run's final state
+    assert m["stop_reason"] == "target_loss" and m["converged"] is True
+    assert snaps["loss=0.25"]["step"] == m["steps"] and snaps["loss=0.25"]["train_loss"] == m["train_loss"]
+
+
+def test_a_snapshots_weights_give_its_recorded_numbers(run):
+    cfg, result = run
+    data = load_data(cfg)
+    network = build_network(cfg, data)
+    for snap in result.metrics["snapshots"]:
+        network.load_weights(snapshot_weights(cfg.run_dir, snap["milestone"]))
+        for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
+                            ("test", data.x_test, data.y_test)):
+            loss, accuracy = _numpy_loss_and_accuracy(network, x, y)
+            assert snap[f"{split}_loss"] == pytest.approx(loss, rel=2e-5), (snap["milestone"], split)
+            assert snap[f"{split}_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+        norm = math.sqrt(sum(float((w.numpy().astype(np.float64) ** 2).sum()) for w in network.trainable_variables))
+        assert snap["weight_norm"] == pytest.approx(norm, rel=1e-9)
+
+
+def test_a_rerun_gives_the_same_snapshots(run, tmp_path):
+    cfg, result = run
+    again = train_and_evaluate(cfg.replace(run_dir=str(tmp_path / "again"))).metrics
+    assert again["snapshots"] == result.metrics["snapshots"]
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert Config.from_dict({**saved, "run_dir": None}) == cfg.replace(run_dir=None)
+
+
+def test_each_snapshot_is_measured_with_its_milestones_settings(run):
+    cfg, _ = run
+    settings = SharpnessSettings(subset=200, measures=("sam",), milestones={"loss=0.5": ()})
+    measure_run(cfg.run_dir, settings)
+    metrics = json.loads((__import__("pathlib").Path(cfg.run_dir) / "metrics.json").read_text())
+    snaps = {s["milestone"]: s for s in metrics["snapshots"]}
+    assert "sam_sharpness" not in snaps["loss=0.5"] and math.isfinite(snaps["loss=0.5"]["grad_norm"])
+    assert snaps["epochs=1"]["sam_sharpness"] != snaps["loss=0.25"]["sam_sharpness"]
+    assert snaps["loss=0.25"]["sam_sharpness"] == metrics["sam_sharpness"]  # the final weights
+    assert is_measured(cfg.run_dir, settings) and not is_measured(cfg.run_dir, settings.replace(subset=100))
+
+
+def test_a_milestone_never_reached_is_listed_and_the_run_is_not_converged(tmp_path):
+    cfg = Config(optimizer="momentum", lr=0.05, batch_size=128, loss_milestones=[1.0, 1e-6], epochs=2, verbose=0)
+    m = train_and_evaluate(cfg).metrics
+    assert [s["milestone"] for s in m["snapshots"]] == ["loss=1"]
+    assert m["milestones_missing"] == ["loss=1e-06"] and m["converged"] is False and m["stop_reason"] == "epochs"
+
+
+def test_the_collapse_rule_by_hand():
+    ln10 = math.log(10)  # 2.302585
+    assert is_collapsed(ln10, 0.5, 10) and is_collapsed(0.951 * ln10, 0.5, 10)
+    assert not is_collapsed(0.94 * ln10, 0.5, 10)
+    assert is_collapsed(0.3, 0.15, 10) and not is_collapsed(0.3, 0.16, 10)  # accuracy <= 1.5 / K
+    assert not is_collapsed(float("nan"), float("nan"), 10)
+
+
+def test_a_dead_run_stops_as_collapsed_long_before_its_cap():
+    # momentum SGD at lr 0.3, batch 32: the ReLUs die and the loss sits at ln 10 (measured: 2.31 from ~step 140)
+    cfg = Config(optimizer="momentum", lr=0.3, batch_size=32, loss_milestones=[0.05], epochs=8, verbose=0)
+    m = train_and_evaluate(cfg).metrics
+    assert m["status"] == "collapsed" and m["stop_reason"] == "collapsed"
+    assert m["steps"] < 8 * 110 // 2 and m["snapshots"] == []
+    assert abs(m["train_loss"] - math.log(10)) <= 0.05 * math.log(10)
