@@ -188,3 +188,44 @@ def test_collapse_is_one_rule_and_a_collapsed_run_is_never_compared(tmp_path):
     assert layout.run_record(run)["status"] == "collapsed"
     io.write_json(run / "metrics.json", {"status": "ok", "train_loss": 0.2, "train_accuracy": 0.11, "num_classes": 100})
     assert layout.run_record(run)["status"] == "ok"  # 0.11 is above chance for 100 classes
+
+
+def test_the_seed_result_names_the_regimes_where_it_reproduces_and_why():
+    from samlib.study import findings
+
+    t = answer_table.answer_table(table())
+    text = findings.seed_result(t)
+    # same lr at loss 0.1 (gap, λ_max 7 > 5 with SAM) and scaled lr at loss 0.1 (gap, SAM +0.2 points)
+    assert text.startswith("The seed study's result (the large batch worse, and SAM at the large batch worse or "
+                           "sharper) reproduces in 2 of 4 regimes: SGD, same lr, at loss 0.1 (gap +2.1 points")
+    assert "SGD, scaled lr, at loss 0.1 (gap +1.2 points" in text and "λ_max 2 with SAM vs 3" in text
+    assert "where batch 1000 has training loss 0.098 vs 0.095 and gradient norm 0.9 vs 0.2 against batch 32" in text
+    # scaled lr after 5 epochs: no gap; same lr after 5 epochs: no run of that rule at batch 1000 has it
+    assert text.endswith("Elsewhere: in 1 the large batch is not significantly worse (no gap larger than ±0 points); "
+                         "in 1 fewer than two seeds have both batch sizes at the milestone.")
+    assert findings.seed_result([]) is None
+
+
+def test_the_seed_figures_are_drawn_at_the_smallest_loss_milestone_every_batch_size_reached():
+    from samlib.study import figures
+
+    df = table()
+    assert figures.seed_milestone(df) == "loss=0.1"
+    smaller = pd.DataFrame([snap(32, s, 0.03, milestone="loss=0.05") for s in range(3)])  # batch 32 only
+    assert figures.seed_milestone(pd.concat([df, smaller], ignore_index=True)) == "loss=0.1"
+    assert figures.seed_milestone(df[df["kind"] == "epochs"]) == "epochs=5"
+    assert figures.seed_milestone(pd.DataFrame()) is None
+
+
+def test_a_rule_borrows_the_other_rules_base_batch_runs_only_when_it_has_none_of_its_own():
+    def row(scaling, bs, lr, sam="none"):
+        return {"notebook": "baseline", "optimizer": "momentum", "sam": sam, "m": float("nan"), "batch_size": bs,
+                "base_batch_size": 32, "lr_scaling": scaling, "lr": lr}
+
+    shared = pd.DataFrame([row("linear", 32, 0.005), row("linear", 1000, 0.156), row("none", 1000, 0.005)])
+    assert selections.in_lr_rule(shared, "same")["lr"].tolist() == [0.005, 0.005]  # the batch-32 run is borrowed
+    assert selections.in_lr_rule(shared, "scaled")["lr"].tolist() == [0.005, 0.156]
+    # a study that chose another lr for the same rule runs its own batch-32 runs: nothing is borrowed
+    own = pd.concat([shared, pd.DataFrame([row("none", 32, 0.05)])], ignore_index=True)
+    assert selections.in_lr_rule(own, "same")["lr"].tolist() == [0.005, 0.05]
+    assert selections.in_lr_rule(own, "scaled")["lr"].tolist() == [0.005, 0.156]

@@ -30,7 +30,7 @@ No TensorFlow here; pandas only.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -172,13 +172,30 @@ def lr_rules_of(row: Any) -> tuple[str, ...]:
     return (SAME_LR,) if not present(scaling) or scaling == "none" else (SCALED_LR,)
 
 
+def _m(value: Any) -> int | None:
+    """m as a key: None for the whole batch (None or NaN in a table)."""
+    return int(value) if present(value) else None
+
+
 def in_lr_rule(df: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """The rows of `df` that belong to the lr rule `rule` (`lr_rules_of`)."""
+    """The rows of `df` that belong to the lr rule `rule`: its own runs (``same``: lr_scaling none;
+    ``scaled``: any other), and, where the study gives the rule no run of its own at a method's base
+    batch size, that method's runs of the other rule there (`lr_rules_of`: the rules coincide there
+    when both start from one lr; a study that chose a different lr for each rule runs both)."""
     if rule not in LR_RULES:
         raise ValueError(f"lr rule has value {rule!r}; allowed: {', '.join(LR_RULES)}")
     if not len(df):
         return df
-    return df[np.array([rule in lr_rules_of(r) for r in df.to_dict("records")], dtype=bool)]
+    records = df.to_dict("records")
+    own = np.array([lr_rules_of({**r, "base_batch_size": None}) == (rule,) for r in records], dtype=bool)
+    shared = np.array([rule in lr_rules_of(r) for r in records], dtype=bool) & ~own
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return (r.get("notebook"), r.get("optimizer"), r.get("sam"), _m(r.get("m")), r.get("batch_size"))
+
+    covered = {key(r) for r, o in zip(records, own) if o}
+    borrowed = np.array([s and key(r) not in covered for r, s in zip(records, shared)], dtype=bool)
+    return df[own | borrowed]
 
 
 def is_base(df: pd.DataFrame) -> pd.Series:
