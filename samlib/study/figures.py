@@ -423,17 +423,20 @@ def fig_answer(table: Sequence[dict[str, Any]], style: Style | None = None):
 
 
 def seed_milestone(snapshots: pd.DataFrame | None) -> str | None:
-    """The milestone the seed figures are drawn at: the smallest loss milestone a main run reached (the
-    same training loss, the comparison the study is about), else the largest epoch milestone; None
-    without snapshots."""
+    """The milestone the seed figures are drawn at: the smallest loss milestone (the same training loss,
+    the comparison the study is about) among those that runs reached at the most batch sizes (every
+    batch size, where one is), else the largest epoch milestone so chosen; None without snapshots."""
     if snapshots is None or not len(snapshots):
         return None
     reached = main_runs(snapshots)
     reached = reached[comparable_snapshots(reached)]
-    for kind, pick in ((LOSS, "idxmin"), (EPOCHS, "idxmax")):
+    for kind, last in ((LOSS, False), (EPOCHS, True)):
         of_kind = reached[reached["kind"] == kind]
         if len(of_kind):
-            return str(of_kind.loc[getattr(of_kind["at"].astype(float), pick)(), "milestone"])
+            cover = {float(at): g["batch_size"].nunique() for at, g in of_kind.groupby(of_kind["at"].astype(float))}
+            best = max(cover.values())
+            at = (max if last else min)(a for a, n in cover.items() if n == best)
+            return str(of_kind[of_kind["at"].astype(float) == at]["milestone"].iloc[0])
     return None
 
 

@@ -310,16 +310,21 @@ def seed_result(table: list[Mapping[str, Any]]) -> str | None:
                 + "; ".join(_why(r, many) for r in yes[:3]) + ("; …" if len(yes) > 3 else "") + ".")
     else:
         text = f"{head} reproduces in none of the {len(table)} regimes."
-    no_gap = [r for r in table if not r["seed_claims"]["large_batch_worse"]]
+    unmeasured = [r for r in table if r["n_seeds"] < 2]
+    no_gap = [r for r in table if r["n_seeds"] >= 2 and not r["seed_claims"]["large_batch_worse"]]
     sam_fine = [r for r in table if r["seed_claims"]["large_batch_worse"] and not r["seed_claims"]["reproduces"]]
     rest = []
     if no_gap:
-        widths = [r["detectable"] for r in no_gap if r["detectable"] is not None]
+        widths = sorted(answers.points(r["detectable"], False) for r in no_gap if r["detectable"] is not None)
+        span = widths[0] if len(set(widths)) == 1 else f"{min(float(w) for w in widths):g}–{max(float(w) for w in widths):g}"
         rest.append(f"in {len(no_gap)} the large batch is not significantly worse"
-                    + (f" (no gap larger than ±{answers.points(max(widths), False)} points)" if widths else ""))
+                    + (f" (no gap larger than ±{span} points)" if widths else ""))
     if sam_fine:
         rest.append(f"in {len(sam_fine)} it is, but SAM makes it neither worse nor sharper")
-    return text + (" Elsewhere: " + "; ".join(rest) + "." if rest else "")
+    if unmeasured:
+        rest.append(f"in {len(unmeasured)} fewer than two seeds have both batch sizes at the milestone")
+    lead = " Elsewhere: " if yes else " Of them: "
+    return text + (lead + "; ".join(rest) + "." if rest else "")
 
 
 def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
