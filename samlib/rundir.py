@@ -203,8 +203,11 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
         return found
 
     final_weights = model.get_weights()
-    final = settings.at_milestone(None)
     snapshots, shared = [dict(snap) for snap in metrics.get("snapshots") or []], None
+    # the final weights are those of the snapshot taken at the run's last step, if any: measured once,
+    # with that milestone's settings
+    last = [snap["milestone"] for snap in snapshots if snap.get("step") == metrics.get("steps")]
+    final = settings.at_milestone(last[-1] if last else None)
     for snap in snapshots:
         wanted = settings.at_milestone(snap["milestone"])
         if snap.get("sharpness_settings") == wanted.to_dict():
@@ -223,7 +226,7 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
             snap.update(sharpness_status="skipped: no weights", sharpness_settings=wanted.to_dict())
     model.set_weights(final_weights)
     values = dict(shared) if shared is not None else measured(final)
-    values.update(extra)
+    values.update(extra)  # the settings asked for, which `is_measured` compares
     if snapshots:
         values["snapshots"] = snapshots
     io.update_json(run_dir / METRICS, **values)

@@ -5,7 +5,7 @@
 `final_evaluation`, `run_metrics`, `write_run`.
 
 Run directory (all files written atomically; the names are `samlib.rundir`'s):
-    config.json        the validated Config
+    config.json        the validated Config (``run_dir`` null: the folder is where the file is)
     history.csv        per epoch: loss, accuracy (train, running mean with dropout on), val_loss,
                        val_accuracy (validation split), epoch_seconds (training only), steps
                        (cumulative), lr; SAM runs also grad_norm and perturbation_norm (epoch means)
@@ -305,12 +305,13 @@ def prepare_data(config: Config, data: Data | None = None) -> Data:
 
 
 def start_run(config: Config) -> Path | None:
-    """The run directory (None: `config.run_dir` unset), now holding config.json and a metrics.json
+    """The run directory (None: `config.run_dir` unset), now holding config.json (the config without
+    `run_dir`: the folder is where the file is, and a committed record holds no machine path) and a metrics.json
     that says `RUNNING` until `write_run` replaces it."""
     if not config.run_dir:
         return None
     run_dir = Path(config.run_dir)
-    io.write_json(run_dir / CONFIG, config.to_dict())
+    io.write_json(run_dir / CONFIG, {**config.to_dict(), "run_dir": None})
     io.write_json(run_dir / METRICS, {"status": RUNNING})
     return run_dir
 

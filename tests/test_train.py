@@ -32,7 +32,7 @@ def test_run_directory_files_and_contents(tmp_path):
     cfg = config(tmp_path, sam="sam")
     result = train_and_evaluate(cfg, tiny_data())
     run = tmp_path / "run"
-    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    assert json.loads((run / "config.json").read_text()) == {**cfg.to_dict(), "run_dir": None}  # no machine path
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["steps"] == 2 * 3 and metrics["epochs_run"] == 2
     for key in ("train_loss", "train_accuracy", "val_loss", "test_loss", "test_accuracy", "wall_seconds",
