@@ -169,13 +169,34 @@ ANSWER_HEADER = ["regime", "SB → LB", "seeds (missing)", "test error SB / LB /
                  "λ_max LB / LB+SAM", "train loss SB / LB", "steps SB / LB"]
 
 
+def answer_cells(table: list[dict[str, Any]]) -> list[list[str]]:
+    """The answer table's cells as a reader sees them (`ANSWER_HEADER` columns), one list per row: the
+    one rendering that the report's HTML table and the README's Markdown table share."""
+    many = len({r["dataset"] for r in table}) > 1
+    rows = []
+    for r in table:
+        err = r["test_error"]
+        closure = r["closure"]
+        closed = "–" if closure is None else (
+            f"{100 * closure['estimate']:.0f} %" + ("" if closure["lo"] is None else
+                                                    f" ({100 * closure['lo']:.0f} to {100 * closure['hi']:.0f} %)"))
+        rows.append([answers.regime(r, many), f"{r['small_batch']} → {r['large_batch']}",
+                     f"{r['n_seeds']} ({r['n_missing']})",
+                     " / ".join("–" if err[g] is None else f"{100 * err[g]:.2f}" for g in ("sb", "lb", "lb_sam")),
+                     _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), closed,
+                     "–" if r["detectable"] is None else f"±{_pts(r['detectable'], False)}",
+                     _num_pair(r[answers.LAMBDA_KEY], "lb", "lb_sam"), _num_pair(r["train_loss"], "sb", "lb"),
+                     _num_pair(r["steps"], "sb", "lb")])
+    return rows
+
+
 def answer_table_html(table: list[dict[str, Any]]) -> str:
     """The answer table as an HTML ``<table class='answer'>`` (one row per regime; an empty table says
     why it is empty)."""
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ANSWER_HEADER) + "</tr>"
     caption = ("<caption>One row per regime (data set, optimizer, lr rule: same lr at every batch size or scaled "
-               "with it, the runs at the base batch size serving both; compared at the same training loss or "
-               "after the same epochs). SB/LB: the smallest/largest batch size; base optimizer vs plain SAM. Test "
+               "with it; compared at the same training loss or after the same epochs). SB/LB: the "
+               "smallest/largest batch size; base optimizer vs plain SAM. Test "
                "errors are means over seeds; gap and SAM effect are paired by seed, mean and t-based 95 % CI, in "
                "percentage points; the gap closure (share of the gap SAM closes, bootstrap 95 % CI) only where "
                "the gap's CI excludes 0; 'no gap larger than' is the gap CI's half-width. Missing: a run that "
@@ -185,23 +206,17 @@ def answer_table_html(table: list[dict[str, Any]]) -> str:
         body = (f"<tr><td class='regime' colspan='{len(ANSWER_HEADER)}'>No milestone snapshots in this study (its "
                 "runs predate them): the answer table is empty until the study is re-run.</td></tr>")
         return f"<table class='answer'>{caption}{head}{body}</table>"
-    many = len({r["dataset"] for r in table}) > 1
-    rows = []
-    for r in table:
-        err = r["test_error"]
-        closure = r["closure"]
-        closed = "–" if closure is None else (
-            f"{100 * closure['estimate']:.0f} %" + ("" if closure["lo"] is None else
-                                                    f" ({100 * closure['lo']:.0f} to {100 * closure['hi']:.0f} %)"))
-        cells = [answers.regime(r, many), f"{r['small_batch']} → {r['large_batch']}", f"{r['n_seeds']} ({r['n_missing']})",
-                 " / ".join("–" if err[g] is None else f"{100 * err[g]:.2f}" for g in ("sb", "lb", "lb_sam")),
-                 _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), closed,
-                 "–" if r["detectable"] is None else f"±{_pts(r['detectable'], False)}",
-                 _num_pair(r[answers.LAMBDA_KEY], "lb", "lb_sam"), _num_pair(r["train_loss"], "sb", "lb"),
-                 _num_pair(r["steps"], "sb", "lb")]
-        rows.append("<tr>" + "".join(f"<td class='regime'>{html.escape(c)}</td>" if i == 0 else
-                                     f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells)) + "</tr>")
+    rows = ["<tr>" + "".join(f"<td class='regime'>{html.escape(c)}</td>" if i == 0 else f"<td>{html.escape(c)}</td>"
+                             for i, c in enumerate(cells)) + "</tr>" for cells in answer_cells(table)]
     return f"<table class='answer'>{caption}{head}{''.join(rows)}</table>"
+
+
+def answer_table_markdown(table: list[dict[str, Any]]) -> str:
+    """The answer table as a Markdown table (the README quotes the committed studies' this way, and a
+    test checks that it is what their findings.json gives)."""
+    lines = ["| " + " | ".join(ANSWER_HEADER) + " |", "|" + "---|" * len(ANSWER_HEADER)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in answer_cells(table)]
+    return "\n".join(lines)
 
 
 def _figure_html(rep: Report, name: str) -> str:
