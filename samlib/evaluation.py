@@ -18,6 +18,13 @@ Two accumulations, each bit-for-bit what its caller always computed:
   as mixed precision needs); the batches are summed in Python floats, divided by N, and R is added once.
 - ``dtype="float64"`` (sharpness's and interpolation's): each batch gives mean-loss + R cast to float64,
   weighted by n_b / N in Python floats: differences of nearby losses (f(w + ε) − f(w)) keep their digits.
+
+The batch mean is taken here, not by the Keras loss: a Keras loss reducing to a mean multiplies it by
+1/replicas whenever a `tf.distribute` strategy is current (training builds and calls the evaluators in
+``strategy.scope()``), which would report a 2-replica run's losses halved. So the loss gives per-example
+values (its own `call`, with no reduction) and `_mean` reduces them with exactly the ops Keras uses
+(sum / element count, `divide_no_nan`), less the scaling: on one device the numbers are bit-for-bit
+those of the loss's own reduction, and under any strategy they are the mean itself.
 """
 
 from __future__ import annotations
@@ -34,6 +41,41 @@ import tensorflow as tf
 def make_loss() -> keras.losses.Loss:
     """The study's loss: softmax cross-entropy on integer labels, from logits."""
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+class _Unreduced(keras.losses.Loss):
+    """A Keras loss's per-example values: its own ``__call__`` (dtype conversion, masks) with
+    ``reduction=None``, delegating to its `call` (the loss object itself computes, keeping any state)."""
+
+    def __init__(self, loss: keras.losses.Loss) -> None:
+        super().__init__(name=loss.name, reduction=None, dtype=loss.dtype)
+        self.loss = loss
+
+    def call(self, y_true, y_pred):
+        return self.loss.call(y_true, y_pred)
+
+
+def _per_example(loss: Any) -> Any:
+    """`loss` without its reduction, when it is a Keras loss that reduces to a mean (module docstring);
+    other losses as given (a "sum" reduction and plain loss functions are not scaled by a strategy)."""
+    if isinstance(loss, keras.losses.Loss) and loss.reduction in _MEAN_REDUCTIONS:
+        return _Unreduced(loss)
+    return loss
+
+
+def _mean(values: tf.Tensor) -> tf.Tensor:
+    """The mean of per-example loss values, as Keras's "sum_over_batch_size" reduction computes it
+    (`keras.src.losses.loss.reduce_values`, the same ops in the same order) but with no scaling by the
+    distribution strategy's replica count. A scalar (an already reduced loss) is returned as it is."""
+    if tuple(values.shape) == ():
+        return values
+    total = keras.ops.sum(values)
+    count = keras.ops.cast(keras.ops.prod(keras.ops.convert_to_tensor(keras.ops.shape(values), dtype="int32")),
+                           total.dtype)
+    return keras.ops.divide_no_nan(total, count)
 
 
 def _compile(function, **kwargs):
@@ -63,6 +105,7 @@ class Evaluator:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.network, self.batch_size, self.dtype = network, int(batch_size), dtype
         self.loss = make_loss() if loss is None else loss
+        self._unreduced = _per_example(self.loss)  # reduced by `_mean`, never scaled by a strategy
         #: what `values` are mapped to, in this order
         self.variables = list(network.trainable_variables) + list(network.non_trainable_variables)
         self.n = len(x)
@@ -90,7 +133,7 @@ class Evaluator:
             logits = self.network(xb, training=False)
             if self.dtype == "float32":
                 logits = tf.cast(logits, "float32")
-            mean = self.loss(yb, logits)
+            mean = _mean(self._unreduced(yb, logits))
             extras = list(self.network.losses)  # regularization, at the mapped weights
         return mean, logits, extras
 
