@@ -33,6 +33,7 @@ import yaml
 
 from samlib import io, measures
 from samlib.study import answer_table as answers
+from samlib.study import timing
 from samlib.study import figures, layout
 from samlib.study.findings import compute_findings, findings_text, headline
 
@@ -121,9 +122,9 @@ def make_report(study_dir: str | Path) -> Report:
     snapshots = collect_snapshots(study_dir)
     io.write_text(study_dir / layout.RESULTS, df.to_csv(index=False))
     io.write_text(study_dir / layout.SNAPSHOTS, snapshots.to_csv(index=False))
-    findings = compute_findings(df, snapshots)
+    findings = {**compute_findings(df, snapshots), "time_split": timing.study_split(study_dir)}
     figures.make_figures(df, study_dir / layout.FIGURES, snapshots=snapshots, table=findings["answer_table"])
-    text = findings_text(findings)
+    text = findings_text(findings) + [timing.sentence(findings["time_split"])]
     head = headline(findings, matched_figure=figures.number(figures.MATCHED_LOSS))
     io.write_json(study_dir / layout.FINDINGS, {**findings, "headline": head, "text": text}, first=("answer_table",))
     pngs = {name: study_dir / layout.FIGURES / f"{name}.png" for name in figures.FIGURES}
