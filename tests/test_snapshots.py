@@ -65,12 +65,16 @@ def test_a_snapshots_weights_give_its_recorded_numbers(run):
         assert snap["weight_norm"] == pytest.approx(norm, rel=1e-9)
 
 
-def test_a_rerun_gives_the_same_snapshots(run, tmp_path):
+def test_a_run_retrained_from_its_config_json_gives_its_snapshots(run, tmp_path):
+    from samlib.cli import main as cli_main
+
     cfg, result = run
-    again = train_and_evaluate(cfg.replace(run_dir=str(tmp_path / "again"))).metrics
+    config_json = __import__("pathlib").Path(cfg.run_dir) / "config.json"
+    assert cli_main(["train", str(config_json), "--set", f"run_dir={tmp_path / 'again'}"]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["snapshots"] == result.metrics["snapshots"]
     saved = json.loads((tmp_path / "again" / "config.json").read_text())
-    assert Config.from_dict({**saved, "run_dir": None}) == cfg.replace(run_dir=None)
+    assert Config.from_dict(saved) == cfg.replace(run_dir=None)  # config.json holds no machine path
 
 
 def test_each_snapshot_is_measured_with_its_milestones_settings(run):
