@@ -2,8 +2,9 @@
 
 `params` (the params file and the plan), `runner` (``python -m samlib study``), `executors` (where
 notebooks execute), `layout` (the on-disk contract), `grid` (a cell's runs), `cell` and `cellview`
-(what a grid notebook does and shows), `report`, `findings`, `figures` and `plotting` (the summary),
-`stats` and `answer` (the study's direct answer).
+(what a grid notebook does and shows), `selections` (which runs each comparison uses), `answer_table`
+(the answer, regime by regime), `report`, `findings`, `figures` and `plotting` (the summary), `stats`
+and `answer` (paired statistics, gap closure, lr slopes), `timing` (where a study's time went).
 """
 
 from samlib.study.params import Cell, NotebookSpec, ParamsError, StudyParams, load_params, parse_shard, plan_cells, select_cells
