@@ -161,15 +161,20 @@ SAME_LR, SCALED_LR = "same", "scaled"
 LR_RULES = (SAME_LR, SCALED_LR)  #: ``same``: every batch size at the base lr; ``scaled``: lr scaled with B
 
 
+def lr_rule_of(row: Any) -> str:
+    """A run's own lr rule: ``same`` if it does not scale its lr (``lr_scaling`` none), else ``scaled``."""
+    scaling = row.get("lr_scaling")
+    return SAME_LR if not present(scaling) or scaling == "none" else SCALED_LR
+
+
 def lr_rules_of(row: Any) -> tuple[str, ...]:
-    """The lr rules a run (a row with ``lr_scaling``, ``batch_size``, ``base_batch_size``) belongs to:
-    ``same`` if it does not scale its lr (``lr_scaling`` none), ``scaled`` otherwise; a run at its base
-    batch size belongs to both, as the rules give it the same lr (so the small-batch runs are shared)."""
+    """The lr rules a run (a row with ``lr_scaling``, ``batch_size``, ``base_batch_size``) can serve: its
+    own (`lr_rule_of`), and at its base batch size both, as the rules give it the same lr there
+    (`in_lr_rule` shares such runs only with a rule that has none of its own)."""
     bs, base = row.get("batch_size"), row.get("base_batch_size")
     if present(bs) and present(base) and int(bs) == int(base):
         return LR_RULES
-    scaling = row.get("lr_scaling")
-    return (SAME_LR,) if not present(scaling) or scaling == "none" else (SCALED_LR,)
+    return (lr_rule_of(row),)
 
 
 def _m(value: Any) -> int | None:
@@ -187,7 +192,7 @@ def in_lr_rule(df: pd.DataFrame, rule: str) -> pd.DataFrame:
     if not len(df):
         return df
     records = df.to_dict("records")
-    own = np.array([lr_rules_of({**r, "base_batch_size": None}) == (rule,) for r in records], dtype=bool)
+    own = np.array([lr_rule_of(r) == rule for r in records], dtype=bool)
     shared = np.array([rule in lr_rules_of(r) for r in records], dtype=bool) & ~own
 
     def key(r: Mapping[str, Any]) -> tuple:
