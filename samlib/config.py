@@ -51,6 +51,9 @@ class Config:
     steps: int | None = checked(None, integer(1).or_none())  #: step budget: stop after exactly this many optimizer steps
     target_loss: float | None = checked(None, number(0).or_none())  #: stop once the inference-mode train loss is <= this (see train)
     check_every: int | None = checked(None, integer(1).or_none())  #: steps between loss-target checks near the target (None: 1/4 epoch)
+    #: checks the loss's rate of fall is estimated over when scheduling the next one (`train.CheckSchedule`;
+    #: 2: the last two; a wider window is steadier where the loss is noisy near a plateau)
+    check_window: int = checked(2, integer(2))
     #: snapshot the weights when the inference-mode train loss first is <= each of these, train on to the smallest
     loss_milestones: tuple[float, ...] = checked((), list_of(number(0, lo_open=True), non_empty=False, distinct=True))
     #: snapshot the weights after exactly this many epochs each (at most `epochs`)

@@ -129,6 +129,27 @@ def test_check_schedule_tightens_near_the_target_by_log_linear_extrapolation():
     assert far.next == 20 + 160  # clipped at 16 cadences
 
 
+def test_a_wider_check_window_estimates_the_rate_over_older_checks():
+    """check_window = 4: the rate runs from the oldest of the last four checks, so a noisy near-flat
+    last pair (the Fashion-MNIST plateau that overshot 0.3 to 0.246) no longer sends the next check
+    16 cadences away."""
+    from samlib.train import CheckSchedule
+
+    checks = [(1015, 0.375), (1152, 0.3517), (1321, 0.3373), (1563, 0.3196), (1708, 0.3172)]
+    two, four = CheckSchedule(target=0.3, cadence=34), CheckSchedule(target=0.3, cadence=34, window=4)
+    for step, loss in checks:
+        two.record(step, loss), four.record(step, loss)
+    # the last pair: rate ln(0.3196/0.3172)/145 -> 1,072 steps to go; half of it, 4 epochs at batch 32
+    assert two.next == 1708 + 536
+    # checks 1152..1708: rate ln(0.3517/0.3172)/556 -> ln(0.3172/0.3)/rate = 300 steps to go; half
+    rate = math.log(0.3517 / 0.3172) / (1708 - 1152)
+    assert four.next == 1708 + int(math.log(0.3172 / 0.3) / rate / 2) == 1708 + 150
+    # fewer checks than the window: the oldest there is
+    short = CheckSchedule(target=0.1, cadence=10, window=4)
+    short.record(10, 2.0), short.record(50, 1.0)
+    assert short.next == 50 + int(math.log(10) / (math.log(2) / 40) / 2)
+
+
 def test_step_seconds_exclude_the_first_call_that_traces(monkeypatch):
     """Steady state: the first compiled call (tracing, 50 s here) and the loss checks do not count."""
     from types import SimpleNamespace
