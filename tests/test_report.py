@@ -526,3 +526,28 @@ def test_the_report_names_the_params_file_without_a_machines_folders(tmp_path):
     assert report.shown_path(tmp_path / "p.yaml", tmp_path) == "p.yaml"
     assert report.shown_path("/elsewhere/x/study.yaml", tmp_path) == "study.yaml"
     assert report.shown_path("", tmp_path) == ""
+
+
+def test_each_report_links_the_studies_beside_it_and_not_itself(tmp_path):
+    for name in ("cpu", "fashion", "notes"):
+        (tmp_path / name).mkdir()
+    for name in ("cpu", "fashion"):
+        (tmp_path / name / "report.html").write_text("<html></html>")
+    (tmp_path / "notes" / "readme.txt").write_text("no report here")
+    assert report.companions(tmp_path / "fashion") == ["cpu"]
+    assert report.companions(tmp_path / "cpu") == ["fashion"]
+    assert "href='../cpu/report.html'" in report.companions_html(tmp_path / "fashion")
+    assert report.companions_html(tmp_path / "notes") == "<p class='companions'>Other studies beside this one: " \
+        "<a href='../cpu/report.html'>cpu</a>, <a href='../fashion/report.html'>fashion</a>.</p>"
+    alone = tmp_path / "solo" / "study"
+    alone.mkdir(parents=True)
+    assert report.companions_html(alone) == ""
+
+
+def test_the_committed_studies_link_each_other():
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    studies = [p for p in ("cpu", "fashion") if (results / p / "report.html").is_file()]
+    if len(studies) < 2:
+        pytest.skip("docs/results does not hold both committed studies")
+    for a, b in (("cpu", "fashion"), ("fashion", "cpu")):
+        assert f"href='../{b}/report.html'" in (results / a / "report.html").read_text()

@@ -240,6 +240,7 @@ def _html_body(rep: Report) -> str:
              f"<div class='subtitle'>Study <code>{html.escape(rep.study_dir.name)}</code>"
              + (f": {html.escape(study['description'])}" if study.get("description") else "") + "</div>"]
     parts.append("<h2>The answer</h2>" + answer_table_html(rep.findings.get("answer_table", [])))
+    parts.append(companions_html(rep.study_dir))
     parts.append(f"<p class='abstract'>{html.escape(rep.headline)}</p>")
     shown = [n for n in (figures.ANSWER, *figures.SEED_FIGURES) if n in rep.figures]
     parts.extend(_figure_html(rep, n) for n in shown)
@@ -284,6 +285,23 @@ def _html_body(rep: Report) -> str:
     parts.append(f"<p>One row per run: <a href='{layout.RESULTS}'>{layout.RESULTS}</a> ({len(rep.results)} rows); "
                  f"one per run and milestone: <a href='{layout.SNAPSHOTS}'>{layout.SNAPSHOTS}</a> ({n_snap} rows).</p>")
     return "\n".join(parts)
+
+
+def companions(study_dir: str | Path) -> list[str]:
+    """The other studies beside this one (sibling folders holding a report.html, e.g. docs/results/cpu
+    and docs/results/fashion), by folder name, sorted: each report links the others."""
+    here = Path(study_dir).resolve()
+    return sorted(p.name for p in here.parent.iterdir()
+                  if p.is_dir() and p.resolve() != here and (p / layout.REPORT).is_file())
+
+
+def companions_html(study_dir: str | Path) -> str:
+    """One line linking each companion study's report (empty when there is none)."""
+    names = companions(study_dir)
+    if not names:
+        return ""
+    links = ", ".join(f"<a href='../{html.escape(n)}/{layout.REPORT}'>{html.escape(n)}</a>" for n in names)
+    return f"<p class='companions'>Other studies beside this one: {links}.</p>"
 
 
 def shown_path(path: str | Path, study_dir: str | Path) -> str:
