@@ -229,3 +229,23 @@ def test_a_rule_borrows_the_other_rules_base_batch_runs_only_when_it_has_none_of
     own = pd.concat([shared, pd.DataFrame([row("none", 32, 0.05)])], ignore_index=True)
     assert selections.in_lr_rule(own, "same")["lr"].tolist() == [0.005, 0.05]
     assert selections.in_lr_rule(own, "scaled")["lr"].tolist() == [0.005, 0.156]
+
+
+def test_side_by_side_puts_each_regimes_rows_of_both_data_sets_together():
+    def row(dataset, optimizer, rule, kind, at):
+        return {"dataset": dataset, "optimizer": optimizer, "lr_rule": rule, "compare_at": kind, "at": at}
+
+    mnist = [row("MNIST", "sgd", "same", "epochs", 10), row("MNIST", "sgd", "same", "loss", 0.1),
+             row("MNIST", "sgd", "same", "loss", 0.03), row("MNIST", "sgd", "scaled", "loss", 0.1),
+             row("MNIST", "adam", "same", "loss", 0.1)]
+    fashion = [row("Fashion", "sgd", "same", "epochs", 10), row("Fashion", "sgd", "same", "loss", 0.4),
+               row("Fashion", "sgd", "same", "loss", 0.3), row("Fashion", "sgd", "scaled", "loss", 0.4)]
+    both = answer_table.side_by_side([mnist, fashion])
+    assert [(r["dataset"], r["lr_rule"], r["compare_at"], r["at"]) for r in both] == [
+        ("MNIST", "same", "epochs", 10), ("Fashion", "same", "epochs", 10),
+        ("MNIST", "same", "loss", 0.1), ("MNIST", "same", "loss", 0.03),
+        ("Fashion", "same", "loss", 0.4), ("Fashion", "same", "loss", 0.3),
+        ("MNIST", "scaled", "loss", 0.1), ("Fashion", "scaled", "loss", 0.4),
+        ("MNIST", "same", "loss", 0.1)]
+    assert both[-1]["optimizer"] == "adam"
+    assert answer_table.side_by_side([mnist]) == mnist  # one study: its own order

@@ -177,6 +177,20 @@ def answer_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
     return table
 
 
+def side_by_side(tables: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Several studies' answer tables as one, each regime's rows of every data set together: ordered by
+    family, lr rule and compare_at, then by study in the order given, each study's rows in their own
+    order (its milestones). The README quotes the committed studies this way."""
+    keyed = []
+    for t, table in enumerate(tables):
+        for i, row in enumerate(table):
+            key = (list(FAMILIES).index(row["optimizer"]) if row["optimizer"] in FAMILIES else len(FAMILIES),
+                   LR_RULES.index(row["lr_rule"]) if row["lr_rule"] in LR_RULES else len(LR_RULES),
+                   COMPARE_AT.index(row["compare_at"]), t, i)
+            keyed.append((key, dict(row)))
+    return [row for _, row in sorted(keyed, key=lambda kr: kr[0])]
+
+
 # ---------------------------------------------------------------------- words
 def regime(row: Mapping[str, Any], with_dataset: bool = False) -> str:
     """A reader's name for a row's regime: 'SGD, scaled lr, at loss 0.03' / 'Adam, same lr, after 10 epochs'."""
