@@ -335,6 +335,10 @@ def test_results_carry_the_new_metrics_and_take_recorded_step_seconds(tmp_path):
     assert row["n_test"] is None
     io.update_json(single / "metrics.json", n_test=1000)
     assert layout.run_record(single)["n_test"] == 1000
+    # the training subset is part of the results table: as configured, None for the whole set
+    assert layout.run_record(single)["train_subset"] is None
+    io.update_json(single / "config.json", train_subset=2000)
+    assert layout.run_record(single)["train_subset"] == 2000
 
 
 def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
@@ -551,3 +555,36 @@ def test_the_committed_studies_link_each_other():
         pytest.skip("docs/results does not hold both committed studies")
     for a, b in (("cpu", "fashion"), ("fashion", "cpu")):
         assert f"href='../{b}/report.html'" in (results / a / "report.html").read_text()
+
+
+def test_the_committed_fashion_study_is_what_the_code_computes_and_tests_on_10000_images(tmp_path):
+    """docs/results/fashion/ as a fresh clone has it: the findings recompute from the committed runs;
+    every run was tested on Fashion-MNIST's full 10,000 test images; the answer table has SGD under both
+    lr rules after 10 epochs and at two loss milestones, each with its five seed pairs."""
+    import shutil
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "fashion"
+    if not (committed / "findings.json").is_file():
+        pytest.skip("docs/results/fashion is not in this checkout")
+    copy = tmp_path / "fashion"
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.h5", "*.ipynb", "kernel.log", "figures"))
+    df = report.collect(copy)
+    snapshots = report.collect_snapshots(copy)
+    f = {**findings.compute_findings(df, snapshots), "time_split": timing.study_split(copy)}
+    saved = json.loads((committed / "findings.json").read_text())
+    assert list(saved)[0] == "answer_table"
+    for key in ("answer_table", "gap_closure", "seed_result", "time_split", "cost_ratio"):
+        assert json.loads(json.dumps(f[key])) == saved[key], key
+    assert findings.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
+    table = saved["answer_table"]
+    assert {r["dataset"] for r in table} == {"Fashion-MNIST"} and {r["optimizer"] for r in table} == {"sgd"}
+    assert [(r["lr_rule"], r["compare_at"], r["at"]) for r in table] == [
+        (rule, kind, at) for rule in ("same", "scaled") for kind, at in (("epochs", 10), ("loss", 0.4), ("loss", 0.3))]
+    assert all(r["n_seeds"] >= 5 for r in table)
+    assert len(df) == 40 and set(df["n_test"]) == {10000} and set(df["dataset"]) == {"fashion_mnist"}
+    assert set(df["train_subset"]) == {5000} and set(df["n_train"]) == {4375}
+    for run in layout.run_dirs(copy):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["n_test"] == 10000, run
+    for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:
+        assert not re.search(r"/(work|root|home|tmp|Users)/", path.read_text()), path

@@ -230,7 +230,7 @@ COLUMNS = [
 ]  # then the sharpness measures, then TAIL
 TAIL = [
     "wall_seconds", "train_seconds", "step_seconds", "seconds_per_epoch", "samples_per_second",
-    "sharpness_seconds", "sharpness_subset", "dataset", "n_train", "n_test", "error", "run_dir",
+    "sharpness_seconds", "sharpness_subset", "dataset", "train_subset", "n_train", "n_test", "error", "run_dir",
 ]
 N_TRAIN = {"mnist5k": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}  # before a val split
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
@@ -402,6 +402,7 @@ def run_record(
         "sharpness_seconds": _num(metrics.get("sharpness_seconds")),
         "sharpness_subset": metrics.get("sharpness_subset"),
         "dataset": dataset,
+        "train_subset": config.get("train_subset"),
         "n_train": n_train,
         "n_test": metrics.get("n_test"),
         "error": metrics.get("error") or metrics.get("sharpness_error"),
