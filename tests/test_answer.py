@@ -14,7 +14,7 @@ def row(notebook, bs, seed, test_loss, sam="none", optimizer="momentum", m=None,
         status="ok", lr=0.1, val_loss=0.2):
     return {"notebook": notebook, "batch_size": bs, "seed": seed, "test_loss": test_loss, "sam": sam,
             "optimizer": optimizer, "m": m, "test_accuracy": acc, "converged": converged, "status": status,
-            "lr": lr, "val_loss": val_loss, "train_loss": 0.1}
+            "lr": lr, "val_loss": val_loss, "train_loss": 0.1, "lr_scaling": "none"}
 
 
 def table():
@@ -29,21 +29,43 @@ def table():
     return pd.DataFrame(rows)
 
 
+def _closure(gaps, family="sgd", rule="same"):
+    (entry,) = [g for g in gaps if (g["family"], g["lr_rule"]) == (family, rule)]
+    return entry
+
+
 def test_gap_closure_of_sgd_by_hand():
-    g = answer.gap_closure(table())["sgd"]
+    g = _closure(answer.gap_closure(table()))
     # means: base SB 0.11, base LB 0.21, SAM LB 0.16 -> (0.21 - 0.16) / (0.21 - 0.11) = 0.5
     assert g["estimate"] == pytest.approx(0.5)
     assert (g["small_batch"], g["large_batch"], g["n_seeds"], g["metric"]) == (32, 1000, 3, "test_loss")
     assert g["ci_low"] <= 0.5 <= g["ci_high"] and g["significant_gap"]
     # test error: 0.03 (SB), 0.05 (LB), 0.04 (SAM LB) at every seed -> exactly half
     assert g["test_error"]["estimate"] == pytest.approx(0.5)
-    assert "adam" not in answer.gap_closure(table())  # no Adam runs: no Adam entry
+    # no Adam runs and no scaled-lr runs: no entries for them
+    assert [(g["family"], g["lr_rule"]) for g in answer.gap_closure(table())] == [("sgd", "same")]
+
+
+def test_gap_closure_is_one_per_lr_rule_never_pooled_over_rules():
+    """The same runs again under the scaled rule, with batch 1000 worse there by another 0.1: pooled,
+    the closure would mix both regimes; per rule, each is its own (same: 0.5 as above; scaled: the base
+    gap doubles to 0.2 while SAM gains the same 0.05, so 0.25)."""
+    same = table()
+    scaled = same.assign(lr_scaling="linear", base_batch_size=32)
+    lb_base = (scaled["notebook"] == "baseline") & (scaled["batch_size"] == 1000)
+    lb_sam = (scaled["notebook"] == "sam_sgd") & (scaled["batch_size"] == 1000)
+    scaled.loc[lb_base | lb_sam, "test_loss"] += 0.1
+    gaps = answer.gap_closure(pd.concat([same.assign(base_batch_size=32), scaled], ignore_index=True))
+    assert [(g["family"], g["lr_rule"]) for g in gaps] == [("sgd", "same"), ("sgd", "scaled")]
+    assert _closure(gaps, rule="same")["estimate"] == pytest.approx(0.5)
+    assert _closure(gaps, rule="scaled")["estimate"] == pytest.approx(0.25)
+    assert all(g["n_seeds"] == 3 for g in gaps)
 
 
 def test_runs_that_missed_their_target_or_diverged_are_not_compared():
     df = table()
     assert len(selections.not_compared(df)) == 2
-    assert 3 not in answer.gap_closure(df)["sgd"]["seeds"]  # seed 3's SAM run did not converge
+    assert 3 not in _closure(answer.gap_closure(df))["seeds"]  # seed 3's SAM run did not converge
     assert set(selections.compared(df)["seed"]) == {0, 1, 2}
 
 
@@ -74,7 +96,7 @@ def test_lr_is_selected_on_validation_loss_never_on_test_loss():
 
 def test_answer_sentence_states_the_closure_or_that_there_is_no_gap():
     text = answer.sentences(answer.gap_closure(table()))[0]
-    assert text.startswith("SAM at batch 1000 closes 50 %") and "32" in text
+    assert text.startswith("SAM at batch 1000 closes 50 %") and "32" in text and "SGD (same lr, final weights)" in text
     flat = table()
     flat.loc[(flat["notebook"] == "baseline") & (flat["batch_size"] == 1000), "test_loss"] = [0.12, 0.10, 0.11, math.nan]
     assert "not significant" in answer.sentences(answer.gap_closure(flat))[0]

@@ -209,7 +209,8 @@ def test_findings_cis_equal_t_based_cis_computed_here(study):
 def test_gap_closure_is_computed_from_the_compared_runs_and_stated_first(study):
     results = pd.read_csv(study["root"] / "results.csv")
     f = json.loads((study["root"] / "findings.json").read_text())
-    g = f["gap_closure"]["sgd"]
+    (g,) = f["gap_closure"]  # SGD under the same lr: the only family and rule of the main runs here
+    assert (g["family"], g["lr_rule"]) == ("sgd", "same")
     ok = results[(results["notebook"] != "lr_scaling") & (results["status"] == "ok") & (results["converged"] == True)]  # noqa: E712
     shared = [0]  # seed 1 missed its target at 32, seed 2 diverged at 256: only seed 0 has all three runs
     sel = lambda nb, bs, m: ok[(ok["notebook"] == nb) & (ok["batch_size"] == bs) & ok["m"].isna()  # noqa: E731

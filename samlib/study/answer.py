@@ -5,9 +5,9 @@ that finished ok and reached their loss target, minima at the same inference-mod
 others are listed, never averaged (`selections.not_compared`).
 
 - `gap_closure`: per optimizer family (`selections.FAMILIES`; sgd: SGD with or without momentum; adam:
-  Adam, AdamW), how much of the gap between the base optimizer at the smallest batch (SB) and at the
-  largest batch (LB) SAM closes at LB, for test loss and for test error (`stats.gap_closure`, paired by
-  seed).
+  Adam, AdamW) and lr rule (`selections.LR_RULES`: one regime each, never pooled), how much of the gap
+  between the base optimizer at the smallest batch (SB) and at the largest batch (LB) SAM closes at LB,
+  for test loss and for test error (`stats.gap_closure`, paired by seed), on the runs' final weights.
 - `paired`: every SAM-type method against its own base optimizer at the same batch size, per-seed
   differences with t-intervals (`stats.paired_difference`), for the losses, accuracies and the
   sharpness measures.
@@ -26,7 +26,17 @@ import numpy as np
 import pandas as pd
 
 from samlib.study import stats
-from samlib.study.selections import FAMILIES, FAMILY_LABELS, by_method, compared, in_family, is_base, is_plain_sam
+from samlib.study.selections import (
+    FAMILIES,
+    FAMILY_LABELS,
+    LR_RULES,
+    by_method,
+    compared,
+    in_family,
+    in_lr_rule,
+    is_base,
+    is_plain_sam,
+)
 
 METRICS = {"test_loss": "test loss", "test_error": "test error"}
 RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # slope of log(lr) vs log(B) each rule prescribes
@@ -40,29 +50,31 @@ def per_seed(runs: pd.DataFrame, column: str) -> dict[int, float]:
 
 
 # ---------------------------------------------------------------------- the answer
-def gap_closure(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """{family: {estimate, ci_low, ci_high, n_seeds, small_batch, large_batch, metric, ...}} (module doc);
-    the test-loss closure at the top level, test error under ``test_error``."""
+def gap_closure(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """One entry per (family, lr rule) with runs to compare: ``family``, ``lr_rule``, then the test-loss
+    closure (`stats.gap_closure`: estimate, ci_low, ci_high, n_seeds, ...), ``small_batch``,
+    ``large_batch``, ``metric`` and the test-error closure under ``test_error`` (module doc)."""
     runs = compared(df)
-    out: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
     for family in FAMILIES:
-        fam = in_family(runs, family)
-        base, sam = fam[is_base(fam)], fam[is_plain_sam(fam)]
-        both = sorted(set(base["batch_size"]) & set(sam["batch_size"]))
-        if base["batch_size"].nunique() < 2 or not both or min(base["batch_size"]) >= max(both):
-            continue
-        small, large = int(base["batch_size"].min()), int(max(both))
-        entry: dict[str, Any] = {}
-        for metric in METRICS:
-            g = stats.gap_closure(per_seed(base[base["batch_size"] == large], metric),
-                                  per_seed(sam[sam["batch_size"] == large], metric),
-                                  per_seed(base[base["batch_size"] == small], metric))
-            g.update(small_batch=small, large_batch=large, metric=metric)
-            if metric == "test_loss":
-                entry.update(g)
-            else:
-                entry[metric] = g
-        out[family] = entry
+        for rule in LR_RULES:
+            fam = in_lr_rule(in_family(runs, family), rule)
+            base, sam = fam[is_base(fam)], fam[is_plain_sam(fam)]
+            both = sorted(set(base["batch_size"]) & set(sam["batch_size"]))
+            if base["batch_size"].nunique() < 2 or not both or min(base["batch_size"]) >= max(both):
+                continue
+            small, large = int(base["batch_size"].min()), int(max(both))
+            entry: dict[str, Any] = {"family": family, "lr_rule": rule}
+            for metric in METRICS:
+                g = stats.gap_closure(per_seed(base[base["batch_size"] == large], metric),
+                                      per_seed(sam[sam["batch_size"] == large], metric),
+                                      per_seed(base[base["batch_size"] == small], metric))
+                g.update(small_batch=small, large_batch=large, metric=metric)
+                if metric == "test_loss":
+                    entry.update(g)
+                else:
+                    entry[metric] = g
+            out.append(entry)
     return out
 
 
@@ -105,11 +117,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def sentences(gaps: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The gap closure as plain sentences (the report's first finding); one per optimizer family."""
+def sentences(gaps: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The gap closure as plain sentences (the report's first findings); one per family and lr rule."""
     lines = []
-    for family, g in gaps.items():
-        name = FAMILY_LABELS[family]
+    for g in gaps:
+        name = f"{FAMILY_LABELS[g['family']]} ({g['lr_rule']} lr, final weights)"
         gap = g["gap"]
         where = (f"{name} at batch {g['large_batch']} vs batch {g['small_batch']} ({g['n_seeds']} paired seeds, "
                  f"test loss {gap['mean']:+.3g}, 95 % CI {gap['lo']:+.3g} to {gap['hi']:+.3g})")
