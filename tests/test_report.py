@@ -490,24 +490,37 @@ def test_report_command_rewrites_a_study_from_its_runs_without_weights(study, tm
     assert "holds no study" in capsys.readouterr().err
 
 
-def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
-    """docs/results/cpu/ as a fresh clone has it (no weights, no executed notebooks): recomputing the
-    findings from its runs gives the committed findings.json, so the README's numbers are the code's."""
+def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
+    """docs/results/<study>/ as a fresh clone has it (no weights, no executed notebooks), its findings
+    recomputed from its runs and checked against the committed findings.json (`keys` beyond the common
+    ones); the committed records name no machine's folders. Returns (committed, copy, results, saved)."""
     import shutil
 
-    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu"
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / study
     if not (committed / "findings.json").is_file():
-        pytest.skip("docs/results/cpu is not in this checkout")
-    copy = tmp_path / "cpu"
+        pytest.skip(f"docs/results/{study} is not in this checkout")
+    copy = tmp_path / study
     shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.h5", "*.ipynb", "kernel.log", "figures"))
     df = report.collect(copy)
     snapshots = report.collect_snapshots(copy)
     f = {**findings.compute_findings(df, snapshots), "time_split": timing.study_split(copy)}
     saved = json.loads((committed / "findings.json").read_text())
-    assert list(saved)[0] == "answer_table" and len(saved["answer_table"]) == 12
-    for key in ("answer_table", "gap_closure", "seed_result", "time_split", "lr_scaling", "cost_ratio"):
+    assert list(saved)[0] == "answer_table"
+    for key in ("answer_table", "gap_closure", "seed_result", "time_split", "cost_ratio", *keys):
         assert json.loads(json.dumps(f[key])) == saved[key], key
     assert findings.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
+    # the committed records travel: no machine's folders in them (run_dir is relative to the study)
+    assert set(df["run_dir"]) == {str(p.relative_to(copy)) for p in layout.run_dirs(copy)}
+    for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:
+        assert not re.search(r"/(work|root|home|tmp|Users)/", path.read_text()), path
+    return committed, copy, df, saved
+
+
+def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
+    """docs/results/cpu/ as a fresh clone has it (no weights, no executed notebooks): recomputing the
+    findings from its runs gives the committed findings.json, so the README's numbers are the code's."""
+    committed, copy, df, saved = _recomputed("cpu", tmp_path, ("lr_scaling",))
+    assert len(saved["answer_table"]) == 12
     # every row of the answer table has its five seed pairs, and every run reached every milestone
     assert all(r["n_seeds"] == 5 and r["n_missing"] == 0 for r in saved["answer_table"])
     # the lr sweep's lr 0.15 at batch 32 ends at train loss ~ln 10: collapsed by the one rule
@@ -518,10 +531,6 @@ def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_ru
     assert (abs(collapsed["train_loss"] - math.log(10)) < 0.05 * math.log(10)).all()
     ok = df[df["status"] == "ok"]
     assert not (abs(ok["test_loss"] - math.log(10)) <= 0.05 * math.log(10)).any()
-    # the committed records travel: no machine's folders in them (run_dir is relative to the study)
-    assert set(df["run_dir"]) == {str(p.relative_to(copy)) for p in layout.run_dirs(copy)}
-    for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:
-        assert not re.search(r"/(work|root|home|tmp|Users)/", path.read_text()), path
 
 
 def test_the_report_names_the_params_file_without_a_machines_folders(tmp_path):
@@ -562,21 +571,7 @@ def test_the_committed_fashion_study_is_what_the_code_computes_and_tests_on_1000
     """docs/results/fashion/ as a fresh clone has it: the findings recompute from the committed runs;
     every run was tested on Fashion-MNIST's full 10,000 test images; the answer table has SGD under both
     lr rules after 10 epochs and at two loss milestones, each with its five seed pairs."""
-    import shutil
-
-    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "fashion"
-    if not (committed / "findings.json").is_file():
-        pytest.skip("docs/results/fashion is not in this checkout")
-    copy = tmp_path / "fashion"
-    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.h5", "*.ipynb", "kernel.log", "figures"))
-    df = report.collect(copy)
-    snapshots = report.collect_snapshots(copy)
-    f = {**findings.compute_findings(df, snapshots), "time_split": timing.study_split(copy)}
-    saved = json.loads((committed / "findings.json").read_text())
-    assert list(saved)[0] == "answer_table"
-    for key in ("answer_table", "gap_closure", "seed_result", "time_split", "cost_ratio"):
-        assert json.loads(json.dumps(f[key])) == saved[key], key
-    assert findings.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
+    committed, copy, df, saved = _recomputed("fashion", tmp_path)
     table = saved["answer_table"]
     assert {r["dataset"] for r in table} == {"Fashion-MNIST"} and {r["optimizer"] for r in table} == {"sgd"}
     assert [(r["lr_rule"], r["compare_at"], r["at"]) for r in table] == [
@@ -587,5 +582,3 @@ def test_the_committed_fashion_study_is_what_the_code_computes_and_tests_on_1000
     for run in layout.run_dirs(copy):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["n_test"] == 10000, run
-    for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:
-        assert not re.search(r"/(work|root|home|tmp|Users)/", path.read_text()), path
