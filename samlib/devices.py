@@ -55,7 +55,9 @@ def gpu_names() -> list[str]:
 def environment() -> dict[str, Any]:
     """Where a run ran, as metrics.json records it under ``environment``: the versions of Python,
     TensorFlow, Keras and numpy, the operating system, the processor (`processor`), the CPU cores
-    this process may use, and the GPUs (`gpu_names`)."""
+    this process may use, the GPUs (`gpu_names`), and TensorFlow's intra-/inter-op threads when set
+    (``tf_threads``: the TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS variables; null: TensorFlow's
+    default), which change a run's numbers in the last digits."""
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
         "python": platform.python_version(),
@@ -66,7 +68,16 @@ def environment() -> dict[str, Any]:
         "processor": processor(),
         "cpu_count": len(cores) if cores is not None else os.cpu_count(),
         "gpus": gpu_names(),
+        "tf_threads": {"intra_op": _int_or_none(os.environ.get("TF_NUM_INTRAOP_THREADS")),
+                       "inter_op": _int_or_none(os.environ.get("TF_NUM_INTEROP_THREADS"))},
     }
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text not in (None, "") else None
+    except ValueError:
+        return None
 
 
 def resolve_jit(config: Config) -> bool:

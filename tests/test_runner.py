@@ -73,7 +73,9 @@ for c in cell_configs(base, batch_size, seeds, grid, run_root):
     io.write_text(d / "model.weights.h5", "fake weights")
     io.write_json(d / "metrics.json", {{"status": "ok", "python": sys.executable, "cwd": os.getcwd(),
                                         "sharpness": sharpness, "study_dir": study_dir,
-                                        "sharpness_settings": sharpness, "sharpness_status": "ok"}})
+                                        "sharpness_settings": sharpness, "sharpness_status": "ok",
+                                        "threads": [os.environ.get("TF_NUM_INTRAOP_THREADS"),
+                                                    os.environ.get("TF_NUM_INTEROP_THREADS")]}})
 if batch_size == FAIL_BS:
     raise RuntimeError(f"stub failure at batch size {{batch_size}}")
 """
@@ -410,6 +412,26 @@ def test_resume_after_kill_9_loses_nothing_and_redoes_nothing(tmp_path, capsys):
     new = [str(c.run_root / "seed=2") for c in cells]
     assert counted(tmp_path) == first + [str(half)] + new
     assert [c.state for c in report.cells] == ["ok", "ok"] and report.summary.state == "ok"
+
+
+def test_threads_reach_every_cells_kernel_and_are_restored_after(tmp_path, monkeypatch):
+    """--threads N: each cell's kernel sees TF_NUM_INTRAOP_THREADS = TF_NUM_INTEROP_THREADS = N; the
+    default leaves them unset (TensorFlow's own choice, as the committed studies ran)."""
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
+    nbdir = make_stubs(tmp_path)
+    params = write_params(tmp_path)
+    report = study.run_study(params, tmp_path / "one", jobs=2, threads=1, notebooks_dir=nbdir, progress=False)
+    assert report.exit_code == 0
+    runs = list((tmp_path / "one").glob("*/runs/stub/*/*/metrics.json"))
+    assert runs and {tuple(json.loads(p.read_text())["threads"]) for p in runs} == {("1", "1")}
+    assert "TF_NUM_INTRAOP_THREADS" not in os.environ and "TF_NUM_INTEROP_THREADS" not in os.environ
+    study.run_study(params, tmp_path / "default", jobs=2, notebooks_dir=nbdir, progress=False)
+    runs = list((tmp_path / "default").glob("*/runs/stub/*/*/metrics.json"))
+    assert runs and {tuple(json.loads(p.read_text())["threads"]) for p in runs} == {(None, None)}
+    with pytest.raises(study.ParamsError, match="--threads has value 0"):
+        study.run_study(params, tmp_path / "bad", threads=0, notebooks_dir=nbdir, progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_finished_notebook_with_missing_runs_is_a_failure(tmp_path):

@@ -52,6 +52,30 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+@contextlib.contextmanager
+def tf_threads(threads: int | None):
+    """TensorFlow's intra- and inter-op threads for the kernels started inside (environment variables,
+    which kernels, local worker processes and a dask LocalCluster inherit; not a remote scheduler's
+    workers); None leaves TensorFlow's default. The thread count changes a run's numbers in the last
+    digits (measured: one thread per cell stopped a run 18 steps from where the default did), so a
+    study is reproduced exactly only with the threads it was run with (``environment`` in metrics.json
+    records them)."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    try:
+        if threads is not None:
+            os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 # ---------------------------------------------------------------------- state
 def complete_runs(cell: Cell) -> int:
     return sum(layout.is_complete(c.run_dir, c) for c in cell.configs)
@@ -143,10 +167,13 @@ def run_study(
     summary: bool = True,
     progress: bool = True,
     stream=None,
+    threads: int | None = None,
 ) -> StudyReport:
     """Run (or with `dry_run` only print) a study; see the module doc. `jobs`: cells at once (default:
-    `default_jobs`). Raises `ParamsError` for bad params/arguments before writing anything; failing
-    notebooks are reported, not raised."""
+    `default_jobs`). `threads`: TensorFlow's intra- and inter-op threads in each cell's kernel (default
+    None: TensorFlow's own choice, which the committed studies were run with; `tf_threads`). Raises
+    `ParamsError` for bad params/arguments before writing anything; failing notebooks are reported,
+    not raised."""
     stream = stream or sys.stdout
     say = lambda text: print(text, file=stream, flush=True)
     if executor not in EXECUTORS:
@@ -154,6 +181,8 @@ def run_study(
     jobs = default_jobs() if jobs is None else jobs
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ParamsError(f"--jobs has value {jobs!r}; allowed: an integer >= 1")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ParamsError(f"--threads has value {threads!r}; allowed: an integer >= 1 (or none: TensorFlow's default)")
     params = load_params(params_path, notebooks_dir)
     shard = parse_shard(shard)
     all_cells = plan_cells(params, out)
@@ -184,6 +213,7 @@ def run_study(
     )
     by_id = {c.task()["id"]: c for c in todo}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(tf_threads(threads))  # before any kernel starts: they inherit it
         pool = _LazyExecutor(stack, executor, jobs, scheduler)  # started only if something runs
         if todo:
             with _progress(len(todo), progress) as bar:
