@@ -76,6 +76,10 @@ FIGURES = (
 )
 ANSWER = "fig0_answer"  #: the headline figure: the answer table drawn
 SEED_FIGURES = ("fig1_sgd_loss", "fig2_sgd_sharpness", "fig3_adam_loss", "fig4_adam_sharpness")
+#: the optimizer family (`selections.FAMILIES`) a figure is about; a report leaves out those of a family
+#: the study did not train (their files are still written)
+FIGURE_FAMILY = {"fig1_sgd_loss": "sgd", "fig2_sgd_sharpness": "sgd", "fig3_adam_loss": "adam",
+                 "fig4_adam_sharpness": "adam"}
 CAPTIONS = {
     "fig0_answer": "The answer, regime by regime (one row of the answer table each): the large-batch gap "
     "(LB − SB test error, paired by seed) and SAM's effect at the large batch (LB+SAM − LB), in percentage "

@@ -36,6 +36,7 @@ from samlib.study import answer_table as answers
 from samlib.study import timing
 from samlib.study import figures, layout
 from samlib.study.findings import compute_findings, findings_text, headline
+from samlib.study.selections import in_family, main_runs
 
 
 # ============================================================================ the whole study
@@ -242,8 +243,14 @@ def _html_body(rep: Report) -> str:
     parts.append("<h2>The answer</h2>" + answer_table_html(rep.findings.get("answer_table", [])))
     parts.append(companions_html(rep.study_dir))
     parts.append(f"<p class='abstract'>{html.escape(rep.headline)}</p>")
-    shown = [n for n in (figures.ANSWER, *figures.SEED_FIGURES) if n in rep.figures]
+    untrained = untrained_figures(rep.results, rep.figures)
+    shown = [n for n in (figures.ANSWER, *figures.SEED_FIGURES) if n in rep.figures and n not in untrained]
     parts.extend(_figure_html(rep, n) for n in shown)
+    if untrained:
+        parts.append("<p class='untrained'>Not shown: " + ", ".join(
+            f"Fig. {figures.number(n)} ({n})" for n in untrained) + ", of an optimizer family this study did not "
+            f"train ({', '.join(sorted({figures.FIGURE_FAMILY[n] for n in untrained}))}); the files are in "
+            f"{layout.FIGURES}/.</p>")
     parts.append("<h2>Details</h2><ul class='findings'>" + "".join(f"<li>{html.escape(t)}</li>" for t in rep.text)
                  + "</ul>")
     parts.append("<p><small>Gap closure: (L<sub>base,LB</sub> − L<sub>SAM,LB</sub>) / (L<sub>base,LB</sub> − "
@@ -255,7 +262,7 @@ def _html_body(rep: Report) -> str:
                  "✕ in the figures and listed below. Settings (lr, α) are chosen on the validation split; the test "
                  "split is read once per run, after training.</small></p>")
     parts.append("<h2>More figures</h2>")
-    parts.extend(_figure_html(rep, n) for n in rep.figures if n not in shown)
+    parts.extend(_figure_html(rep, n) for n in rep.figures if n not in shown and n not in untrained)
     parts.append("<h2>Parameters</h2>")
     rules = sorted(set(rep.results["stop_rule"].dropna())) if len(rep.results) else []
     parts.append("<p>Stop rules used: " + html.escape("; ".join(rules) or "n/a")
@@ -285,6 +292,14 @@ def _html_body(rep: Report) -> str:
     parts.append(f"<p>One row per run: <a href='{layout.RESULTS}'>{layout.RESULTS}</a> ({len(rep.results)} rows); "
                  f"one per run and milestone: <a href='{layout.SNAPSHOTS}'>{layout.SNAPSHOTS}</a> ({n_snap} rows).</p>")
     return "\n".join(parts)
+
+
+def untrained_figures(results: pd.DataFrame, names) -> list[str]:
+    """The figures among `names` about an optimizer family (`figures.FIGURE_FAMILY`) of which the study
+    has no comparison run (Adam in an SGD-only study): empty panels, so the report leaves them out."""
+    runs = main_runs(results) if len(results) else results
+    trained = {f for f in set(figures.FIGURE_FAMILY.values()) if len(runs) and len(in_family(runs, f))}
+    return [n for n in names if n in figures.FIGURE_FAMILY and figures.FIGURE_FAMILY[n] not in trained]
 
 
 def companions(study_dir: str | Path) -> list[str]:
