@@ -181,13 +181,9 @@ def side_by_side(tables: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str
     """Several studies' answer tables as one, each regime's rows of every data set together: ordered by
     family, lr rule and compare_at, then by study in the order given, each study's rows in their own
     order (its milestones). The README quotes the committed studies this way."""
-    keyed = []
-    for t, table in enumerate(tables):
-        for i, row in enumerate(table):
-            key = (list(FAMILIES).index(row["optimizer"]) if row["optimizer"] in FAMILIES else len(FAMILIES),
-                   LR_RULES.index(row["lr_rule"]) if row["lr_rule"] in LR_RULES else len(LR_RULES),
-                   COMPARE_AT.index(row["compare_at"]), t, i)
-            keyed.append((key, dict(row)))
+    keyed = [((list(FAMILIES).index(row["optimizer"]), LR_RULES.index(row["lr_rule"]),
+               COMPARE_AT.index(row["compare_at"]), t, i), dict(row))
+             for t, table in enumerate(tables) for i, row in enumerate(table)]
     return [row for _, row in sorted(keyed, key=lambda kr: kr[0])]
 
 
