@@ -18,8 +18,8 @@
   that Keras downloads.
 - ``idx:<folder>``: a folder with the four standard IDX files ``train-images-idx3-ubyte.gz``,
   ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (the
-  same names without ``.gz`` are accepted too). Debian's ``dataset-fashion-mnist`` package installs
-  exactly these under ``/usr/share/datasets/fashion-mnist``.
+  same names without ``.gz`` are accepted too; `samlib.idx` reads them). Debian's
+  ``dataset-fashion-mnist`` package installs exactly these under ``/usr/share/datasets/fashion-mnist``.
 
 Validation split: `split_validation(data, fraction, seed)` carves a seeded, class-stratified validation
 set out of the *training* images (the test set is never touched); ``load(name, data_dir, val_fraction)``
@@ -33,45 +33,30 @@ train + validation together are the subset (fashion_mnist with ``train_subset=10
 ``val_fraction=0.125``: 875 train and 125 validation images per class, 10,000 test images).
 `train_size` gives the training size ``load`` would give, both steps included, without loading.
 
-Every problem raises one `DataError` that says what was expected and how to get it.
+Every problem raises one `DataError` that says what was expected and how to get it; a bad argument
+(``train_subset``, ``val_fraction``, a name that is no string) is checked by `samlib.validate`'s checkers,
+with its message (``data set argument 'val_fraction' has value 1.5; allowed: a number >= 0 and < 1``).
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from samlib.idx import FILE_LIST, HOW_TO_GET, has_idx_files, read_folder, train_label_counts
+from samlib.idx import IDX_FILES, IMAGES_MAGIC, LABELS_MAGIC  # noqa: F401  (the IDX format, part of this module's API)
+from samlib.validate import Checker, DataError, number, text
+
 NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "idx:<folder>")
 KERAS_NAMES = ("mnist", "fashion_mnist", "cifar10")
-IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte",
-    "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte",
-    "y_test": "t10k-labels-idx1-ubyte",
-}
-IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions
-LABELS_MAGIC = 0x00000801  # uint8, 1 dimension
 SPLIT_SEED = 0
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  #: Debian's dataset-fashion-mnist (read at call time)
 PER_CLASS_TRAIN = 400
 PER_CLASS_TEST = 100
-_IDX_LIST = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
-
-_HOW_TO_GET_IDX = (
-    "To get them: for Fashion-MNIST `apt-get install dataset-fashion-mnist` (then "
-    "`dpkg -L dataset-fashion-mnist` shows the folder, /usr/share/datasets/fashion-mnist); for MNIST "
-    "download the four .gz files into one folder. Pass that folder as `idx:<folder>` or as data_dir."
-)
-
-
-class DataError(ValueError):
-    """A data set could not be found, downloaded or parsed; the message says what was expected."""
+LABEL = "data set argument"  # how a `DataError` about an argument names it (`samlib.validate`)
 
 
 class Data(NamedTuple):
@@ -116,15 +101,18 @@ def subset_counts(counts, n: int) -> list[int]:
     is exactly n. Integer arithmetic, no floating point. Raises `DataError` unless 1 <= n <= N."""
     counts = [int(c) for c in counts]
     total = sum(counts)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total:
-        raise DataError(f"train subset has value {n!r}; allowed: an integer >= 1 and <= {total} "
-                        f"(the number of training images)")
-    n = int(n)
+    n = _subset_size(total)("train_subset", n, LABEL)
     keep = [n * c // total for c in counts]
     by_remainder = sorted(range(len(counts)), key=lambda i: (-(n * counts[i] % total), i))
     for i in by_remainder[: n - sum(keep)]:
         keep[i] += 1
     return keep
+
+
+def _subset_size(total: int) -> Checker:
+    """An integer (a numpy one too, not a bool) from 1 to `total`, the training images there are."""
+    return Checker(f"an integer >= 1 and <= {total} (the number of training images)", (int, np.integer),
+                   lambda v: 1 <= v <= total, convert=int).raising(DataError)
 
 
 def subset_train(data: Data, n: int, seed: int = SPLIT_SEED) -> Data:
@@ -159,8 +147,7 @@ def split_validation(data: Data, fraction: float, seed: int = SPLIT_SEED) -> Dat
     order (the training order is whatever the loader gave). Train and validation are disjoint, their
     union is the old training set, and the test split is unchanged.
     """
-    if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
-        raise DataError(f"validation fraction has value {fraction!r}; allowed: a number >= 0 and < 1")
+    fraction = number(0, 1, hi_open=True).raising(DataError)("val_fraction", fraction, LABEL)
     if data.x_val is not None:
         raise DataError("this Data already has a validation split; split the original training set once")
     rng = np.random.default_rng(seed)
@@ -183,8 +170,7 @@ def _load(name: str, data_dir: str | None) -> Data:
 
 def _idx_folder(name: str, data_dir: str | None) -> str | None:
     """The IDX folder that `name` and `data_dir` name (None: mnist5k or a keras download); checks both."""
-    if not isinstance(name, str):
-        raise DataError(f"data set name must be a string, got {name!r}; allowed: {', '.join(NAMES)}")
+    text(allowed=", ".join(NAMES)).raising(DataError)("name", name, LABEL)
     if name.startswith("idx:"):
         folder = name[len("idx:") :]
         if not folder:
@@ -206,15 +192,9 @@ def _idx_folder(name: str, data_dir: str | None) -> str | None:
             f"data_dir={data_dir!r} is only used with 'mnist' or 'fashion_mnist' (a folder of IDX files); "
             f"data set {name!r} takes no data_dir, leave it unset"
         )
-    if name == "fashion_mnist" and _has_idx_files(Path(DEBIAN_FASHION_MNIST)):
+    if name == "fashion_mnist" and has_idx_files(Path(DEBIAN_FASHION_MNIST)):
         return DEBIAN_FASHION_MNIST
     return None
-
-
-def _has_idx_files(root: Path) -> bool:
-    """Whether `root` is a folder holding all four IDX files (each gzipped or not)."""
-    return root.is_dir() and all((root / f"{stem}.gz").is_file() or (root / stem).is_file()
-                                 for stem in IDX_FILES.values())
 
 
 # training images per class before the validation split, known without loading (keras.datasets' sets)
@@ -237,15 +217,7 @@ def train_size(name: str = "mnist5k", data_dir: str | None = None, val_fraction:
     if folder is None:
         counts = _TRAIN_PER_CLASS[name]
     else:
-        root = Path(folder).expanduser()
-        missing = [f"{stem}.gz" for stem in IDX_FILES.values()
-                   if not (root / f"{stem}.gz").is_file() and not (root / stem).is_file()]
-        if not root.is_dir() or missing:
-            what = ("does not exist or is not a folder" if not root.is_dir()
-                    else f"lacks {', '.join(missing)} (or the same without .gz)")
-            raise DataError(f"IDX folder {str(root)!r} {what}; expected a folder with {_IDX_LIST}. {_HOW_TO_GET_IDX}")
-        counts = np.bincount(_read_idx(root, IDX_FILES["y_train"], LABELS_MAGIC)[0])
-        counts = counts[counts > 0]  # the classes present, as np.unique gives them to subset_train
+        counts = train_label_counts(folder)  # the classes present, as np.unique gives them to subset_train
     if train_subset is not None:
         counts = subset_counts(counts, train_subset)
     return int(sum(n - int(round(val_fraction * n)) for n in counts))  # as split_validation rounds
@@ -294,8 +266,8 @@ def _load_keras(name: str) -> Data:
         (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as e:  # keras raises a bare Exception for a failed download
         hint = (
-            f" Or use a local folder of the four IDX files ({_IDX_LIST}) with "
-            f"load({name!r}, data_dir=<folder>) or load('idx:<folder>'). {_HOW_TO_GET_IDX}"
+            f" Or use a local folder of the four IDX files ({FILE_LIST}) with "
+            f"load({name!r}, data_dir=<folder>) or load('idx:<folder>'). {HOW_TO_GET}"
             if name != "cifar10"
             else " Or use 'mnist5k', which needs no download."
         )
@@ -328,74 +300,6 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 
 
 def load_idx(folder: str | os.PathLike[str]) -> Data:
-    """Read the four standard IDX files (gzipped or not) in `folder`."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"IDX folder {str(root)!r} does not exist or is not a folder; expected a folder with "
-            f"{_IDX_LIST}. {_HOW_TO_GET_IDX}"
-        )
-    x_train, x_train_path = _read_idx(root, IDX_FILES["x_train"], IMAGES_MAGIC)
-    y_train, y_train_path = _read_idx(root, IDX_FILES["y_train"], LABELS_MAGIC)
-    x_test, x_test_path = _read_idx(root, IDX_FILES["x_test"], IMAGES_MAGIC)
-    y_test, y_test_path = _read_idx(root, IDX_FILES["y_test"], LABELS_MAGIC)
-    for x, x_path, y, y_path in (
-        (x_train, x_train_path, y_train, y_train_path),
-        (x_test, x_test_path, y_test, y_test_path),
-    ):
-        if len(x) != len(y):
-            raise DataError(
-                f"IDX count mismatch: {x_path} holds {len(x)} images but {y_path} holds {len(y)} labels; "
-                f"expected one label per image. {_HOW_TO_GET_IDX}"
-            )
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(
-            f"IDX image size mismatch: {x_train_path} has {x_train.shape[1:]} images but {x_test_path} "
-            f"has {x_test.shape[1:]}; expected both splits of the same data set. {_HOW_TO_GET_IDX}"
-        )
+    """Read the four standard IDX files (gzipped or not) in `folder` (`samlib.idx.read_folder`)."""
+    x_train, y_train, x_test, y_test = read_folder(folder)
     return Data(_nhwc(x_train), _labels(y_train), _nhwc(x_test), _labels(y_test))
-
-
-def _read_idx(root: Path, stem: str, magic: int) -> tuple[np.ndarray, Path]:
-    """Parse one uint8 IDX file `stem` (or `stem`.gz) in `root`; checks magic and size."""
-    gz, raw = root / f"{stem}.gz", root / stem
-    path = gz if gz.is_file() else raw
-    if not path.is_file():
-        raise DataError(f"missing IDX file {gz} (or {raw.name}) in {root}. {_HOW_TO_GET_IDX}")
-    try:
-        blob = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(
-            f"cannot read IDX file {path}: {e}; expected a valid gzip file. {_HOW_TO_GET_IDX}"
-        ) from e
-    ndim = magic & 0xFF
-    kind = "images" if ndim == 3 else "labels"
-    header = 4 + 4 * ndim
-    if len(blob) < 4:
-        raise DataError(
-            f"IDX file {path} is truncated: {len(blob)} bytes, not even the magic number. {_HOW_TO_GET_IDX}"
-        )
-    (found,) = struct.unpack(">I", blob[:4])
-    if found != magic:
-        raise DataError(
-            f"IDX file {path} has magic number 0x{found:08x}; expected 0x{magic:08x} (uint8 {kind}, "
-            f"{ndim}-D). Is it the right file? {_HOW_TO_GET_IDX}"
-        )
-    if len(blob) < header:
-        raise DataError(
-            f"IDX file {path} is truncated: {len(blob)} bytes, shorter than its {header}-byte header. "
-            f"{_HOW_TO_GET_IDX}"
-        )
-    dims = struct.unpack(f">{ndim}i", blob[4:header])
-    if any(d < 0 for d in dims):
-        raise DataError(
-            f"IDX file {path} has negative dimensions {dims}; the file is corrupt. {_HOW_TO_GET_IDX}"
-        )
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(blob) != expected:
-        what = "truncated" if len(blob) < expected else "longer than its header says"
-        raise DataError(
-            f"IDX file {path} is {what}: {len(blob)} bytes, expected {expected} for {kind} of shape {dims}; "
-            f"re-download it. {_HOW_TO_GET_IDX}"
-        )
-    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(dims), path

@@ -1,8 +1,10 @@
-"""One validation scheme for every checked input: `Config`, `SharpnessSettings` and a study params file.
+"""One validation scheme for every checked input: `Config`, `SharpnessSettings`, a study params file,
+and the arguments of `samlib.sam.SAM`, `samlib.looksam.LookSAM` and `samlib.data`'s functions.
 
 A `Checker` knows one kind of value (its type, its range or its choices) and says in words what it
 allows. Called with a key path and a value, it returns the value normalised (an int given for a
-number becomes a float, a list a tuple) or raises one `ConfigError`::
+number becomes a float, a list a tuple) or raises one `ConfigError` (or, `Checker.raising`, another
+error of the library: `DataError` for `samlib.data`'s arguments)::
 
     <label> '<key path>' has value <value>[ of type <type>]; allowed: <what>[ (<why not>)][<YAML hint>]
 
@@ -28,7 +30,12 @@ CHECK = "check"  # the dataclass field metadata key of a field's Checker
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
+    """A configuration value (or an argument) is missing, unknown, of the wrong type or out of range."""
+
+
+class DataError(ValueError):
+    """A data set could not be found, downloaded or parsed, or a data argument is out of range; the
+    message says what was expected (`samlib.data` and `samlib.idx` raise it)."""
 
 
 def join(parent: str, key: Any) -> str:
@@ -48,10 +55,11 @@ def yaml_hint(value: Any) -> str:
 
 
 def invalid(key: str, value: Any, allowed: str, label: str = "key", why: str = "", of_type: bool = False,
-            hint: str = "") -> ConfigError:
-    """The one message: ``<label> '<key>' has value <value>[ of type T]; allowed: <allowed>[ (<why>)][hint]``."""
+            hint: str = "", error: type[ValueError] = ConfigError) -> ValueError:
+    """The one message: ``<label> '<key>' has value <value>[ of type T]; allowed: <allowed>[ (<why>)][hint]``,
+    as an `error` (default `ConfigError`)."""
     kind = f" of type {type(value).__name__}" if of_type and value is not None else ""
-    return ConfigError(
+    return error(
         f"{label} {key!r} has value {value!r}{kind}; allowed: {allowed}"
         + (f" ({why})" if why else "") + hint
     )
@@ -61,7 +69,7 @@ def invalid(key: str, value: Any, allowed: str, label: str = "key", why: str = "
 class Checker:
     """One kind of value: accepted Python `types` (a bool is never an integer or a number here), a
     `test` of the value's range or choice, a `convert` to its stored form, and `allowed`, the words of
-    the error message (`plural`: the same for a list of them)."""
+    the error message (`plural`: the same for a list of them); it raises `error` (`raising`)."""
 
     def __init__(self, allowed: str, types: tuple[type, ...], test: Callable[[Any], bool] = lambda v: True,
                  convert: Callable[[Any], Any] = lambda v: v, numeric: bool = False, plural: str | None = None):
@@ -69,11 +77,18 @@ class Checker:
         self.numeric = numeric  # a numeric string gets the YAML hint
         self.plural = plural or f"values, each {allowed}"
         self.optional = False
+        self.error: type[ValueError] = ConfigError
 
     def or_none(self) -> "Checker":
         """The same checker that also accepts None (YAML ``null``)."""
         other = copy.copy(self)
         other.optional, other.allowed, other.plural = True, f"{self.allowed} or null", f"{self.plural} or null"
+        return other
+
+    def raising(self, error: type[ValueError]) -> "Checker":
+        """The same checker raising `error` (e.g. `DataError`) instead of `ConfigError`."""
+        other = copy.copy(self)
+        other.error = error
         return other
 
     def accepts(self, value: Any) -> bool:
@@ -85,14 +100,14 @@ class Checker:
         return isinstance(value, self.types) and (bool in self.types or not isinstance(value, bool))
 
     def __call__(self, key: str, value: Any, label: str = "key") -> Any:
-        """`value` normalised; a `ConfigError` naming `key`, the value and what is allowed if it is bad."""
+        """`value` normalised; a `ConfigError` (`error`) naming `key`, the value and what is allowed if it is bad."""
         if value is None and self.optional:
             return None
         hint = yaml_hint(value) if self.numeric else ""
         if not self._type_ok(value):
-            raise invalid(key, value, self.allowed, label, of_type=True, hint=hint)
+            raise invalid(key, value, self.allowed, label, of_type=True, hint=hint, error=self.error)
         if not self.test(value):
-            raise invalid(key, value, self.allowed, label, hint=hint)
+            raise invalid(key, value, self.allowed, label, hint=hint, error=self.error)
         return self.convert(value)
 
 
@@ -153,17 +168,17 @@ class ListOf(Checker):
         if value is None and self.optional:
             return None
         if not self._type_ok(value):
-            raise invalid(key, value, self.allowed, label, of_type=True)
+            raise invalid(key, value, self.allowed, label, of_type=True, error=self.error)
         if self.non_empty and not value:
-            raise invalid(key, value, self.allowed, label)
+            raise invalid(key, value, self.allowed, label, error=self.error)
         out = []
         for v in value:
             if not self.item.accepts(v):
                 hint = yaml_hint(v) if self.item.numeric else ""
-                raise invalid(key, value, self.allowed, label, why=f"{v!r} is not", hint=hint)
+                raise invalid(key, value, self.allowed, label, why=f"{v!r} is not", hint=hint, error=self.error)
             out.append(self.item.convert(v) if v is not None else None)
         if self.distinct and len(set(out)) != len(out):
-            raise invalid(key, value, self.allowed, label, why="duplicates")
+            raise invalid(key, value, self.allowed, label, why="duplicates", error=self.error)
         return tuple(out)
 
 

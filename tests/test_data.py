@@ -171,6 +171,11 @@ def test_count_mismatch(idx_folder, arrays):
     assert "7 images" in msg and "6 labels" in msg
 
 
+def test_a_name_that_is_no_string_is_refused_in_the_validation_wording():
+    with pytest.raises(DataError, match=r"^data set argument 'name' has value 5 of type int; allowed: mnist5k, "):
+        load(5)
+
+
 def test_unknown_name_lists_allowed():
     with pytest.raises(DataError) as e:
         load("mnist6k")
@@ -326,7 +331,7 @@ def test_mnist5k_with_validation_has_3500_500_1000_images():
     d = load("mnist5k", val_fraction=0.125)
     assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (3500, 500, 1000)
     assert np.bincount(d.y_val).tolist() == [50] * 10
-    with pytest.raises(DataError, match="validation fraction"):
+    with pytest.raises(DataError, match="'val_fraction' has value 1.5; allowed: a number >= 0 and < 1"):
         load("mnist5k", val_fraction=1.5)
 
 
@@ -515,7 +520,7 @@ def test_validation_is_carved_from_the_subset(subset_folder):
 def test_subset_errors(subset_folder):
     folder, _ = subset_folder
     for n in (0, 26, 2.5):
-        with pytest.raises(DataError, match=f"train subset has value {n}.*<= 25"):
+        with pytest.raises(DataError, match=f"'train_subset' has value {n}.*<= 25"):
             load(f"idx:{folder}", train_subset=n)
     with pytest.raises(DataError, match="<= 25"):
         sd.train_size(f"idx:{folder}", None, 0.0, 26)
