@@ -1,4 +1,6 @@
-"""Atomic file writes: a reader (or a resumed study after ``kill -9``) never sees half a file."""
+"""Atomic file writes: a reader (or a resumed study after ``kill -9``) never sees half a file; and how a
+number is read from a record (a JSON or CSV value that may be missing): `number`, `present`,
+`is_finite`, the one lenient reading every module uses."""
 
 from __future__ import annotations
 
@@ -88,3 +90,22 @@ def update_json(path: str | Path, **values: Any) -> dict:
     data.update(values)
     write_json(path, data)
     return data
+
+
+# ---------------------------------------------------------------------- numbers in records
+def number(value: Any) -> float:
+    """`value` as a float; NaN when it is missing (None) or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def present(value: Any) -> bool:
+    """A value a record treats as given: not None and not NaN."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def is_finite(value: Any) -> bool:
+    """True for a value that reads as a finite number (`number`)."""
+    return math.isfinite(number(value))

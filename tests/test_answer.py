@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from samlib.study import answer, cellview, selections
+from samlib.study import answer, answer_text, cellview, selections
 from samlib.study.selections import Method
 
 
@@ -95,11 +95,11 @@ def test_lr_is_selected_on_validation_loss_never_on_test_loss():
 
 
 def test_answer_sentence_states_the_closure_or_that_there_is_no_gap():
-    text = answer.sentences(answer.gap_closure(table()))[0]
+    text = answer_text.sentences(answer.gap_closure(table()))[0]
     assert text.startswith("SAM at batch 1000 closes 50 %") and "32" in text and "SGD (same lr, final weights)" in text
     flat = table()
     flat.loc[(flat["notebook"] == "baseline") & (flat["batch_size"] == 1000), "test_loss"] = [0.12, 0.10, 0.11, math.nan]
-    assert "not significant" in answer.sentences(answer.gap_closure(flat))[0]
+    assert "not significant" in answer_text.sentences(answer.gap_closure(flat))[0]
 
 
 def test_methods_are_told_apart_and_ordered_by_their_fields_not_by_their_labels():

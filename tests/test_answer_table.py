@@ -1,8 +1,8 @@
-"""The answer table (`samlib.study.answer_table`) from a snapshots table made by hand here (3 seeds):
+"""The answer table (`samlib.study.answer`) from a snapshots table made by hand here (3 seeds):
 every mean, gap, SAM effect, closure and detectable half-width worked out by hand; a run that missed
 its milestone and a collapsed one are left out and counted; the batch-32 runs (the base batch size)
-serve both lr rules. Also: a run folder's snapshot rows (`layout.snapshot_records`) and the collapse
-rule (`rundir.is_collapsed`, `layout.run_status`)."""
+serve both lr rules. Also: a run folder's snapshot rows (`tables.snapshot_records`) and the collapse
+rule (`rundir.is_collapsed`, `tables.run_status`)."""
 
 import math
 
@@ -13,7 +13,7 @@ from scipy import stats
 
 from samlib import io
 from samlib.rundir import is_collapsed
-from samlib.study import answer_table, layout, selections
+from samlib.study import answer, answer_text, selections, tables
 
 T2 = stats.t.ppf(0.975, 2)  # 3 pairs
 T1 = stats.t.ppf(0.975, 1)  # 2 pairs
@@ -71,17 +71,17 @@ def _ci(diffs, t):
 
 
 def test_the_rows_and_their_order():
-    t = answer_table.answer_table(table())
+    t = answer.answer_table(table())
     assert [(r["dataset"], r["optimizer"], r["lr_rule"], r["compare_at"], r["at"]) for r in t] == [
         ("MNIST (mnist5k)", "sgd", "same", "epochs", 5), ("MNIST (mnist5k)", "sgd", "same", "loss", 0.1),
         ("MNIST (mnist5k)", "sgd", "scaled", "epochs", 5), ("MNIST (mnist5k)", "sgd", "scaled", "loss", 0.1)]
-    assert all(list(r) == answer_table.KEYS for r in t)
+    assert all(list(r) == answer.KEYS for r in t)
     assert {(r["small_batch"], r["large_batch"]) for r in t} == {(32, 1000)}
-    assert answer_table.answer_table(pd.DataFrame()) == [] and answer_table.answer_table(None) == []
+    assert answer.answer_table(pd.DataFrame()) == [] and answer.answer_table(None) == []
 
 
 def test_scaled_lr_at_the_same_loss_by_hand():
-    r = _row(answer_table.answer_table(table()), "scaled", "loss")
+    r = _row(answer.answer_table(table()), "scaled", "loss")
     assert r["n_seeds"] == 3 and r["n_missing"] == 0
     assert r["test_error"] == pytest.approx({"sb": 0.032, "lb": 0.044, "lb_sam": 0.046, "sb_sam": 0.031})
     assert r["test_loss"] == pytest.approx({"sb": 0.32, "lb": 0.44, "lb_sam": 0.46, "sb_sam": 0.31})
@@ -105,7 +105,7 @@ def test_scaled_lr_at_the_same_loss_by_hand():
 
 
 def test_same_lr_leaves_out_a_run_that_missed_its_milestone_and_a_collapsed_one():
-    r = _row(answer_table.answer_table(table()), "same", "loss")
+    r = _row(answer.answer_table(table()), "same", "loss")
     # batch 32 (the base batch size) is the same runs as under the scaled rule
     assert r["test_error"]["sb"] == pytest.approx(0.032) and r["test_error"]["sb_sam"] == pytest.approx(0.031)
     assert r["n_missing"] == 2  # seed 2's LB run did not reach loss 0.1; seed 0's LB+SAM run collapsed
@@ -124,7 +124,7 @@ def test_same_lr_leaves_out_a_run_that_missed_its_milestone_and_a_collapsed_one(
 
 
 def test_no_gap_gives_no_closure_and_says_how_large_a_gap_could_hide():
-    r = _row(answer_table.answer_table(table()), "scaled", "epochs")
+    r = _row(answer.answer_table(table()), "scaled", "epochs")
     assert r["gap"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0} and r["detectable"] == 0.0
     assert r["closure"] is None and r["seed_claims"]["reproduces"] is False
     assert r["sam_effect"]["mean"] == pytest.approx(-0.01)
@@ -153,7 +153,7 @@ def test_snapshot_records_of_a_run_folder(tmp_path):
                                          "snapshots": [snapshot, {**snapshot, "milestone": "epochs=2", "kind": "epochs",
                                                                   "at": 2, "step": 125, "epoch": 2.0}],
                                          "milestones_missing": ["loss=0.03"]})
-    rows = layout.snapshot_records(run, study_dir=tmp_path)
+    rows = tables.snapshot_records(run, study_dir=tmp_path)
     assert [(r["milestone"], r["kind"], r["at"], r["reached"]) for r in rows] == [
         ("loss=0.1", "loss", 0.1, True), ("epochs=2", "epochs", 2.0, True), ("loss=0.03", "loss", 0.03, False)]
     first = rows[0]
@@ -165,7 +165,7 @@ def test_snapshot_records_of_a_run_folder(tmp_path):
     assert "sharpness_settings" not in first
     assert all(math.isnan(rows[2][k]) for k in ("test_loss", "test_error", "step", "grad_norm"))
     # a planned run never written: every milestone of its config, none reached
-    planned = layout.snapshot_records(tmp_path / "runs" / "baseline" / "64" / "seed=1", config={
+    planned = tables.snapshot_records(tmp_path / "runs" / "baseline" / "64" / "seed=1", config={
         "dataset": "mnist5k", "batch_size": 64, "seed": 1, "loss_milestones": [0.1], "epochs": 10})
     assert [(r["milestone"], r["reached"], r["status"]) for r in planned] == [("loss=0.1", False, "missing")]
 
@@ -178,23 +178,21 @@ def test_collapse_is_one_rule_and_a_collapsed_run_is_never_compared(tmp_path):
     assert not is_collapsed(None, None) and not is_collapsed(math.nan, 0.9)
     run = tmp_path / "runs" / "baseline" / "32" / "seed=0"
     io.write_json(run / "metrics.json", {"status": "ok", "train_loss": 2.30, "train_accuracy": 0.11})
-    row = layout.run_record(run)
+    row = tables.run_record(run)
     assert row["status"] == "collapsed"
     df = pd.DataFrame([{**row, "converged": True}])
     assert not selections.comparable(df).any() and len(selections.not_compared(df)) == 1
     io.update_json(run / "metrics.json", steps=10)  # a smoke-test run of a few steps: not yet a collapse
-    assert layout.run_record(run)["status"] == "ok"
+    assert tables.run_record(run)["status"] == "ok"
     io.update_json(run / "metrics.json", steps=100)  # rundir.collapse_patience: two epochs, at least 100 steps
-    assert layout.run_record(run)["status"] == "collapsed"
+    assert tables.run_record(run)["status"] == "collapsed"
     io.write_json(run / "metrics.json", {"status": "ok", "train_loss": 0.2, "train_accuracy": 0.11, "num_classes": 100})
-    assert layout.run_record(run)["status"] == "ok"  # 0.11 is above chance for 100 classes
+    assert tables.run_record(run)["status"] == "ok"  # 0.11 is above chance for 100 classes
 
 
 def test_the_seed_result_names_the_regimes_where_it_reproduces_and_why():
-    from samlib.study import findings
-
-    t = answer_table.answer_table(table())
-    text = findings.seed_result(t)
+    t = answer.answer_table(table())
+    text = answer_text.seed_result(t)
     # same lr at loss 0.1 (gap, λ_max 7 > 5 with SAM) and scaled lr at loss 0.1 (gap, SAM +0.2 points)
     assert text.startswith("The seed study's result (the large batch worse, and SAM at the large batch worse or "
                            "sharper) reproduces in 2 of 4 regimes: SGD, same lr, at loss 0.1 (gap +2.1 points")
@@ -203,7 +201,7 @@ def test_the_seed_result_names_the_regimes_where_it_reproduces_and_why():
     # scaled lr after 5 epochs: no gap; same lr after 5 epochs: no run of that rule at batch 1000 has it
     assert text.endswith("Elsewhere: in 1 the large batch is not significantly worse (no gap larger than ±0 points); "
                          "in 1 fewer than two seeds have both batch sizes at the milestone.")
-    assert findings.seed_result([]) is None
+    assert answer_text.seed_result([]) is None
 
 
 def test_the_seed_figures_are_drawn_at_the_smallest_loss_milestone_every_batch_size_reached():
@@ -240,7 +238,7 @@ def test_side_by_side_puts_each_regimes_rows_of_both_data_sets_together():
              row("MNIST", "adam", "same", "loss", 0.1)]
     fashion = [row("Fashion", "sgd", "same", "epochs", 10), row("Fashion", "sgd", "same", "loss", 0.4),
                row("Fashion", "sgd", "same", "loss", 0.3), row("Fashion", "sgd", "scaled", "loss", 0.4)]
-    both = answer_table.side_by_side([mnist, fashion])
+    both = answer.side_by_side([mnist, fashion])
     assert [(r["dataset"], r["lr_rule"], r["compare_at"], r["at"]) for r in both] == [
         ("MNIST", "same", "epochs", 10), ("Fashion", "same", "epochs", 10),
         ("MNIST", "same", "loss", 0.1), ("MNIST", "same", "loss", 0.03),
@@ -248,4 +246,4 @@ def test_side_by_side_puts_each_regimes_rows_of_both_data_sets_together():
         ("MNIST", "scaled", "loss", 0.1), ("Fashion", "scaled", "loss", 0.4),
         ("MNIST", "same", "loss", 0.1)]
     assert both[-1]["optimizer"] == "adam"
-    assert answer_table.side_by_side([mnist]) == mnist  # one study: its own order
+    assert answer.side_by_side([mnist]) == mnist  # one study: its own order

@@ -14,7 +14,8 @@ from scipy import stats
 from samlib import io
 from samlib.config import Config
 from samlib.study import timing
-from samlib.study import figures, findings, layout, report
+from samlib.study import answer_text, figures, findings, layout, report, tables
+from samlib.study import stats as study_stats
 from samlib.study.grid import cell_runs
 from samlib.study.layout import run_dirname
 
@@ -226,7 +227,7 @@ def test_gap_closure_is_computed_from_the_compared_runs_and_stated_first(study):
 
 def test_snapshots_csv_has_one_row_per_run_and_milestone_and_feeds_the_answer_table(study):
     snaps = pd.read_csv(study["root"] / "snapshots.csv")
-    assert list(snaps.columns[:len(layout.SNAPSHOT_COLUMNS)]) == layout.SNAPSHOT_COLUMNS
+    assert list(snaps.columns[:len(tables.SNAPSHOT_COLUMNS)]) == tables.SNAPSHOT_COLUMNS
     assert set(snaps["notebook"]) == {"baseline", "sam_sgd"}  # the lr sweep's runs have no milestones
     # 16 written runs of the comparisons with 2 milestones each; the failed and the never-written run: the one
     # milestone of their config (loss=0.3), not reached
@@ -253,12 +254,12 @@ def test_snapshots_csv_has_one_row_per_run_and_milestone_and_feeds_the_answer_ta
 
 def test_mean_ci_matches_scipy_and_handles_small_samples():
     values = [0.3, 0.5, 0.4, 0.45]
-    ci = findings.mean_ci(values)
+    ci = study_stats.mean_ci(values)
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert (ci["lo"], ci["hi"]) == pytest.approx((lo, hi))
-    assert findings.mean_ci([1.0, math.nan])["n"] == 1 and math.isnan(findings.mean_ci([1.0])["lo"])
-    assert findings.mean_ci([])["n"] == 0
-    assert findings.fmt_ci(findings.mean_ci([])) == "n/a"
+    assert study_stats.mean_ci([1.0, math.nan])["n"] == 1 and math.isnan(study_stats.mean_ci([1.0])["lo"])
+    assert study_stats.mean_ci([])["n"] == 0
+    assert study_stats.fmt_ci(study_stats.mean_ci([])) == "n/a"
 
 
 def test_every_figure_is_written_as_png_and_svg(study):
@@ -303,7 +304,7 @@ def test_report_states_parameters_and_stop_rules(study):
 
 def test_collect_reads_an_interrupted_run_as_incomplete(tmp_path):
     _write_run(tmp_path, "baseline", 64, {}, 0, {"steps": 10}, status="incomplete")
-    df = report.collect(tmp_path)
+    df = tables.collect(tmp_path)
     assert list(df["status"]) == ["incomplete"] and df.iloc[0]["stop_rule"] == "steps=10"
     rep = report.make_report(tmp_path)  # nothing finished: every figure still written, no crash
     assert all(p.is_file() for p in rep.figures.values())
@@ -321,7 +322,7 @@ def test_results_carry_the_new_metrics_and_take_recorded_step_seconds(tmp_path):
     run_dir, _ = _write_run(tmp_path, "baseline", 64, {}, 0, {"steps": 10, "target_loss": 0.5})
     io.update_json(run_dir / "metrics.json", converged=True, val_loss=0.4, val_accuracy=0.9, grad_norm=1.5,
                    weight_norm=30.0, step_seconds=0.25)
-    row = report.collect(tmp_path).iloc[0]
+    row = tables.collect(tmp_path).iloc[0]
     assert row["converged"] is True or row["converged"] == True  # noqa: E712
     assert (row["val_loss"], row["val_accuracy"], row["grad_norm"], row["weight_norm"]) == (0.4, 0.9, 1.5, 30.0)
     assert row["step_seconds"] == 0.25 and row["seconds_per_epoch"] == 0.25 * math.ceil(4000 / 64)
@@ -329,23 +330,23 @@ def test_results_carry_the_new_metrics_and_take_recorded_step_seconds(tmp_path):
     single, _ = _write_run(tmp_path, "baseline", 64, {}, 1, {"steps": 10})
     metrics = {k: v for k, v in io.read_json(single / "metrics.json").items() if k not in ("converged", "val_loss")}
     io.write_json(single / "metrics.json", {**metrics, "step_seconds": math.nan})
-    row = layout.run_record(single)
+    row = tables.run_record(single)
     assert row["converged"] is None and math.isnan(row["val_loss"]) and math.isnan(row["grad_norm"])
     assert row["step_seconds"] == pytest.approx(4.0 / (3 * math.ceil(4000 / 64)))  # train seconds over steps
     assert row["run_dir"] == str(single)  # no study folder given: the path as given
     assert row["n_test"] is None
     io.update_json(single / "metrics.json", n_test=1000)
-    assert layout.run_record(single)["n_test"] == 1000
+    assert tables.run_record(single)["n_test"] == 1000
     # the training subset is part of the results table: as configured, None for the whole set
-    assert layout.run_record(single)["train_subset"] is None
+    assert tables.run_record(single)["train_subset"] is None
     io.update_json(single / "config.json", train_subset=2000)
-    assert layout.run_record(single)["train_subset"] == 2000
+    assert tables.run_record(single)["train_subset"] == 2000
 
 
 def test_the_headline_names_the_matched_loss_figure_by_its_number(study):
     text = json.loads((study["root"] / "findings.json").read_text())["headline"]
     assert f"(Fig. {figures.number('fig9_matched_loss')} shows the training loss each reached)" in text
-    assert findings.headline({"not_compared": [{}]}, matched_figure=3).count("Fig. 3") == 1
+    assert answer_text.headline({"not_compared": [{}]}, matched_figure=3).count("Fig. 3") == 1
 
 
 @pytest.mark.parametrize("base", ["SGD", "SGD+momentum"])
@@ -365,11 +366,11 @@ def test_base_optimizer_sharpness_and_sam_cost_are_stated_whichever_sgd_the_stud
          "sharpness_trend": {base: trend}, "cost_ratio": {f"{base}+SAM": {"all": {"mean": 2.1, "lo": 1.7, "hi": 2.4, "n": 15},
                                                       "at_largest": {"mean": 2.2, "lo": 1.1, "hi": 3.3, "n": 5},
                                                       "largest_batch": 1000}}}
-    text = findings.findings_text(f)
+    text = answer_text.findings_text(f)
     assert [t for t in text if t.startswith("Sharpness of ")] == [
         f"Sharpness of {base} minima vs batch size (all at the same training loss): Hessian λ_max B=32: "
         "4 (95 % CI 3–5, n=5)."]
-    head = findings.headline(f)
+    head = answer_text.headline(f)
     assert f"of {base} minima, all at the same training loss, goes from 6.5 at batch 32 to 3 at 1000" in head
     assert f"times {base}'s seconds per step" in head
 
@@ -506,14 +507,14 @@ def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
         pytest.skip(f"docs/results/{study} is not in this checkout")
     copy = tmp_path / study
     shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.h5", "*.ipynb", "kernel.log", "figures"))
-    df = report.collect(copy)
-    snapshots = report.collect_snapshots(copy)
+    df = tables.collect(copy)
+    snapshots = tables.collect_snapshots(copy)
     f = {**findings.compute_findings(df, snapshots), "time_split": timing.study_split(copy)}
     saved = json.loads((committed / "findings.json").read_text())
     assert list(saved)[0] == "answer_table"
     for key in ("answer_table", "gap_closure", "seed_result", "time_split", "cost_ratio", *keys):
         assert json.loads(json.dumps(f[key])) == saved[key], key
-    assert findings.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
+    assert answer_text.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
     # the committed records travel: no machine's folders in them (run_dir is relative to the study)
     assert set(df["run_dir"]) == {str(p.relative_to(copy)) for p in layout.run_dirs(copy)}
     for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:

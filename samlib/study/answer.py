@@ -1,52 +1,198 @@
-"""The study's direct answer, from its results table (one row per run, `layout.run_record`).
+"""The study's answer in numbers: one module for every number the answer states.
 
-Which runs are compared is `samlib.study.selections`' (`selections.compared`: the main notebooks' runs
-that finished ok and reached their loss target, minima at the same inference-mode training loss); the
-others are listed, never averaged (`selections.not_compared`).
+From the snapshots table (one row per (run, milestone), `tables.snapshot_records`), `answer_table`: one
+row per (data set, optimizer family, lr rule, compare_at, at):
 
-- `gap_closure`: per optimizer family (`selections.FAMILIES`; sgd: SGD with or without momentum; adam:
-  Adam, AdamW) and lr rule (`selections.LR_RULES`: one regime each, never pooled), how much of the gap
+- ``dataset``: a reader's name (`selections.dataset_label`); ``optimizer``: the family (`selections.FAMILIES`:
+  ``sgd``, ``adam``); ``lr_rule``: ``same`` (no lr scaling) or ``scaled`` (`selections.in_lr_rule`: a rule
+  without small-batch runs of its own shares the other rule's, as both give the same lr there);
+  ``compare_at``: ``epochs`` (after the same number of epochs) or ``loss`` (at the same inference-mode
+  training loss); ``at``: the epoch count or the loss.
+- ``small_batch`` / ``large_batch``: the smallest / largest batch size of the family's main runs (the
+  comparisons: `selections.main_runs`) on that data set.
+- Runs: the base optimizer (no SAM, `selections.is_base`) and plain SAM (m None, `selections.is_plain_sam`)
+  at those two batch sizes. A run that did not reach the milestone, or did not finish ok (diverged,
+  failed, missing, collapsed), is left out of the row and counted in ``n_missing``
+  (`selections.comparable_snapshots`).
+- ``test_error``, ``test_loss``, ``train_loss``, ``grad_norm``, ``lambda_max``, ``keskar`` (the first
+  Keskar key present, named in ``which_keskar``), ``steps``: each ``{sb, lb, lb_sam, sb_sam}``, the mean
+  over seeds (each seed's value first averaged over its runs) of the base optimizer at the small and
+  the large batch and of SAM at the large and the small batch; null where not measured or absent.
+- ``gap``: LB − SB test error, paired by seed, ``{mean, lo, hi}`` (t-based 95 % CI,
+  `stats.paired_difference`); ``n_seeds`` is its number of pairs. ``sam_effect``: LB+SAM − LB test
+  error, paired by seed. ``closure``: ``{estimate, lo, hi}``, the share of the test-error gap SAM
+  closes at the large batch with a bootstrap 95 % CI over seeds (`stats.gap_closure`), null where the
+  gap's CI contains 0 (a ratio over noise). ``detectable``: the half-width of the gap's CI. Errors are
+  fractions (0.012 = 1.2 points).
+- ``seed_claims``: whether this row shows what the seed study reported: ``large_batch_worse`` (the gap's
+  CI above 0), ``sam_worse`` (mean SAM effect above 0), ``sam_sharper`` (λ_max of LB+SAM above LB; null
+  without λ_max) and ``reproduces`` (large batch worse, and SAM worse or sharper).
+
+From the results table (one row per run, `tables.run_record`; the compared runs are `selections.compared`:
+ok and at their loss target, minima at the same inference-mode training loss):
+
+- `gap_closure`: per optimizer family and lr rule (one regime each, never pooled), how much of the gap
   between the base optimizer at the smallest batch (SB) and at the largest batch (LB) SAM closes at LB,
   for test loss and for test error (`stats.gap_closure`, paired by seed), on the runs' final weights.
 - `paired`: every SAM-type method against its own base optimizer at the same batch size, per-seed
-  differences with t-intervals (`stats.paired_difference`), for the losses, accuracies and the
-  sharpness measures.
+  differences with t-intervals (`stats.paired_difference`).
 - `lr_slopes`: the slope of log(best lr) vs log(B) of `selections.lr_selection` (the lr sweep's best
   learning rate per (batch size, method, seed), chosen by **validation** loss).
-- `sentences`: the answer as the report's first finding.
+- `cost_ratios`: SAM-type / base-optimizer seconds per epoch, paired by batch size, seed and optimizer.
+
+The words that say these numbers are `samlib.study.answer_text`'s. No TensorFlow here; pandas only.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from samlib import measures
+from samlib.milestones import EPOCHS, LOSS
 from samlib.study import stats
+from samlib.io import present
 from samlib.study.selections import (
     FAMILIES,
-    FAMILY_LABELS,
     LR_RULES,
     by_method,
+    comparable_runs,
+    comparable_snapshots,
     compared,
+    dataset_label,
     in_family,
     in_lr_rule,
     is_base,
     is_plain_sam,
+    is_sam,
+    main_runs,
 )
 
-METRICS = {"test_loss": "test loss", "test_error": "test error"}
-RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # slope of log(lr) vs log(B) each rule prescribes
+COMPARE_AT = (EPOCHS, LOSS)  #: the order of the table's compare_at
+GROUPS = ("sb", "lb", "lb_sam", "sb_sam")  #: base at SB, base at LB, SAM at LB, SAM at SB
+LAMBDA_KEY = measures.REGISTRY[measures.LAMBDA_MAX].keys(None)[0]  #: λ_max's key, in snapshots and in rows
+MEANS = {"test_error": "test_error", "test_loss": "test_loss", "train_loss": "train_loss",
+         "grad_norm": "grad_norm", LAMBDA_KEY: LAMBDA_KEY, "steps": "step"}  #: row key -> snapshot column
+KEYS = ["dataset", "optimizer", "lr_rule", "compare_at", "at", "small_batch", "large_batch", "n_seeds", "n_missing",
+        "test_error", "test_loss", "train_loss", "grad_norm", LAMBDA_KEY, "keskar", "which_keskar", "steps", "gap",
+        "sam_effect", "closure", "detectable", "seed_claims"]
+
+METRICS = {"test_loss": "test loss", "test_error": "test error"}  #: the metrics of `gap_closure`
+RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  #: slope of log(lr) vs log(B) each rule prescribes
 
 
 def per_seed(runs: pd.DataFrame, column: str) -> dict[int, float]:
-    """seed → value (the mean if a seed has several runs); non-finite values left out."""
-    vals = runs[["seed", column]].dropna()
-    vals = vals[np.isfinite(vals[column].astype(float))]
+    """seed → value of `column` (the mean if a seed has several rows); missing or non-finite left out."""
+    if column not in runs or not len(runs):
+        return {}
+    vals = runs[["seed", column]].copy()
+    vals[column] = pd.to_numeric(vals[column], errors="coerce")
+    vals = vals[np.isfinite(vals[column].astype(float)) & vals["seed"].notna()]
     return {int(s): float(v) for s, v in vals.groupby("seed")[column].mean().items()}
+
+
+def _mean_over_seeds(runs: pd.DataFrame, column: str | None) -> float | None:
+    values = per_seed(runs, column) if column else {}
+    return stats.value(np.mean(list(values.values()))) if values else None
+
+
+def keskar_key(snapshots: pd.DataFrame) -> str | None:
+    """The first Keskar key (`samlib.measures.order`: the largest ε first) holding a number, or None."""
+    keys = [k for k in measures.order(c for c in snapshots.columns if measures.is_measure(c))
+            if measures.measure_of(k) is measures.REGISTRY[measures.KESKAR]]
+    return next((k for k in keys if pd.to_numeric(snapshots[k], errors="coerce").notna().any()), None)
+
+
+def _interval(d: Mapping[str, Any]) -> dict[str, float | None]:
+    return {"mean": stats.value(d.get("mean")), "lo": stats.value(d.get("lo")), "hi": stats.value(d.get("hi"))}
+
+
+def _order_at(kind: str, ats: Sequence[float]) -> list[float]:
+    """Epoch milestones ascending, loss milestones descending: both in the order training reaches them."""
+    return sorted(set(ats), reverse=kind == LOSS)
+
+
+def _at(kind: str, at: float) -> int | float:
+    return int(at) if kind == EPOCHS else float(at)
+
+
+def answer_row(rows: pd.DataFrame, small: int, large: int, keskar: str | None = None) -> dict[str, Any]:
+    """The numbers of one answer row from the snapshot rows of one (data set, family, lr rule,
+    milestone) at the batch sizes `small` and `large` (module doc; identity keys are the caller's)."""
+    rows = rows[(is_base(rows) | is_plain_sam(rows)) & rows["batch_size"].isin([small, large])]
+    used = rows[comparable_snapshots(rows)]
+    base, sam = used[is_base(used)], used[is_plain_sam(used)]
+    groups = {"sb": base[base["batch_size"] == small], "lb": base[base["batch_size"] == large],
+              "lb_sam": sam[sam["batch_size"] == large], "sb_sam": sam[sam["batch_size"] == small]}
+    out: dict[str, Any] = {"n_missing": int(len(rows) - len(used))}
+    for key, column in MEANS.items():
+        out[key] = {g: _mean_over_seeds(groups[g], column) for g in GROUPS}
+    out["keskar"] = {g: _mean_over_seeds(groups[g], keskar) for g in GROUPS}
+    out["which_keskar"] = keskar
+    err = {g: per_seed(groups[g], "test_error") for g in GROUPS}
+    gap = stats.paired_difference(err["lb"], err["sb"])
+    effect = stats.paired_difference(err["lb_sam"], err["lb"])
+    out["n_seeds"] = int(gap["n"])
+    out["gap"], out["sam_effect"] = _interval(gap), _interval(effect)
+    out["detectable"] = stats.value((gap["hi"] - gap["lo"]) / 2) if gap["n"] >= 2 else None
+    out["closure"] = None
+    if gap["significant"]:  # the gap's CI excludes 0: the closure is a ratio over a real gap
+        c = stats.gap_closure(err["lb"], err["lb_sam"], err["sb"])
+        if stats.value(c["estimate"]) is not None:
+            out["closure"] = {"estimate": stats.value(c["estimate"]), "lo": stats.value(c["ci_low"]),
+                              "hi": stats.value(c["ci_high"])}
+    lam = out[LAMBDA_KEY]
+    sharper = None if lam["lb"] is None or lam["lb_sam"] is None else lam["lb_sam"] > lam["lb"]
+    worse_lb = bool(gap["n"] >= 2 and gap["lo"] > 0)
+    sam_worse = out["sam_effect"]["mean"] is not None and out["sam_effect"]["mean"] > 0
+    out["seed_claims"] = {"large_batch_worse": worse_lb, "sam_worse": bool(sam_worse), "sam_sharper": sharper,
+                          "reproduces": bool(worse_lb and (sam_worse or bool(sharper)))}
+    return out
+
+
+def answer_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The answer table (module doc) of a snapshots table: a list of rows, ordered by data set,
+    family (sgd, adam), lr rule (same, scaled), compare_at (epochs, loss) and at (in the order training
+    reaches it). Empty for a study without snapshots (its runs predate them)."""
+    if snapshots is None or not len(snapshots) or "milestone" not in snapshots:
+        return []
+    main = main_runs(snapshots)
+    keskar = keskar_key(main)
+    table = []
+    for dataset in sorted({d for d in main["dataset"] if present(d)}, key=str):
+        of_dataset = main[main["dataset"] == dataset]
+        for family in FAMILIES:
+            fam = in_family(of_dataset, family)
+            sizes = sorted({int(b) for b in fam["batch_size"] if present(b)})
+            if len(sizes) < 2:
+                continue
+            small, large = sizes[0], sizes[-1]
+            for rule in LR_RULES:
+                ruled = in_lr_rule(fam, rule)
+                if not (ruled["batch_size"] == large).any() or not (ruled["batch_size"] == small).any():
+                    continue  # the rule has no run at one of the two batch sizes: nothing to compare
+                for kind in COMPARE_AT:
+                    of_kind = ruled[ruled["kind"] == kind]
+                    for at in _order_at(kind, [float(a) for a in of_kind["at"] if present(a)]):
+                        rows = of_kind[of_kind["at"].astype(float) == at]
+                        entry = {"dataset": dataset_label(dataset), "optimizer": family, "lr_rule": rule,
+                                 "compare_at": kind, "at": _at(kind, at), "small_batch": small, "large_batch": large}
+                        entry.update(answer_row(rows, small, large, keskar))
+                        table.append({k: entry[k] for k in KEYS})
+    return table
+
+
+def side_by_side(tables: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Several studies' answer tables as one, each regime's rows of every data set together: ordered by
+    family, lr rule and compare_at, then by study in the order given, each study's rows in their own
+    order (its milestones). The README quotes the committed studies this way."""
+    keyed = [((list(FAMILIES).index(row["optimizer"]), LR_RULES.index(row["lr_rule"]),
+               COMPARE_AT.index(row["compare_at"]), t, i), dict(row))
+             for t, table in enumerate(tables) for i, row in enumerate(table)]
+    return [row for _, row in sorted(keyed, key=lambda kr: kr[0])]
 
 
 # ---------------------------------------------------------------------- the answer
@@ -112,29 +258,20 @@ def lr_slopes(selection: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-# ---------------------------------------------------------------------- words
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f} %"
-
-
-def sentences(gaps: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The gap closure as plain sentences (the report's first findings); one per family and lr rule."""
-    lines = []
-    for g in gaps:
-        name = f"{FAMILY_LABELS[g['family']]} ({g['lr_rule']} lr, final weights)"
-        gap = g["gap"]
-        where = (f"{name} at batch {g['large_batch']} vs batch {g['small_batch']} ({g['n_seeds']} paired seeds, "
-                 f"test loss {gap['mean']:+.3g}, 95 % CI {gap['lo']:+.3g} to {gap['hi']:+.3g})")
-        if not g["significant_gap"]:
-            gain = g["sam_gain"]
-            lines.append(f"The large-batch gap of {where} is not significant, so there is no gap for SAM to close "
-                         f"and no closure is reported; SAM at batch {g['large_batch']} changes test loss by "
-                         f"{-gain['mean']:+.3g} (95 % CI {-gain['hi']:+.3g} to {-gain['lo']:+.3g}).")
-            continue
-        err = g.get("test_error", {})
-        err_text = (f"; of the test-error gap {_pct(err['estimate'])} (95 % CI {_pct(err['ci_low'])} to "
-                    f"{_pct(err['ci_high'])})" if err and np.isfinite(err.get("estimate", math.nan)) else "")
-        lines.append(f"SAM at batch {g['large_batch']} closes {_pct(g['estimate'])} (bootstrap 95 % CI "
-                     f"{_pct(g['ci_low'])} to {_pct(g['ci_high'])}) of the test-loss gap of {where}"
-                     f"{err_text}.")
-    return lines
+# ---------------------------------------------------------------------- cost
+def cost_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """SAM-type / base-optimizer seconds per epoch (steady-state seconds per step × steps per epoch),
+    paired by (batch size, seed, optimizer), per SAM method; compared main runs only. One row per
+    pair: batch size, seed, the method's label and fields, the ratio."""
+    runs = comparable_runs(main_runs(df))
+    runs = runs[np.isfinite(runs["seconds_per_epoch"].astype(float))]
+    base = runs[is_base(runs)]
+    rows = []
+    for method, of_method in by_method(runs[is_sam(runs)]):
+        for _, r in of_method.iterrows():
+            match = base[(base["batch_size"] == r["batch_size"]) & (base["seed"] == r["seed"])
+                         & (base["optimizer"] == method.optimizer)]
+            if len(match):
+                rows.append({"batch_size": r["batch_size"], "seed": r["seed"], "method": method.label,
+                             **method.fields(), "ratio": r["seconds_per_epoch"] / match["seconds_per_epoch"].mean()})
+    return pd.DataFrame(rows, columns=["batch_size", "seed", "method", "optimizer", "sam", "m", "ratio"])

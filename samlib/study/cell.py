@@ -30,9 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from samlib import io
+from samlib.io import present
+from samlib.measures import is_measure
 from samlib.config import Config, SharpnessSettings
 from samlib.rundir import measure_run, settings_of  # noqa: F401  (measure_run: part of this module's API)
-from samlib.study import layout
+from samlib.study import layout, tables
 from samlib.study.grid import Grid, cell_configs, expand_grid
 
 
@@ -46,7 +48,7 @@ def plan(run_root: str | Path, batch_size: int, seeds: Sequence[int], base: Mapp
             "run": Path(c.run_dir).name, "optimizer": c.optimizer, "sam": c.sam,
             "rho": f"{c.rho:g}" if c.sam != "none" else "-",
             "m": ("batch" if c.m is None else str(c.m)) if c.sam != "none" else "-",
-            "lr": f"{c.scaled_lr:g}", "stop rule": layout.stop_rule(c.to_dict()), "seed": str(c.seed),
+            "lr": f"{c.scaled_lr:g}", "stop rule": tables.stop_rule(c.to_dict()), "seed": str(c.seed),
         })
     return pd.DataFrame(rows)
 
@@ -75,7 +77,7 @@ def run_cell(
 
     `sharpness`: the settings every run is measured with (a mapping of `SharpnessSettings` keys, or
     the settings; default: `SharpnessSettings()`). `data`: one data set for every run (default: each
-    run's `samlib.train.load_data`). Rows are `layout.run_record` of each folder plus ``action``
+    run's `samlib.train.load_data`). Rows are `tables.run_record` of each folder plus ``action``
     (what was done now: trained, measured, skipped, failed) and ``point`` (grid values, e.g. ``m=32``).
     """
     import keras
@@ -114,7 +116,7 @@ def run_cell(
         # left to a later automatic gc (three SAM runs' worth, at once) it took ~10 s, and up to 50 s in
         # a study's notebook (measured), as TF's function finalizers slow down with what is still alive
         keras.backend.clear_session(free_memory=True)
-        row = layout.run_record(run_dir, notebook, batch_size)
+        row = tables.run_record(run_dir, notebook, batch_size)
         row["action"] = "+".join(actions) or f"{layout.SKIPPED} (complete)"
         row["point"] = layout.point_label(run_dir.name)
         rows.append(row)
@@ -129,7 +131,7 @@ def run_cell(
 
 
 def _log_line(row: Mapping[str, Any], seconds: float) -> str:
-    sharp = " ".join(f"{k}={row[k]:.3g}" for k in row if layout.is_measure(k) and layout.present(row[k]))
+    sharp = " ".join(f"{k}={row[k]:.3g}" for k in row if is_measure(k) and present(row[k]))
     return (f"{row['run']}: {row['action']} in {seconds:.1f} s | {row['status']}, {row['stop_reason']} after "
             f"{row['steps']} steps | train loss {row['train_loss']:.4f} test loss {row['test_loss']:.4f} "
             f"test acc {row['test_accuracy']:.4f}" + (f" | {sharp}" if sharp else ""))

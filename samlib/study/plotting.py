@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from samlib.study.findings import measures_in
-from samlib.study.layout import present as _present
-from samlib.study.selections import method_order
+from samlib.io import present as _present
+from samlib.study.selections import comparable_runs, excluded, measures_in, method_order
 
 
 def setup_matplotlib():
@@ -154,3 +153,35 @@ def finish(fig, axes, title: str, legend: bool = True) -> None:
                    frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+
+
+def vs_batch(plt, df: pd.DataFrame, ys: Sequence[tuple[str, str]], title: str, style: Style):
+    """One panel per (column, label) of `ys` vs batch size (log₂): each method's mean and CI over its
+    comparable runs, the others marked ✕."""
+    palette, order = style.palette, style.order
+    fig, axes = panels(plt, len(ys))
+    bs_all = df["batch_size"].dropna().unique() if len(df) else []
+    for ax, (y, label) in zip(axes, ys):
+        if not len(df):
+            empty_panel(ax)
+            ax.set_title(label)
+            continue
+        line(ax, comparable_runs(df), y, palette, order)
+        log2_x(ax, bs_all)
+        if y in df:
+            auto_log_y(ax, comparable_runs(df)[y].astype(float))
+        note = mark_bad(ax, excluded(df), "batch_size", palette)
+        ax.set_xlabel("batch size (log₂)")
+        ax.set_ylabel(label)
+        ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
+    finish(fig, axes, title)
+    return fig
+
+
+def rules_title(df: pd.DataFrame) -> str:
+    """'stop rule: …' of a figure's title: the stop rules of the runs in `df`."""
+    rules = sorted(set(df["stop_rule"].dropna())) if len(df) else []
+    return "stop rule: " + (", ".join(rules) if rules else "n/a")
+
+
+NO_MEASURE = [("sharpness", "sharpness")]  #: the one panel of a sharpness figure when nothing was measured

@@ -1,11 +1,9 @@
 """The study's summary: everything here is read from what the runs wrote; nothing is trained.
 
-`collect(study_dir)` gathers one row per run (`layout.run_record` of every run folder), plus a row
-for every run that study.json planned but nobody wrote (status `layout.MISSING`, its columns from the
-full config the planner recorded); `collect_snapshots(study_dir)` one row per (run, milestone)
-(`layout.snapshot_records`). `make_report(study_dir)` writes from those tables:
+`make_report(study_dir)` writes, from the tables of `samlib.study.tables` (`collect`: one row per run,
+planned runs never written included; `collect_snapshots`: one row per (run, milestone)):
 
-    results.csv        one row per run (`layout.COLUMNS`), diverged / failed / missing runs included
+    results.csv        one row per run (`tables.COLUMNS`), diverged / failed / missing runs included
     snapshots.csv      one row per (run, milestone), milestones not reached included
     figures/*.png|svg  the figures of `figures.FIGURES`, every one mean ± 95 % CI over seeds
     findings.json      the answer table first (`answer_table`), then the numbers of the findings
@@ -14,7 +12,7 @@ full config the planner recorded); `collect_snapshots(study_dir)` one row per (r
 
 Statistics. Figures use seaborn's bootstrap CI (``errorbar=("ci", 95)``, 1,000 resamples, seed 0)
 over seeds. The findings use the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with ddof=1; no
-interval for n < 2), computed by `findings.mean_ci`. Diverged and collapsed runs never enter a
+interval for n < 2), computed by `stats.mean_ci`. Diverged and collapsed runs never enter a
 mean; they are drawn as ✕ at the top of the panel where they belong and listed in the report.
 
 This module does not import TensorFlow (except `ensure_study`, which may have to train a demo).
@@ -31,66 +29,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from samlib import io, measures
-from samlib.study import answer_table as answers
-from samlib.study import timing
-from samlib.study import figures, layout
-from samlib.study.findings import compute_findings, findings_text, headline
+from samlib import io
+from samlib.study import figures, layout, timing
+from samlib.study.answer_text import answer_table_html, findings_text, headline
+from samlib.study.findings import compute_findings
 from samlib.study.selections import in_family, main_runs
-
-
-# ============================================================================ the whole study
-def _runs(study_dir: Path) -> list[tuple[dict[str, Any], Path, str | None, int | None, dict | None]]:
-    """(its `layout.run_record`, folder, notebook, batch size, planned config) of every run folder, then
-    of every run study.json planned that has no folder."""
-    out: list[tuple[dict[str, Any], Path, str | None, int | None, dict | None]] = []
-    seen: set[str] = set()
-    for run in layout.run_dirs(study_dir):
-        out.append((layout.run_record(run, study_dir=study_dir), run, None, None, None))
-        seen.add(str(run.resolve()))
-    for planned in layout.planned_runs(study_dir):
-        if str(planned.run_dir.resolve()) not in seen:
-            row = layout.run_record(planned.run_dir, planned.notebook, planned.batch_size, planned.config,
-                                    study_dir=study_dir)
-            if row["seed"] is None:
-                row["seed"] = planned.seed
-            out.append((row, planned.run_dir, planned.notebook, planned.batch_size, planned.config))
-    return out
-
-
-def collect(study_dir: str | Path) -> pd.DataFrame:
-    """One row per run of the study: `layout.COLUMNS`, then the sharpness measures, then `layout.TAIL`.
-
-    Runs that study.json planned but that have no folder get a row with status `layout.MISSING`; every
-    row also has ``cell_status`` (the runner's status.json of its cell: ok / failed / running).
-    ``run_dir`` is relative to `study_dir` (``runs/<notebook>/<batch_size>/<run>``).
-    """
-    study_dir = Path(study_dir)
-    rows = [row for row, *_ in _runs(study_dir)]
-    keys = measures.order({k for r in rows for k in r if measures.is_measure(k)})
-    columns = layout.COLUMNS + keys + layout.TAIL
-    df = pd.DataFrame(rows, columns=columns + ["cell_status"])
-    df["cell_status"] = [io.read_json_dict(layout.cell_status((study_dir / r).parent)).get("status")
-                         for r in df["run_dir"]]
-    if len(df):
-        df = df.sort_values(["notebook", "batch_size", "run"], kind="stable").reset_index(drop=True)
-    return df
-
-
-def collect_snapshots(study_dir: str | Path) -> pd.DataFrame:
-    """One row per (run, milestone) of the study (`layout.snapshot_records`; snapshots.csv): the run's
-    identity columns, the milestone, whether it was reached, and the snapshot's numbers; then the
-    sharpness measures. Planned runs without a folder count with every milestone of their config not
-    reached; runs without snapshot records (they predate them) have no rows."""
-    study_dir = Path(study_dir)
-    rows = []
-    for record, run, notebook, batch_size, config in _runs(study_dir):
-        rows += layout.snapshot_records(run, notebook, batch_size, config, study_dir=study_dir, record=record)
-    keys = measures.order({k for r in rows for k in r if measures.is_measure(k)})
-    df = pd.DataFrame(rows, columns=layout.SNAPSHOT_COLUMNS + keys)
-    if len(df):
-        df = df.sort_values(["notebook", "batch_size", "run"], kind="stable").reset_index(drop=True)
-    return df
+from samlib.study.tables import collect, collect_snapshots
 
 
 # ============================================================================ the report
@@ -148,85 +92,43 @@ figure{margin:1.5em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
 </style>"""
 
 
-def _pts(x: Any, signed: bool = True) -> str:
-    return answers.points(x, signed)
-
-
-def _ci_cell(d: Any) -> str:
-    """'+1.2 (−0.3 to +2.7)' in points; '+1.2 (1 seed)' without an interval; '–' without a value."""
-    if not d or d.get("mean") is None:
-        return "–"
-    if d.get("lo") is None:
-        return f"{_pts(d['mean'])} (no CI)"
-    return f"{_pts(d['mean'])} ({_pts(d['lo'])} to {_pts(d['hi'])})"
-
-
-def _num_pair(d: Any, a: str, b: str) -> str:
-    x, y = (d or {}).get(a), (d or {}).get(b)
-    return f"{'–' if x is None else f'{x:.3g}'} / {'–' if y is None else f'{y:.3g}'}"
-
-
-ANSWER_HEADER = ["regime", "SB → LB", "seeds (missing)", "test error SB / LB / LB+SAM (%)", "gap LB − SB (points)",
-                 "SAM effect LB+SAM − LB (points)", "gap closed by SAM", "no gap larger than (points)",
-                 "λ_max LB / LB+SAM", "train loss SB / LB", "steps SB / LB"]
-
-
-def answer_cells(table: list[dict[str, Any]]) -> list[list[str]]:
-    """The answer table's cells as a reader sees them (`ANSWER_HEADER` columns), one list per row: the
-    one rendering that the report's HTML table and the README's Markdown table share."""
-    many = len({r["dataset"] for r in table}) > 1
-    rows = []
-    for r in table:
-        err = r["test_error"]
-        closure = r["closure"]
-        closed = "–" if closure is None else (
-            f"{100 * closure['estimate']:.0f} %" + ("" if closure["lo"] is None else
-                                                    f" ({100 * closure['lo']:.0f} to {100 * closure['hi']:.0f} %)"))
-        rows.append([answers.regime(r, many), f"{r['small_batch']} → {r['large_batch']}",
-                     f"{r['n_seeds']} ({r['n_missing']})",
-                     " / ".join("–" if err[g] is None else f"{100 * err[g]:.2f}" for g in ("sb", "lb", "lb_sam")),
-                     _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), closed,
-                     "–" if r["detectable"] is None else f"±{_pts(r['detectable'], False)}",
-                     _num_pair(r[answers.LAMBDA_KEY], "lb", "lb_sam"), _num_pair(r["train_loss"], "sb", "lb"),
-                     _num_pair(r["steps"], "sb", "lb")])
-    return rows
-
-
-def answer_table_html(table: list[dict[str, Any]]) -> str:
-    """The answer table as an HTML ``<table class='answer'>`` (one row per regime; an empty table says
-    why it is empty)."""
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ANSWER_HEADER) + "</tr>"
-    caption = ("<caption>One row per regime (data set, optimizer, lr rule: same lr at every batch size or scaled "
-               "with it; compared at the same training loss or after the same epochs). SB/LB: the "
-               "smallest/largest batch size; base optimizer vs plain SAM. Test "
-               "errors are means over seeds; gap and SAM effect are paired by seed, mean and t-based 95 % CI, in "
-               "percentage points; the gap closure (share of the gap SAM closes, bootstrap 95 % CI) only where "
-               "the gap's CI excludes 0; 'no gap larger than' is the gap CI's half-width. Missing: a run that "
-               "did not reach the milestone or did not finish ok (diverged, collapsed), counted, not compared."
-               "</caption>")
-    if not table:
-        body = (f"<tr><td class='regime' colspan='{len(ANSWER_HEADER)}'>No milestone snapshots in this study (its "
-                "runs predate them): the answer table is empty until the study is re-run.</td></tr>")
-        return f"<table class='answer'>{caption}{head}{body}</table>"
-    rows = ["<tr>" + "".join(f"<td class='regime'>{html.escape(c)}</td>" if i == 0 else f"<td>{html.escape(c)}</td>"
-                             for i, c in enumerate(cells)) + "</tr>" for cells in answer_cells(table)]
-    return f"<table class='answer'>{caption}{head}{''.join(rows)}</table>"
-
-
-def answer_table_markdown(table: list[dict[str, Any]]) -> str:
-    """The answer table as a Markdown table (the README quotes the committed studies' this way, and a
-    test checks that it is what their findings.json gives)."""
-    lines = ["| " + " | ".join(ANSWER_HEADER) + " |", "|" + "---|" * len(ANSWER_HEADER)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in answer_cells(table)]
-    return "\n".join(lines)
-
-
 def _figure_html(rep: Report, name: str) -> str:
     png = rep.figures[name]
     src = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
     return (f"<figure><img src='{src}' alt='{name}'><figcaption><b>Fig. {figures.number(name)}</b> "
             f"({name}): {html.escape(figures.CAPTIONS.get(name, ''))} "
             f"(<a href='{layout.FIGURES}/{name}.svg'>svg</a>)</figcaption></figure>")
+
+
+def _parameters_html(rep: Report, study: dict[str, Any], params: dict[str, Any]) -> str:
+    """The report's Parameters section (stop rules, the params file and its contents) and its runs not ok."""
+    parts: list[str] = []
+    parts.append("<h2>Parameters</h2>")
+    rules = sorted(set(rep.results["stop_rule"].dropna())) if len(rep.results) else []
+    parts.append("<p>Stop rules used: " + html.escape("; ".join(rules) or "n/a")
+                 + ". A <code>steps=N</code> rule is a step budget: every batch size takes the same number of "
+                 "optimizer steps (Hoffer et al. 2017), so large batches are not merely under-trained; a "
+                 "<code>target_loss</code> rule stops at the first check (about every quarter epoch) at which "
+                 "the training loss in inference mode (dropout off, on the whole training split) is at or below "
+                 "the target, or at its cap (matched training loss; runs that hit the cap did not reach "
+                 "the target). Milestones: a run snapshots its weights when its inference-mode training loss first "
+                 "is at or below each loss milestone and after each epoch milestone, and the answer table compares "
+                 "those snapshots.</p>")
+    if params:
+        parts.append(f"<p>Params file: <code>{html.escape(shown_path(study.get('params_file', ''), rep.study_dir))}"
+                     "</code></p>")
+        parts.append("<pre>" + html.escape(yaml.safe_dump(params, sort_keys=False, width=110)) + "</pre>")
+    else:
+        parts.append("<p>No study.json in this folder (not made by the study runner): the configurations are "
+                     "those in results.csv.</p>")
+    bad = rep.results[rep.results["status"] != layout.OK] if len(rep.results) else rep.results
+    parts.append(f"<h2>Runs not ok ({len(bad)})</h2>")
+    if len(bad):
+        cols = ["notebook", "batch_size", "run", "status", "stop_reason", "train_loss", "error"]
+        parts.append(bad[cols].to_html(index=False, na_rep="", escape=True))
+    else:
+        parts.append("<p>none</p>")
+    return "\n".join(parts)
 
 
 def _html_body(rep: Report) -> str:
@@ -263,31 +165,7 @@ def _html_body(rep: Report) -> str:
                  "split is read once per run, after training.</small></p>")
     parts.append("<h2>More figures</h2>")
     parts.extend(_figure_html(rep, n) for n in rep.figures if n not in shown and n not in untrained)
-    parts.append("<h2>Parameters</h2>")
-    rules = sorted(set(rep.results["stop_rule"].dropna())) if len(rep.results) else []
-    parts.append("<p>Stop rules used: " + html.escape("; ".join(rules) or "n/a")
-                 + ". A <code>steps=N</code> rule is a step budget: every batch size takes the same number of "
-                 "optimizer steps (Hoffer et al. 2017), so large batches are not merely under-trained; a "
-                 "<code>target_loss</code> rule stops at the first check (about every quarter epoch) at which "
-                 "the training loss in inference mode (dropout off, on the whole training split) is at or below "
-                 "the target, or at its cap (matched training loss; runs that hit the cap did not reach "
-                 "the target). Milestones: a run snapshots its weights when its inference-mode training loss first "
-                 "is at or below each loss milestone and after each epoch milestone, and the answer table compares "
-                 "those snapshots.</p>")
-    if params:
-        parts.append(f"<p>Params file: <code>{html.escape(shown_path(study.get('params_file', ''), rep.study_dir))}"
-                     "</code></p>")
-        parts.append("<pre>" + html.escape(yaml.safe_dump(params, sort_keys=False, width=110)) + "</pre>")
-    else:
-        parts.append("<p>No study.json in this folder (not made by the study runner): the configurations are "
-                     "those in results.csv.</p>")
-    bad = rep.results[rep.results["status"] != layout.OK] if len(rep.results) else rep.results
-    parts.append(f"<h2>Runs not ok ({len(bad)})</h2>")
-    if len(bad):
-        cols = ["notebook", "batch_size", "run", "status", "stop_reason", "train_loss", "error"]
-        parts.append(bad[cols].to_html(index=False, na_rep="", escape=True))
-    else:
-        parts.append("<p>none</p>")
+    parts.append(_parameters_html(rep, study, params))
     n_snap = 0 if rep.snapshots is None else len(rep.snapshots)
     parts.append(f"<p>One row per run: <a href='{layout.RESULTS}'>{layout.RESULTS}</a> ({len(rep.results)} rows); "
                  f"one per run and milestone: <a href='{layout.SNAPSHOTS}'>{layout.SNAPSHOTS}</a> ({n_snap} rows).</p>")

@@ -2,7 +2,7 @@
 
 Everything here selects or orders by the table's fields (``notebook``, ``optimizer``, ``sam``, ``m``,
 ``status``, ``converged``, ...), never by parsing the ``method`` label: a label is made from the fields
-(`Method.label`, `layout.method_label`) only where a figure or a sentence shows it.
+(`Method.label`, `method_label`) only where a figure or a sentence shows it.
 
 - Notebooks: `LR_NOTEBOOK` (the lr sweep); `main_runs` (every other notebook: the SAM-vs-base
   comparisons), `lr_runs`, `matched_runs` (runs trained to a loss target).
@@ -18,8 +18,8 @@ Everything here selects or orders by the table's fields (``notebook``, ``optimiz
   run at its base batch size belongs to both: there the rules coincide), `in_lr_rule`.
 - Data sets: `dataset_label` (a reader's name: 'MNIST (mnist5k)', 'Fashion-MNIST').
 - Base optimizer vs SAM: `is_base`, `is_sam`, `is_plain_sam` (SAM on the whole batch).
-- Methods: `Method` (optimizer, SAM variant, m), `methods` (one per row), `method_order`,
-  `by_method`, `select`.
+- Methods: `Method` (optimizer, SAM variant, m), its label (`method_label`), `methods` (one per row),
+  `method_order`, `by_method`, `select`; `measures_in` (the sharpness columns that hold numbers).
 - The best learning rate, by one rule: `best_lr` — per (batch size, method, seed), the lr whose run
   has the lowest **validation** loss (the test split chooses nothing); `lr_selection` applies it to the
   lr sweep of a whole study. The report, the figures and the lr notebook's sweep table all use it.
@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from samlib.study.layout import COMPLETE, OK, OPTIMIZER_LABELS, SAM_LABELS, TARGET_NOT_REACHED, method_label, present
+from samlib import measures as registry
+from samlib.io import present
+from samlib.study.layout import COMPLETE, OK, TARGET_NOT_REACHED
 
 # ---------------------------------------------------------------------- data sets
 DATASET_LABELS = {"mnist5k": "MNIST (mnist5k)", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
@@ -219,6 +221,23 @@ def is_plain_sam(df: pd.DataFrame) -> pd.Series:
 
 
 # ---------------------------------------------------------------------- methods
+OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
+SAM_LABELS = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
+
+
+def method_label(optimizer: str, sam: Any, m: Any = None) -> str:
+    """The display label of a method: 'SGD', 'SGD+SAM', 'SGD+momentum+SAM (m=32)', 'Adam+ASAM', ...
+    (m as configured; None = whole batch). Made for figures and text only: the study selects and orders
+    methods by their fields (`Method`), never by this label."""
+    label = OPTIMIZER_LABELS.get(optimizer, str(optimizer))
+    if not present(sam) or sam == NO_SAM:
+        return label
+    label += "+" + SAM_LABELS.get(sam, str(sam))
+    if present(m):
+        label += f" (m={int(m)})"
+    return label
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """What a method is: the optimizer, the SAM variant (``none`` for the base optimizer) and m (None:
@@ -236,7 +255,7 @@ class Method:
 
     @property
     def label(self) -> str:
-        """The display label, e.g. 'SGD+momentum+SAM (m=32)' (`layout.method_label`)."""
+        """The display label, e.g. 'SGD+momentum+SAM (m=32)' (`method_label`)."""
         return method_label(self.optimizer, self.sam, self.m)
 
     @property
@@ -285,6 +304,11 @@ def by_method(df: pd.DataFrame) -> Iterator[tuple[Method, pd.DataFrame]]:
     keys = methods(df)
     for method in method_order(keys):
         yield method, df[np.array([k == method for k in keys], dtype=bool)]
+
+
+def measures_in(df: pd.DataFrame) -> list[str]:
+    """The sharpness measure columns of a results table that hold at least one number."""
+    return [c for c in df.columns if registry.is_measure(c) and df[c].notna().any()]
 
 
 # ---------------------------------------------------------------------- the best learning rate

@@ -1,7 +1,8 @@
-"""The statistics of the findings: t-based intervals, paired differences, gap closure, a log-log slope.
+"""Every statistic of the study: t-based intervals, paired differences, gap closure, a log-log slope, a
+rank trend, and how an interval is written.
 
-Every function takes plain numbers (per-seed values) and returns plain dicts, so the tests check them
-against values computed by hand, and `findings` only selects the runs.
+Every function takes plain numbers (per-seed values, or a table's columns) and returns plain dicts, so
+the tests check them against values computed by hand; `answer` and `findings` only select the runs.
 
 - `mean_ci`: mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with ddof = 1; no interval for n < 2).
 - `paired_difference`: methods that share seeds are paired; the interval is `mean_ci` of the per-seed
@@ -14,6 +15,10 @@ against values computed by hand, and `findings` only selects the runs.
   divides by noise, and `significant_gap` is False.
 - `loglog_slope`: least squares of log(y) on log(x) with a t-based CI of the slope; for the best
   learning rate vs batch size, slope 0 = no scaling, 0.5 = square-root rule, 1 = linear rule.
+- `trend`: a measure from the smallest to the largest batch size: both means with t-CIs, their ratio,
+  and Spearman's ρ over the runs.
+- `fmt_ci`: '0.123 (95 % CI 0.101–0.145, n=3)'; `value`: a number for JSON (None when missing or
+  not finite).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as _st
+
+from samlib.io import is_finite
 
 LEVEL = 0.95
 
@@ -44,7 +51,7 @@ def mean_ci(values: Iterable[float], level: float = LEVEL) -> dict[str, float]:
 
 def paired_difference(a: Mapping[Any, float], b: Mapping[Any, float], level: float = LEVEL) -> dict[str, Any]:
     """`mean_ci` of a_s − b_s over the seeds s with a finite value in both; ``seeds`` lists them."""
-    seeds = sorted(s for s in a if s in b and _finite(a[s]) and _finite(b[s]))
+    seeds = sorted(s for s in a if s in b and is_finite(a[s]) and is_finite(b[s]))
     out = mean_ci([a[s] - b[s] for s in seeds], level)
     out["seeds"] = seeds
     out["significant"] = bool(out["n"] >= 2 and (out["lo"] > 0 or out["hi"] < 0))
@@ -62,7 +69,7 @@ def gap_closure(
     """(mean base_LB − mean SAM_LB) / (mean base_LB − mean base_SB) over the seeds all three share,
     with a seed-resampling percentile bootstrap CI (module doc)."""
     seeds = sorted(s for s in base_large if s in sam_large and s in base_small
-                   and all(_finite(d[s]) for d in (base_large, sam_large, base_small)))
+                   and all(is_finite(d[s]) for d in (base_large, sam_large, base_small)))
     bl = np.array([base_large[s] for s in seeds], dtype=float)
     sl = np.array([sam_large[s] for s in seeds], dtype=float)
     bs = np.array([base_small[s] for s in seeds], dtype=float)
@@ -89,7 +96,7 @@ def gap_closure(
 
 def loglog_slope(x: Sequence[float], y: Sequence[float], level: float = LEVEL) -> dict[str, float]:
     """log(y) = a + slope · log(x) by least squares: {slope, lo, hi, intercept, n, stderr}."""
-    pts = [(float(a), float(b)) for a, b in zip(x, y) if _finite(a) and _finite(b) and a > 0 and b > 0]
+    pts = [(float(a), float(b)) for a, b in zip(x, y) if is_finite(a) and is_finite(b) and a > 0 and b > 0]
     n = len(pts)
     out = {"slope": math.nan, "lo": math.nan, "hi": math.nan, "intercept": math.nan, "n": n, "stderr": math.nan}
     if n < 2 or len({p[0] for p in pts}) < 2:
@@ -103,8 +110,35 @@ def loglog_slope(x: Sequence[float], y: Sequence[float], level: float = LEVEL) -
     return out
 
 
-def _finite(v: Any) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
+def trend(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+    """y from the smallest to the largest x (batch size): ``smallest_batch``, ``largest_batch``, the
+    `mean_ci` of y at each (``small``, ``large``), their ``ratio``, Spearman's ρ of y on x with its p,
+    and ``n_runs``; {} with fewer than two distinct x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(set(x)) < 2:
+        return {}
+    lo_bs, hi_bs = int(x.min()), int(x.max())
+    small, large = mean_ci(y[x == lo_bs]), mean_ci(y[x == hi_bs])
+    rho, p = _st.spearmanr(x, y)
+    return {"smallest_batch": lo_bs, "largest_batch": hi_bs, "small": small, "large": large,
+            "ratio": large["mean"] / small["mean"] if small["mean"] else math.nan,
+            "spearman_rho": float(rho), "spearman_p": float(p), "n_runs": int(len(x))}
+
+
+def fmt_ci(ci: Mapping[str, float], digits: int = 3) -> str:
+    """'0.123 (95 % CI 0.101–0.145, n=3)'; 'n/a' when there is no value."""
+    if not ci or ci.get("n", 0) == 0 or not np.isfinite(ci["mean"]):
+        return "n/a"
+    text = f"{ci['mean']:.{digits}g}"
+    if ci["n"] >= 2 and np.isfinite(ci["lo"]):
+        text += f" (95 % CI {ci['lo']:.{digits}g}–{ci['hi']:.{digits}g}, n={ci['n']})"
+    else:
+        text += f" (n={ci['n']}, no CI)"
+    return text
+
+
+def value(x: Any) -> float | None:
+    """A JSON number: the float of `x`, None for a missing, unparseable or non-finite value."""
+    return float(x) if is_finite(x) else None

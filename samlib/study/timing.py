@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from samlib import io
+from samlib.io import is_finite, number
 from samlib.rundir import METRICS
 from samlib.study import layout
 
@@ -27,11 +28,8 @@ PARTS = ("training", "loss_checks", "snapshots", "validation_and_fit_overhead", 
 
 
 def _num(value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return value if math.isfinite(value) else 0.0
+    """Seconds from a record: 0 where missing or not finite (a part a run did not time took no time)."""
+    return number(value) if is_finite(value) else 0.0
 
 
 def run_seconds(metrics: Mapping[str, Any]) -> dict[str, float]:
