@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from samlib.sam import EPS, SAM, Pass
+from samlib.validate import integer, invalid, number
 
 
 def _dot(a, b):
@@ -25,17 +26,20 @@ def _dot(a, b):
 
 
 class LookSAM(SAM):
-    """SAM that recomputes the perturbed gradient every `k` steps and reuses its direction between."""
+    """SAM that recomputes the perturbed gradient every `k` steps and reuses its direction between.
+
+    Arguments as `SAM`'s (checked the same way), and `k` an integer >= 1, `alpha` a finite number >= 0;
+    `m` (m-sharpness) is not supported.
+    """
+
+    LABEL = "LookSAM argument"
 
     def __init__(self, model: keras.Model, rho: float = 0.05, k: int = 5, alpha: float = 0.7, **kwargs: Any):
         if kwargs.get("m") is not None:
-            raise ValueError("LookSAM: m-sharpness (m) is not supported; use SAM for m")
+            raise invalid("m", kwargs["m"], "null", self.LABEL, why="LookSAM has no m-sharpness; use SAM for m")
         super().__init__(model, rho=rho, **kwargs)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"LookSAM: k must be an integer >= 1, got {k!r}")
-        if not alpha >= 0:
-            raise ValueError(f"LookSAM: alpha must be >= 0, got {alpha!r}")
-        self.k, self.alpha = k, float(alpha)
+        self.k = integer(1)("k", k, self.LABEL)
+        self.alpha = number(0)("alpha", alpha, self.LABEL)
         # the stored sharpness direction g_v, one slot per trainable weight (not part of the network)
         self.g_v = [
             self.add_weight(shape=v.shape, initializer="zeros", trainable=False, name=f"g_v_{i}")

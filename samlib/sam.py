@@ -39,6 +39,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from samlib.validate import integer, number
+
 EPS = 1e-12  # the guard in ε̂ = ρ·g/(‖g‖₂ + EPS) (and in LookSAM's projections)
 
 
@@ -63,7 +65,13 @@ class SAM(keras.Model):
     `compile`, `fit`, `evaluate`, `predict` work as for any Keras model; training updates the wrapped
     model's own weights. ``rho=0`` reproduces the base optimizer exactly. `fit` also logs
     ``grad_norm`` (‖∇L(w)‖₂) and ``perturbation_norm`` (‖ε̂‖₂, = ρ for plain SAM), epoch means.
+
+    Arguments are checked by `samlib.validate`'s checkers: `rho` and `eta` (ASAM's T_w = |w| + eta)
+    finite numbers >= 0, `m` (the micro-batch size) None or an integer >= 1; a bad one raises a
+    `samlib.validate.ConfigError` (a ValueError) naming it.
     """
+
+    LABEL = "SAM argument"  # how an error names a bad argument (`samlib.validate`)
 
     def __init__(
         self,
@@ -76,18 +84,12 @@ class SAM(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not eta >= 0.0:
-            raise ValueError(f"SAM: eta (ASAM's T_w = |w| + eta) must be a number >= 0, got {eta!r}")
-        if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not rho >= 0.0:
-            raise ValueError(f"SAM: rho must be a number >= 0, got {rho!r}")
-        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
-            raise ValueError(f"SAM: m (micro-batch size) must be None or an integer >= 1, got {m!r}")
+        self.eta = number(0)("eta", eta, self.LABEL)
+        self.rho = number(0)("rho", rho, self.LABEL)
+        self.m = integer(1).or_none()("m", m, self.LABEL)
         self.model = model
-        self.rho = float(rho)
         self.adaptive = bool(adaptive)
-        self.m = m
         self.sync_perturbation = bool(sync_perturbation)
-        self.eta = float(eta)
         # ‖∇L(w)‖₂ and ‖ε̂‖₂ of every step, averaged per epoch; train-only (see `metrics`)
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
         self.perturbation_norm_tracker = keras.metrics.Mean(name="perturbation_norm")

@@ -49,5 +49,5 @@ def test_k2_reuses_the_stored_sharpness_direction():
 
 @pytest.mark.parametrize("kwargs", [dict(k=0), dict(k=1.5), dict(alpha=-1.0), dict(m=4)])
 def test_invalid_arguments(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^LookSAM argument '(k|alpha|m)' has value "):
         LookSAM(mlp(), **kwargs)

@@ -173,5 +173,5 @@ def test_fit_evaluate_predict_and_weights_restored_exactly():
 
 @pytest.mark.parametrize("kwargs", [dict(rho=-0.1), dict(rho=float("nan")), dict(m=0), dict(m=2.5)])
 def test_invalid_arguments_raise(kwargs):
-    with pytest.raises(ValueError, match="rho|m "):
+    with pytest.raises(ValueError, match=r"^SAM argument '(rho|m)' has value "):
         SAM(mlp(), **kwargs)
