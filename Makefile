@@ -8,7 +8,7 @@ JOBS   ?=
 # quiet TensorFlow's C++ start-up chatter
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install constraints study test lab bench clean
+.PHONY: install constraints study test docs lab bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ study: install  ## run the quick study end to end (offline) and write outputs/qu
 test: install  ## the whole test suite, notebooks included
 	$(PY) -m pytest
 
+docs: install  ## the documentation site from docs/ and the docstrings into site/; strict: a warning (a broken link) fails
+	$(PY) -m mkdocs build --strict --site-dir site
+
 lab: install  ## JupyterLab on the notebooks with the project's environment
 	$(VENV)/bin/jupyter lab notebooks
 
@@ -36,4 +39,4 @@ bench: install  ## samples/s of SGD vs SAM variants
 	$(PY) -m samlib bench
 
 clean:
-	rm -rf $(VENV) outputs/*/ .pytest_cache
+	rm -rf $(VENV) outputs/*/ .pytest_cache site
