@@ -1,34 +1,154 @@
-"""The README quotes the committed studies' answer tables; each quoted table must be what the study's
-committed findings.json gives (and the test recomputing findings.json from the committed runs is in
-tests/test_report.py), so a README number cannot drift from the runs it comes from."""
+"""The README and the docs pages quote the committed studies' answer tables; each quoted table must be
+what the studies' committed findings.json give (and the test recomputing findings.json from the
+committed runs is in tests/test_report.py), so a quoted number cannot drift from the runs it comes from.
+
+Two block forms, in README.md and in every docs/**/*.md page (not docs/results/, the studies' own files);
+study paths are relative to the repository root:
+
+- the full table, one study or several side by side:
+  ``<!-- answer-table: docs/results/a docs/results/b -->`` ... ``<!-- /answer-table -->``
+  (`samlib.study.answer_text.answer_table_markdown` of `samlib.study.answer.side_by_side`);
+- a compact table, one row per regime: ``<!-- answer-rows: docs/results/a docs/results/b | columns=C,... -->``
+  ... ``<!-- /answer-rows -->`` (`answer_rows_markdown` below: the column forms are in its docstring).
+"""
 
 import json
 import re
 from pathlib import Path
 
-from samlib.study.answer_table import side_by_side
-from samlib.study.report import answer_table_markdown
+from samlib.milestones import EPOCHS, LOSS
+from samlib.study.answer import side_by_side
+from samlib.study.answer_text import ANSWER_HEADER, answer_cells, answer_table_markdown
+from samlib.study.selections import FAMILY_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
-# one block quotes one study, or several side by side: <!-- answer-table: docs/results/a docs/results/b -->
-BLOCK = re.compile(r"<!-- answer-table: (?P<studies>[^>]+?) -->\n(?P<table>.*?)\n<!-- /answer-table -->", re.S)
+DOCS = ROOT / "docs"
+BLOCK = re.compile(r"<!-- answer-table: (?P<studies>[^>|]+?) -->\n(?P<table>.*?)\n<!-- /answer-table -->", re.S)
+ROWS = re.compile(r"<!-- answer-rows: (?P<studies>[^>|]+?) \| columns=(?P<columns>[^\s>]+) -->\n"
+                  r"(?P<table>.*?)\n<!-- /answer-rows -->", re.S)
+
+# ---------------------------------------------------------------------- the compact table
+# (to move next to samlib.study.report.answer_table_markdown, so the README can be regenerated)
+#: a compact column's name -> the full answer table's column (`ANSWER_HEADER`) whose cell it quotes
+ANSWER_COLUMNS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM (%)",
+                  "gap": "gap LB − SB (points)", "sam_effect": "SAM effect LB+SAM − LB (points)",
+                  "closure": "gap closed by SAM", "detectable": "no gap larger than (points)",
+                  "lambda_max": "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
+#: its header, short
+ANSWER_LABELS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM",
+                 "gap": "gap", "sam_effect": "SAM effect", "closure": "closed by SAM",
+                 "detectable": "no gap larger than", "lambda_max": "λ_max LB / LB+SAM",
+                 "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
+ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "detectable": " (points)"}
+KINDS = {EPOCHS: "same epochs", LOSS: "same loss"}  #: a milestone kind, in a header
 
 
-def test_every_answer_table_the_readme_quotes_is_its_committed_studys():
+def answer_rows_markdown(table: list[dict], columns: list[str]) -> str:
+    """A compact answer table as Markdown: one row per regime (data set, optimizer, lr rule) of the
+    answer `table`, in its order, one column per entry of `columns`:
+
+    - ``regime``: 'MNIST (mnist5k): SGD, same lr';
+    - ``at@KIND`` (KIND ``epochs`` or ``loss``): the regime's last milestone of that kind, the one
+      quoted by the columns ``NAME@KIND`` (the most epochs; the lowest loss, nearest to interpolation:
+      a table lists a regime's milestones in the order training reaches them);
+    - ``NAME@KIND``: the full answer table's cell (`answer_cells`) of column NAME (`ANSWER_COLUMNS`:
+      ``gap``, ``sam_effect``, ``closure``, ``detectable``, ...) at that milestone.
+
+    A regime without a milestone of that kind gets '–'."""
+    regimes: dict[tuple, dict[str, tuple[dict, list[str]]]] = {}
+    for row, cells in zip(table, answer_cells(table)):
+        key = (row["dataset"], row["optimizer"], row["lr_rule"])
+        regimes.setdefault(key, {})[row["compare_at"]] = (row, cells)  # the last milestone of a kind wins
+    header, rows = [], [[] for _ in regimes]
+    for column in columns:
+        name, _, kind = column.partition("@")
+        if name == "regime" and not kind:
+            header.append("regime")
+            for out, (dataset, family, rule) in zip(rows, regimes):
+                out.append(f"{dataset}: {FAMILY_LABELS[family]}, {rule} lr")
+            continue
+        assert kind in KINDS, f"answer-rows column {column!r}: NAME@KIND with KIND one of {', '.join(KINDS)}"
+        assert name == "at" or name in ANSWER_COLUMNS, \
+            f"answer-rows column {column!r}: NAME one of regime, at, {', '.join(ANSWER_COLUMNS)}"
+        header.append(("epochs" if kind == EPOCHS else "loss") if name == "at" else
+                      f"{ANSWER_LABELS[name]}, {KINDS[kind]}{ANSWER_UNITS.get(name, '')}")
+        for out, milestones in zip(rows, regimes.values()):
+            if kind not in milestones:
+                out.append("–")
+                continue
+            row, cells = milestones[kind]
+            out.append(f"{row['at']:g}" if name == "at" else cells[ANSWER_HEADER.index(ANSWER_COLUMNS[name])])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in out) + " |" for out in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- the pages
+def pages() -> list[Path]:
+    """README.md and the docs pages (docs/**/*.md, not the studies' files under docs/results/)."""
+    docs = [p for p in sorted(DOCS.rglob("*.md")) if (DOCS / "results") not in p.parents]
+    return [ROOT / "README.md", *docs]
+
+
+def studies_table(studies: str) -> list[dict]:
+    """The answer table of the studies a marker names, side by side."""
+    tables = []
+    for study in studies.split():
+        findings = json.loads((ROOT / study / "findings.json").read_text())
+        assert findings["answer_table"], f"{study} has an empty answer table"
+        tables.append(findings["answer_table"])
+    return side_by_side(tables)
+
+
+def test_every_full_answer_table_quoted_is_its_committed_studies():
+    quoted = 0
+    for page in pages():
+        for block in BLOCK.finditer(page.read_text()):
+            quoted += 1
+            expected = answer_table_markdown(studies_table(block["studies"]))
+            assert block["table"] == expected, f"{page.relative_to(ROOT)}: {block['studies']}"
+    assert quoted, "no page quotes a full answer table (<!-- answer-table: docs/results/<study> --> ...)"
+
+
+def test_every_compact_answer_table_quoted_is_its_committed_studies():
+    quoted = 0
+    for page in pages():
+        for block in ROWS.finditer(page.read_text()):
+            quoted += 1
+            expected = answer_rows_markdown(studies_table(block["studies"]), block["columns"].split(","))
+            assert block["table"] == expected, f"{page.relative_to(ROOT)}: {block['studies']} | {block['columns']}"
+    assert quoted, "no page quotes a compact answer table (<!-- answer-rows: ... | columns=... -->)"
+
+
+def test_the_full_table_lives_on_the_results_page_and_the_readme_quotes_the_compact_one():
+    assert BLOCK.search((DOCS / "results.md").read_text()), "docs/results.md quotes no full answer table"
+    assert ROWS.search((ROOT / "README.md").read_text()), "the README quotes no compact answer table"
+
+
+def test_the_readme_opens_with_the_question_then_the_answer_then_the_two_commands():
     readme = (ROOT / "README.md").read_text()
-    blocks = list(BLOCK.finditer(readme))
-    assert blocks, "the README quotes no answer table (<!-- answer-table: docs/results/<study> --> ... )"
-    for block in blocks:
-        tables = []
-        for study in block["studies"].split():
-            findings = json.loads((ROOT / study / "findings.json").read_text())
-            assert findings["answer_table"], f"{study} has an empty answer table"
-            tables.append(findings["answer_table"])
-        assert block["table"] == answer_table_markdown(side_by_side(tables)), block["studies"]
+    assert readme.startswith("# samlib — does Sharpness-Aware Minimization rescue large-batch training?\n")
+    sections = re.findall(r"^## .*$", readme, re.M)
+    assert sections[:2] == ["## The answer", "## Two commands"], sections
+    answer = readme[readme.index("## The answer"):readme.index("## Two commands")]
+    assert ROWS.search(answer), "the answer section quotes no compact answer table"
+    assert "make study" in readme and "make test" in readme
 
 
-def test_the_readme_opens_with_the_answer_table():
+def test_the_readmes_links_lead_to_files_that_exist():
+    """mkdocs --strict checks the docs pages' links; the README is not one of them."""
     readme = (ROOT / "README.md").read_text()
-    answer = readme.index("## The answer")
-    assert readme.index("<!-- answer-table:") > answer
-    assert all(readme.index(h) > answer for h in ("## Two commands", "## Layout", "## The protocol"))
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", readme)]
+    missing = [t for t in targets if t and "://" not in t and not (ROOT / t).exists()]
+    assert not missing, f"the README links to files that do not exist: {missing}"
+
+
+def test_the_readmes_keras_example_runs(tmp_path, monkeypatch):
+    """The README's SAM example, as printed, trains, evaluates and saves on its random data."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, "the README should hold one Python example"
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), scope)
+    assert set(scope["history"].history) >= {"loss", "grad_norm", "perturbation_norm"}
+    assert (tmp_path / "model.keras").is_file()
