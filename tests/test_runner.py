@@ -262,6 +262,9 @@ BAD = [
     ("sharpness.notebooks", {"stub": {"max_iter": 0}}, "sharpness.notebooks.stub.max_iter"),
     ("sharpness.notebooks", {"stub": {"measure": ["sam"]}}, "sharpness.notebooks.stub.measure"),
     ("sharpness.notebooks", {"nosuch": {"subset": 8}}, "sharpness.notebooks.nosuch"),
+    # a sharpness milestone that no run of the study has (it would measure nothing, silently)
+    ("sharpness.milestones", {"loss=0.777": ["sam"]}, "sharpness.milestones.loss=0.777"),
+    ("sharpness.notebooks", {"stub": {"milestones": {"epochs=3": ["sam"]}}}, "sharpness.notebooks.stub.milestones.epochs=3"),
 ]
 
 
@@ -429,7 +432,7 @@ def test_threads_reach_every_cells_kernel_and_are_restored_after(tmp_path, monke
     study.run_study(params, tmp_path / "default", jobs=2, notebooks_dir=nbdir, progress=False)
     runs = list((tmp_path / "default").glob("*/runs/stub/*/*/metrics.json"))
     assert runs and {tuple(json.loads(p.read_text())["threads"]) for p in runs} == {(None, None)}
-    with pytest.raises(study.ParamsError, match="--threads has value 0"):
+    with pytest.raises(study.ParamsError, match="'--threads' has value 0"):
         study.run_study(params, tmp_path / "bad", threads=0, notebooks_dir=nbdir, progress=False)
     assert not (tmp_path / "bad").exists()
 
@@ -546,3 +549,15 @@ def test_grid_may_be_a_union_of_sub_grids(tmp_path, capsys):
     bad = {"a": {"batch_sizes": [8], "grid": [{"m": [None]}, {"rho": [-1.0]}]}}
     code = study_main([str(write_params(tmp_path, name="bad.yaml", notebooks=bad)), "--out", str(tmp_path / "o"), "--notebooks", str(nbdir)])
     assert code == 2 and "'notebooks.a.grid[1].rho'" in capsys.readouterr().err
+
+
+def test_a_sharpness_milestone_that_the_runs_have_is_accepted(tmp_path):
+    """The other side of the milestone check: named as the runs have it (any spelling Milestone.parse
+    normalises), and inherited by a notebook without milestones, as params/cpu.yaml's lr sweep does."""
+    nbdir = make_stubs(tmp_path)
+    params = write_params(tmp_path, base={"dataset": "mnist5k", "epochs": 1, "loss_milestones": [0.5]},
+                          sharpness={"milestones": {"loss=0.50": ["sam"]}})
+    assert study.load_params(params, nbdir).sharpness["milestones"] == {"loss=0.50": ["sam"]}
+    for name in ("cpu", "fashion", "quick", "paper"):
+        study.load_params(Path(__file__).resolve().parents[1] / "params" / f"{name}.yaml",
+                          Path(__file__).resolve().parents[1] / "notebooks")

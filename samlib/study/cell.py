@@ -80,8 +80,6 @@ def run_cell(
     run's `samlib.train.load_data`). Rows are `tables.run_record` of each folder plus ``action``
     (what was done now: trained, measured, skipped, failed) and ``point`` (grid values, e.g. ``m=32``).
     """
-    import keras
-
     from samlib import train
 
     notebook = layout.notebook_of(run_root)
@@ -93,29 +91,8 @@ def run_cell(
         key = (config.dataset, config.data_dir, config.val_fraction)
         if key not in cache:
             cache[key] = data if data is not None else train.load_data(config)
-        run_dir = Path(config.run_dir)
-        actions, start = [], time.perf_counter()
-        model = None
-        try:
-            if not layout.is_complete(run_dir, config):
-                model = train.train_and_evaluate(config, cache[key]).model
-                actions.append("trained")
-        except Exception as err:  # a failing run is recorded and the cell goes on
-            io.update_json(run_dir / layout.METRICS, status=layout.FAILED, error=f"{type(err).__name__}: {err}",
-                           traceback=traceback.format_exc(limit=5))
-            actions.append(layout.FAILED)
-        if layout.FAILED not in actions and not layout.is_measured(run_dir, settings):
-            try:
-                measure_run(run_dir, settings, data=cache[key], model=model)
-                actions.append("measured")
-            except Exception as err:
-                io.update_json(run_dir / layout.METRICS, sharpness_error=f"{type(err).__name__}: {err}")
-                actions.append("sharpness failed")
-        del model
-        # free the finished run's models and traced functions now: this gc costs 0.2-0.8 s a run, while
-        # left to a later automatic gc (three SAM runs' worth, at once) it took ~10 s, and up to 50 s in
-        # a study's notebook (measured), as TF's function finalizers slow down with what is still alive
-        keras.backend.clear_session(free_memory=True)
+        run_dir, start = Path(config.run_dir), time.perf_counter()
+        actions = _train_and_measure(config, cache[key], settings)
         row = tables.run_record(run_dir, notebook, batch_size)
         row["action"] = "+".join(actions) or f"{layout.SKIPPED} (complete)"
         row["point"] = layout.point_label(run_dir.name)
@@ -128,6 +105,38 @@ def run_cell(
         log(f"{len(failed)} of {len(df)} runs not ok: " + ", ".join(f"{r} ({s})" for r, s in
                                                                    zip(failed["run"], failed["status"])))
     return df
+
+
+def _train_and_measure(config: Config, data: Any, settings: SharpnessSettings) -> list[str]:
+    """Train one run unless it is complete, then measure it unless it is measured; what was done
+    (trained, measured, failed, sharpness failed). A failing run is recorded in its metrics.json and
+    the cell goes on."""
+    import keras
+
+    from samlib import train
+
+    run_dir, actions, model = Path(config.run_dir), [], None
+    try:
+        if not layout.is_complete(run_dir, config):
+            model = train.train_and_evaluate(config, data).model
+            actions.append("trained")
+    except Exception as err:
+        io.update_json(run_dir / layout.METRICS, status=layout.FAILED, error=f"{type(err).__name__}: {err}",
+                       traceback=traceback.format_exc(limit=5))
+        actions.append(layout.FAILED)
+    if layout.FAILED not in actions and not layout.is_measured(run_dir, settings):
+        try:
+            measure_run(run_dir, settings, data=data, model=model)
+            actions.append("measured")
+        except Exception as err:
+            io.update_json(run_dir / layout.METRICS, sharpness_error=f"{type(err).__name__}: {err}")
+            actions.append("sharpness failed")
+    del model
+    # free the finished run's models and traced functions now: this gc costs 0.2-0.8 s a run, while
+    # left to a later automatic gc (three SAM runs' worth, at once) it took ~10 s, and up to 50 s in
+    # a study's notebook (measured), as TF's function finalizers slow down with what is still alive
+    keras.backend.clear_session(free_memory=True)
+    return actions
 
 
 def _log_line(row: Mapping[str, Any], seconds: float) -> str:

@@ -1,6 +1,7 @@
 """Where the study's notebooks execute: in this process (threads) or on a dask.distributed cluster.
 
-A *task* is plain data (a dict, so it pickles to any dask worker) describing one papermill execution:
+A *task* is plain data (a dict, so it pickles to any dask worker) describing one papermill execution,
+made by `notebook_task` (the one place that spells it; a grid cell's and the summary's alike):
 
     {"id": str, "input": str, "output": str, "cwd": str, "parameters": dict, "status_path": str,
      "kernel_log": str, "notebook": str, "info": dict}
@@ -43,6 +44,25 @@ from samlib.study import layout
 
 KERNEL = "python3"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def notebook_task(id: str, input: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
+                  status_path: str | os.PathLike, kernel_log: str | os.PathLike, study_dir: str | os.PathLike,
+                  info: dict[str, Any]) -> dict[str, Any]:
+    """A task (module doc): execute notebook `input` into `output` with `parameters`, in the input's
+    folder, writing `status_path` and appending the kernel's own output to `kernel_log`; status.json
+    names the executed notebook relative to `study_dir`; `info` is copied into the status."""
+    return {
+        "id": id,
+        "input": str(input),
+        "output": str(output),
+        "cwd": str(os.path.dirname(os.fspath(input))),
+        "parameters": dict(parameters),
+        "status_path": str(status_path),
+        "kernel_log": str(kernel_log),
+        "notebook": layout.in_study(output, study_dir),
+        "info": dict(info),
+    }
 
 
 def _now() -> str:

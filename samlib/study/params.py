@@ -46,9 +46,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from samlib import milestones
 from samlib.config import CHECKS as CONFIG_CHECKS
 from samlib.config import Config, ConfigError, SharpnessSettings, check_data, load_yaml_mapping
 from samlib.study import layout
+from samlib.study.executors import notebook_task
 from samlib.study.grid import cell_runs
 from samlib.validate import check_keys, integer, invalid, join, list_of, mapping, text
 
@@ -134,7 +136,9 @@ def load_params(path: str | Path, notebooks_dir: str | Path | None = None) -> St
     nbdir = Path(os.path.abspath(notebooks_dir if notebooks_dir is not None else "notebooks"))
     try:
         params = _read(raw, path, nbdir)
-        _check_data(params, plan_cells(params, "/nonexistent-out"))  # builds every run config of every cell
+        cells = plan_cells(params, "/nonexistent-out")  # builds every run config of every cell
+        _check_data(params, cells)
+        _check_sharpness_milestones(params, cells)
     except ParamsError:
         raise
     except ConfigError as err:  # it names the key path, the value and what is allowed
@@ -226,6 +230,26 @@ def _check_data(params: StudyParams, cells: Sequence["Cell"]) -> None:
             check_data(config, {**keys, "batch_size": f"notebooks.{spec.name}.batch_sizes"}, "key", sizes)
 
 
+def _check_sharpness_milestones(params: StudyParams, cells: Sequence["Cell"]) -> None:
+    """Every milestone a ``sharpness: milestones:`` setting names is a milestone of a run it applies to:
+    a notebook's own setting, of that notebook's runs; the study's, of the runs of some notebook that
+    does not set its own (a name no run reaches would measure nothing, silently)."""
+    have: dict[str, set[str]] = {name: set() for name in params.notebooks}
+    for cell in cells:
+        have[cell.notebook].update(m.name for _, _, config in cell.runs for m in milestones.of_config(config))
+    overrides = params.sharpness.get(OVERRIDES) or {}
+    named = [(f"sharpness.{OVERRIDES}.{nb}.milestones", (o or {}).get("milestones") or {}, have[nb])
+             for nb, o in overrides.items() if "milestones" in (o or {})]
+    users = [nb for nb in params.notebooks if "milestones" not in (overrides.get(nb) or {})]
+    named.append(("sharpness.milestones", params.sharpness.get("milestones") or {},
+                  set().union(*(have[nb] for nb in users))))
+    for key, setting, known in named:
+        for name, measures in setting.items():
+            if milestones.Milestone.parse(str(name)).name not in known:
+                raise invalid(f"{key}.{name}", measures, "a milestone of the runs it applies to: "
+                              + (", ".join(sorted(known)) or "none (they have no milestones)"))
+
+
 def _written_at(spec: NotebookSpec, point: Mapping[str, Any], key: str) -> str:
     """The key path that gave a run of this notebook its value of Config key `key`."""
     where = f"notebooks.{spec.name}"
@@ -268,17 +292,9 @@ class Cell:
 
     def task(self) -> dict[str, Any]:
         """The executor's task (see `samlib.study.executors`)."""
-        return {
-            "id": f"{self.notebook}-{self.batch_size}",
-            "input": str(self.input),
-            "output": str(self.output),
-            "cwd": str(self.input.parent),
-            "parameters": self.parameters,
-            "status_path": str(self.status_path),
-            "kernel_log": str(layout.kernel_log(self.run_root)),
-            "notebook": layout.in_study(self.output, self.run_root.parent.parent.parent),
-            "info": {"cell": self.name, "batch_size": self.batch_size, "runs": len(self.runs)},
-        }
+        return notebook_task(f"{self.notebook}-{self.batch_size}", self.input, self.output, self.parameters,
+                             self.status_path, layout.kernel_log(self.run_root), self.run_root.parent.parent.parent,
+                             {"cell": self.name, "batch_size": self.batch_size, "runs": len(self.runs)})
 
     def record(self) -> dict[str, Any]:
         """This cell's entry in study.json."""

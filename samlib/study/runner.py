@@ -29,6 +29,8 @@ from typing import Any
 
 from samlib import io
 from samlib.study import layout
+from samlib.study.executors import notebook_task
+from samlib.validate import choice, integer
 from samlib.study.params import (
     Cell,
     ParamsError,
@@ -176,20 +178,48 @@ def run_study(
     not raised."""
     stream = stream or sys.stdout
     say = lambda text: print(text, file=stream, flush=True)
-    if executor not in EXECUTORS:
-        raise ParamsError(f"--executor has value {executor!r}; allowed: {', '.join(EXECUTORS)}")
-    jobs = default_jobs() if jobs is None else jobs
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ParamsError(f"--jobs has value {jobs!r}; allowed: an integer >= 1")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ParamsError(f"--threads has value {threads!r}; allowed: an integer >= 1 (or none: TensorFlow's default)")
+    jobs = _check_options(executor, default_jobs() if jobs is None else jobs, threads)
     params = load_params(params_path, notebooks_dir)
     shard = parse_shard(shard)
     all_cells = plan_cells(params, out)
     cells = select_cells(params, all_cells, only, shard)
     sdir = study_dir(params, out)
     run_summary = summary and params.summary is not None and (shard is None or shard[1] == 1)
+    results, todo = _plan(cells)
+    report = StudyReport(params.study, sdir, [results[c.name] for c in cells], None, dry_run)
+    if dry_run:
+        _print_plan(say, params, sdir, cells, results, shard, only, run_summary)
+        return report
+    _write_plan(params, sdir, all_cells)  # before any cell runs: the summary reads it
+    say(
+        f"study {params.study}: {len(cells)} cells ({sum(len(c.configs) for c in cells)} runs) in {sdir}; "
+        f"{len(cells) - len(todo)} complete, {len(todo)} to run, executor {executor}"
+        + (f" ({scheduler})" if scheduler else f", {jobs} at once")
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(tf_threads(threads))  # before any kernel starts: they inherit it
+        pool = _LazyExecutor(stack, executor, jobs, scheduler)  # started only if something runs
+        _execute(todo, results, pool, progress, stream)
+        if run_summary:
+            report.summary = _run_summary(params, sdir, all_cells, pool, say)
+    _print_report(say, report)
+    return report
 
+
+_JOBS = integer(1)
+_THREADS = integer(1).or_none()
+
+
+def _check_options(executor: str, jobs: Any, threads: Any) -> int:
+    """The runner's options checked (`samlib.validate`), as `ParamsError`; returns `jobs`."""
+    choice(EXECUTORS).raising(ParamsError)("--executor", executor, "option")
+    _THREADS.raising(ParamsError)("--threads", threads, "option")
+    return _JOBS.raising(ParamsError)("--jobs", jobs, "option")
+
+
+def _plan(cells: list[Cell]) -> tuple[dict[str, CellResult], list[Cell]]:
+    """Each cell's `CellResult` as planned (`layout.SKIPPED` when all its runs are complete and measured
+    and its notebook ran ok, else `layout.TO_RUN`), and the cells to run."""
     results: dict[str, CellResult] = {}
     todo: list[Cell] = []
     for cell in cells:
@@ -199,36 +229,23 @@ def run_study(
         results[cell.name] = CellResult(cell.name, state, cell.output, cell.status_path, len(cell.configs), done)
         if not skip:
             todo.append(cell)
-    report = StudyReport(params.study, sdir, [results[c.name] for c in cells], None, dry_run)
+    return results, todo
 
-    if dry_run:
-        _print_plan(say, params, sdir, cells, results, shard, only, run_summary)
-        return report
 
-    _write_plan(params, sdir, all_cells)  # before any cell runs: the summary reads it
-    say(
-        f"study {params.study}: {len(cells)} cells ({sum(len(c.configs) for c in cells)} runs) in {sdir}; "
-        f"{len(cells) - len(todo)} complete, {len(todo)} to run, executor {executor}"
-        + (f" ({scheduler})" if scheduler else f", {jobs} at once")
-    )
+def _execute(todo: list[Cell], results: dict[str, CellResult], pool: "_LazyExecutor", progress: bool, stream) -> None:
+    """Execute the cells `todo` on the pool, recording each one's result and printing a line as it ends."""
+    if not todo:
+        return
     by_id = {c.task()["id"]: c for c in todo}
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(tf_threads(threads))  # before any kernel starts: they inherit it
-        pool = _LazyExecutor(stack, executor, jobs, scheduler)  # started only if something runs
-        if todo:
-            with _progress(len(todo), progress) as bar:
-                for task, status in pool.get().map(c.task() for c in todo):
-                    cell = by_id[task["id"]]
-                    result = _cell_finished(cell, results[cell.name], status)
-                    line = f"[{result.state:>6}] {cell.name}: {result.runs} runs, {_secs(result.seconds)}"
-                    if result.error:
-                        line += f" - {result.error} (see {cell.output})"
-                    bar.write(line, file=stream)
-                    bar.update(1)
-        if run_summary:
-            report.summary = _run_summary(params, sdir, all_cells, pool, say)
-    _print_report(say, report)
-    return report
+    with _progress(len(todo), progress) as bar:
+        for task, status in pool.get().map(c.task() for c in todo):
+            cell = by_id[task["id"]]
+            result = _cell_finished(cell, results[cell.name], status)
+            line = f"[{result.state:>6}] {cell.name}: {result.runs} runs, {_secs(result.seconds)}"
+            if result.error:
+                line += f" - {result.error} (see {cell.output})"
+            bar.write(line, file=stream)
+            bar.update(1)
 
 
 def _cell_finished(cell: Cell, result: CellResult, status: dict[str, Any]) -> CellResult:
@@ -257,17 +274,8 @@ def _run_summary(params, sdir, all_cells, pool, say) -> CellResult:
     if previous.get("status") == layout.OK and previous.get("fingerprint") == fingerprint and output.is_file():
         return result
     nb = params.notebook_path(params.summary)
-    task = {
-        "id": "summary",
-        "input": str(nb),
-        "output": str(output),
-        "cwd": str(nb.parent),
-        "parameters": {"study_dir": str(sdir)},
-        "status_path": str(status_path),
-        "kernel_log": str(log),
-        "notebook": layout.in_study(output, sdir),
-        "info": {"cell": "summary", "fingerprint": fingerprint},
-    }
+    task = notebook_task("summary", nb, output, {"study_dir": str(sdir)}, status_path, log, sdir,
+                         {"cell": "summary", "fingerprint": fingerprint})
     say(f"summary: executing {nb.name} -> {output}")
     for _, status in pool.get().map([task]):
         result.state = layout.OK if status.get("status") == layout.OK else layout.FAILED

@@ -175,7 +175,8 @@ def run_record(
     n_train = metrics.get("n_train") or _known_train_size(row["dataset"])
     row.update(_what_it_did(metrics, row["batch_size"], n_train))
     row["run_dir"] = in_study(run_dir, study_dir)
-    return row
+    return {**{k: row[k] for k in COLUMNS}, **{k: v for k, v in row.items() if is_measure(k)},
+            **{k: row[k] for k in TAIL}}
 
 
 # ---------------------------------------------------------------------- snapshots.csv
