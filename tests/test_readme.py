@@ -9,79 +9,21 @@ study paths are relative to the repository root:
   ``<!-- answer-table: docs/results/a docs/results/b -->`` ... ``<!-- /answer-table -->``
   (`samlib.study.answer_text.answer_table_markdown` of `samlib.study.answer.side_by_side`);
 - a compact table, one row per regime: ``<!-- answer-rows: docs/results/a docs/results/b | columns=C,... -->``
-  ... ``<!-- /answer-rows -->`` (`answer_rows_markdown` below: the column forms are in its docstring).
+  ... ``<!-- /answer-rows -->`` (`samlib.study.answer_text.answer_rows_markdown`: the column forms are in its docstring).
 """
 
 import json
 import re
 from pathlib import Path
 
-from samlib.milestones import EPOCHS, LOSS
 from samlib.study.answer import side_by_side
-from samlib.study.answer_text import ANSWER_HEADER, answer_cells, answer_table_markdown
-from samlib.study.selections import FAMILY_LABELS
+from samlib.study.answer_text import answer_rows_markdown, answer_table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"<!-- answer-table: (?P<studies>[^>|]+?) -->\n(?P<table>.*?)\n<!-- /answer-table -->", re.S)
 ROWS = re.compile(r"<!-- answer-rows: (?P<studies>[^>|]+?) \| columns=(?P<columns>[^\s>]+) -->\n"
                   r"(?P<table>.*?)\n<!-- /answer-rows -->", re.S)
-
-# ---------------------------------------------------------------------- the compact table
-# (to move next to samlib.study.report.answer_table_markdown, so the README can be regenerated)
-#: a compact column's name -> the full answer table's column (`ANSWER_HEADER`) whose cell it quotes
-ANSWER_COLUMNS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM (%)",
-                  "gap": "gap LB − SB (points)", "sam_effect": "SAM effect LB+SAM − LB (points)",
-                  "closure": "gap closed by SAM", "detectable": "no gap larger than (points)",
-                  "lambda_max": "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
-#: its header, short
-ANSWER_LABELS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM",
-                 "gap": "gap", "sam_effect": "SAM effect", "closure": "closed by SAM",
-                 "detectable": "no gap larger than", "lambda_max": "λ_max LB / LB+SAM",
-                 "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
-ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "detectable": " (points)"}
-KINDS = {EPOCHS: "same epochs", LOSS: "same loss"}  #: a milestone kind, in a header
-
-
-def answer_rows_markdown(table: list[dict], columns: list[str]) -> str:
-    """A compact answer table as Markdown: one row per regime (data set, optimizer, lr rule) of the
-    answer `table`, in its order, one column per entry of `columns`:
-
-    - ``regime``: 'MNIST (mnist5k): SGD, same lr';
-    - ``at@KIND`` (KIND ``epochs`` or ``loss``): the regime's last milestone of that kind, the one
-      quoted by the columns ``NAME@KIND`` (the most epochs; the lowest loss, nearest to interpolation:
-      a table lists a regime's milestones in the order training reaches them);
-    - ``NAME@KIND``: the full answer table's cell (`answer_cells`) of column NAME (`ANSWER_COLUMNS`:
-      ``gap``, ``sam_effect``, ``closure``, ``detectable``, ...) at that milestone.
-
-    A regime without a milestone of that kind gets '–'."""
-    regimes: dict[tuple, dict[str, tuple[dict, list[str]]]] = {}
-    for row, cells in zip(table, answer_cells(table)):
-        key = (row["dataset"], row["optimizer"], row["lr_rule"])
-        regimes.setdefault(key, {})[row["compare_at"]] = (row, cells)  # the last milestone of a kind wins
-    header, rows = [], [[] for _ in regimes]
-    for column in columns:
-        name, _, kind = column.partition("@")
-        if name == "regime" and not kind:
-            header.append("regime")
-            for out, (dataset, family, rule) in zip(rows, regimes):
-                out.append(f"{dataset}: {FAMILY_LABELS[family]}, {rule} lr")
-            continue
-        assert kind in KINDS, f"answer-rows column {column!r}: NAME@KIND with KIND one of {', '.join(KINDS)}"
-        assert name == "at" or name in ANSWER_COLUMNS, \
-            f"answer-rows column {column!r}: NAME one of regime, at, {', '.join(ANSWER_COLUMNS)}"
-        header.append(("epochs" if kind == EPOCHS else "loss") if name == "at" else
-                      f"{ANSWER_LABELS[name]}, {KINDS[kind]}{ANSWER_UNITS.get(name, '')}")
-        for out, milestones in zip(rows, regimes.values()):
-            if kind not in milestones:
-                out.append("–")
-                continue
-            row, cells = milestones[kind]
-            out.append(f"{row['at']:g}" if name == "at" else cells[ANSWER_HEADER.index(ANSWER_COLUMNS[name])])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in out) + " |" for out in rows]
-    return "\n".join(lines)
-
 
 # ---------------------------------------------------------------------- the pages
 def pages() -> list[Path]:

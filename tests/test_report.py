@@ -14,7 +14,7 @@ from scipy import stats
 from samlib import io
 from samlib.config import Config
 from samlib.study import timing
-from samlib.study import answer_text, figures, findings, layout, report, tables
+from samlib.study import answer_text, details, figures, findings, layout, report, tables
 from samlib.study import stats as study_stats
 from samlib.study.grid import cell_runs
 from samlib.study.layout import run_dirname
@@ -366,7 +366,7 @@ def test_base_optimizer_sharpness_and_sam_cost_are_stated_whichever_sgd_the_stud
          "sharpness_trend": {base: trend}, "cost_ratio": {f"{base}+SAM": {"all": {"mean": 2.1, "lo": 1.7, "hi": 2.4, "n": 15},
                                                       "at_largest": {"mean": 2.2, "lo": 1.1, "hi": 3.3, "n": 5},
                                                       "largest_batch": 1000}}}
-    text = answer_text.findings_text(f)
+    text = details.findings_text(f)
     assert [t for t in text if t.startswith("Sharpness of ")] == [
         f"Sharpness of {base} minima vs batch size (all at the same training loss): Hessian λ_max B=32: "
         "4 (95 % CI 3–5, n=5)."]
@@ -514,7 +514,7 @@ def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
     assert list(saved)[0] == "answer_table"
     for key in ("answer_table", "gap_closure", "seed_result", "time_split", "cost_ratio", *keys):
         assert json.loads(json.dumps(f[key])) == saved[key], key
-    assert answer_text.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
+    assert details.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
     # the committed records travel: no machine's folders in them (run_dir is relative to the study)
     assert set(df["run_dir"]) == {str(p.relative_to(copy)) for p in layout.run_dirs(copy)}
     for path in [committed / n for n in ("results.csv", "findings.json", "report.html", "study.json")]:

@@ -4,9 +4,11 @@ numbers, in one place.
 - Labels: `regime` (a row's regime, 'SGD, scaled lr, at loss 0.03'), `figure_label` (the same for the
   headline figure's axis), `points` (an error in percentage points).
 - The answer table as a reader sees it: `answer_cells` (`ANSWER_HEADER` columns), the one rendering
-  shared by `answer_table_html` (the report) and `answer_table_markdown` (the docs and the README).
+  shared by `answer_table_html` (the report), `answer_table_markdown` (the docs) and
+  `answer_rows_markdown` (the README's compact table: one row per regime).
 - Sentences: `sentences` (the gap closure on final weights), `seed_result` (where the seed study's
-  result reproduces), `findings_text` (the report's Details bullets) and `headline` (its paragraph).
+  result reproduces) and `headline` (the report's paragraph); the Details bullets are
+  `samlib.study.details`'.
 
 Every number said here was computed by `samlib.study.answer` or `samlib.study.findings`; nothing here
 computes a statistic (`samlib.study.stats.fmt_ci` formats one).
@@ -22,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from samlib import measures as registry
-from samlib.milestones import EPOCHS
+from samlib.milestones import EPOCHS, LOSS
 from samlib.study.answer import LAMBDA_KEY
-from samlib.study.selections import FAMILIES, FAMILY_LABELS, LR_NOTEBOOK, PLAIN_SAM, Method
+from samlib.study.selections import FAMILIES, FAMILY_LABELS, PLAIN_SAM, Method
 from samlib.study.stats import fmt_ci
 
 METRIC_LABELS = {"test_loss": "test loss", "test_error": "test error", "train_loss": "train loss",
@@ -129,6 +131,60 @@ def answer_table_markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: a compact column's name -> the full answer table's column (`ANSWER_HEADER`) whose cell it quotes
+ANSWER_COLUMNS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM (%)",
+                  "gap": "gap LB − SB (points)", "sam_effect": "SAM effect LB+SAM − LB (points)",
+                  "closure": "gap closed by SAM", "detectable": "no gap larger than (points)",
+                  "lambda_max": "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
+#: its header, short
+ANSWER_LABELS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM",
+                 "gap": "gap", "sam_effect": "SAM effect", "closure": "closed by SAM",
+                 "detectable": "no gap larger than", "lambda_max": "λ_max LB / LB+SAM",
+                 "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
+ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "detectable": " (points)"}
+KINDS = {EPOCHS: "same epochs", LOSS: "same loss"}  #: a milestone kind, in a header
+
+
+def answer_rows_markdown(table: list[dict], columns: list[str]) -> str:
+    """A compact answer table as Markdown: one row per regime (data set, optimizer, lr rule) of the
+    answer `table`, in its order, one column per entry of `columns`:
+
+    - ``regime``: 'MNIST (mnist5k): SGD, same lr';
+    - ``at@KIND`` (KIND ``epochs`` or ``loss``): the regime's last milestone of that kind, the one
+      quoted by the columns ``NAME@KIND`` (the most epochs; the lowest loss, nearest to interpolation:
+      a table lists a regime's milestones in the order training reaches them);
+    - ``NAME@KIND``: the full answer table's cell (`answer_cells`) of column NAME (`ANSWER_COLUMNS`:
+      ``gap``, ``sam_effect``, ``closure``, ``detectable``, ...) at that milestone.
+
+    A regime without a milestone of that kind gets '–'."""
+    regimes: dict[tuple, dict[str, tuple[dict, list[str]]]] = {}
+    for row, cells in zip(table, answer_cells(table)):
+        key = (row["dataset"], row["optimizer"], row["lr_rule"])
+        regimes.setdefault(key, {})[row["compare_at"]] = (row, cells)  # the last milestone of a kind wins
+    header, rows = [], [[] for _ in regimes]
+    for column in columns:
+        name, _, kind = column.partition("@")
+        if name == "regime" and not kind:
+            header.append("regime")
+            for out, (dataset, family, rule) in zip(rows, regimes):
+                out.append(f"{dataset}: {FAMILY_LABELS[family]}, {rule} lr")
+            continue
+        assert kind in KINDS, f"answer-rows column {column!r}: NAME@KIND with KIND one of {', '.join(KINDS)}"
+        assert name == "at" or name in ANSWER_COLUMNS, \
+            f"answer-rows column {column!r}: NAME one of regime, at, {', '.join(ANSWER_COLUMNS)}"
+        header.append(("epochs" if kind == EPOCHS else "loss") if name == "at" else
+                      f"{ANSWER_LABELS[name]}, {KINDS[kind]}{ANSWER_UNITS.get(name, '')}")
+        for out, milestones in zip(rows, regimes.values()):
+            if kind not in milestones:
+                out.append("–")
+                continue
+            row, cells = milestones[kind]
+            out.append(f"{row['at']:g}" if name == "at" else cells[ANSWER_HEADER.index(ANSWER_COLUMNS[name])])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in out) + " |" for out in rows]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- sentences
 def sentences(gaps: Iterable[Mapping[str, Any]]) -> list[str]:
     """The gap closure as plain sentences (the report's first findings); one per family and lr rule."""
@@ -208,109 +264,16 @@ def seed_result(table: list[Mapping[str, Any]]) -> str | None:
     return text + (lead + "; ".join(rest) + "." if rest else "")
 
 
-def _methods(f: Mapping[str, Any]) -> dict[str, Method]:
+def methods_of(f: Mapping[str, Any]) -> dict[str, Method]:
     """label -> `Method` of the findings' ``methods`` (the fields `compute_findings` recorded), in order."""
     found = {label: Method.of(**fields) for label, fields in f.get("methods", {}).items()}
     return dict(sorted(found.items(), key=lambda item: item[1].rank()))
 
 
-def _diff(d: Mapping[str, Any], digits: int = 3) -> str:
-    if not d or not d.get("n"):
-        return "n/a"
-    if d["n"] < 2 or not np.isfinite(d["lo"]):
-        return f"{d['mean']:+.{digits}g} (n={d['n']}, no CI)"
-    return f"{d['mean']:+.{digits}g} (95 % CI {d['lo']:+.{digits}g} to {d['hi']:+.{digits}g}, n={d['n']})"
-
-
-def _largest_batch_lines(f: Mapping[str, Any]) -> list[str]:
-    """Each family at its largest batch: the methods' means, then their paired differences to the base."""
-    lines = []
-    for fam, entry in f.get("largest_batch", {}).items():
-        means = [f"{m}: test loss {fmt_ci(v['test_loss'])}, test error {fmt_ci(v['test_error'])}"
-                 + (f" [{v['not_compared']} of {v['runs']} runs not compared]" if v.get("not_compared") else "")
-                 for m, v in entry["methods"].items()]
-        lines.append(f"At the largest batch size {entry['batch_size']} ({fam} family, runs at the target): "
-                     + "; ".join(means) + ".")
-        parts = []
-        for method, diffs in entry.get("paired", {}).items():
-            items = [f"{METRIC_LABELS.get(k, registry.label(k))} {_diff(v)}" for k, v in diffs.items()
-                     if k in METRIC_LABELS or registry.is_measure(k)]
-            parts.append(f"{method} − {fam}: " + "; ".join(items))
-        if parts:
-            lines.append(f"Paired differences at batch {entry['batch_size']} ({fam} family, same seeds, t-based "
-                         f"95 % CI): " + " | ".join(parts) + ".")
-    return lines
-
-
-def _sharpness_lines(f: Mapping[str, Any]) -> list[str]:
-    """The base optimizers' sharpness per batch size (the seed study's Fig. 2 and 4), then each trend."""
-    methods, lines = _methods(f), []
-    for method, by in f.get("sharpness_by_batch", {}).items():
-        if method not in methods or not methods[method].is_base:
-            continue
-        parts = [f"{registry.label(k)} " + ", ".join(f"B={bs}: {fmt_ci(ci)}" for bs, ci in v.items())
-                 for k, v in by.items() if registry.is_measure(k)]
-        if parts:
-            lines.append(f"Sharpness of {method} minima vs batch size (all at the same training loss): "
-                         + "; ".join(parts) + ".")
-    for method, trend in f.get("sharpness_trend", {}).items():
-        parts = [f"{registry.label(k)} ×{t['ratio']:.2g} from batch {t['smallest_batch']} to {t['largest_batch']} "
-                 f"(Spearman ρ = {t['spearman_rho']:.2f}, p = {t['spearman_p']:.2g}, {t['n_runs']} runs)"
-                 for k, t in trend.items()]
-        lines.append(f"Trend with batch size, {method}: " + "; ".join(parts) + ".")
-    return lines
-
-
-def _lr_and_cost_lines(f: Mapping[str, Any]) -> list[str]:
-    """The lr sweep's slopes of log(best lr) vs log(B), then each SAM method's cost ratio."""
-    lines, slopes = [], f.get("lr_scaling", {}).get("slopes", {})
-    if slopes:
-        parts = []
-        for method, s in slopes.items():
-            ci = (f"95 % CI {s['lo']:.2f} to {s['hi']:.2f}" if np.isfinite(s.get("lo", math.nan)) else "no CI")
-            rules = ", ".join(s["rules_in_ci"]) or "none of none/sqrt/linear"
-            parts.append(f"{method}: slope {s['slope']:.2f} ({ci}, {s['n']} choices; within the CI: {rules}"
-                         + (f"; {s['at_edge']} choices at the sweep's edge" if s.get("at_edge") else "") + ")")
-        lines.append("Learning-rate scaling: best lr chosen per seed on validation loss, log(best lr) fitted "
-                     "against log(batch size): " + "; ".join(parts) + ".")
-    for method, c in f.get("cost_ratio", {}).items():
-        lines.append(f"Cost of {method} relative to its base optimizer (steady-state seconds per step, paired by "
-                     f"seed): {fmt_ci(c['all'], 2)} over all batch sizes; {fmt_ci(c['at_largest'], 2)} at batch "
-                     f"{c['largest_batch']}.")
-    return lines
-
-
-def _run_lines(f: Mapping[str, Any]) -> list[str]:
-    """How many runs, how they stopped, and which were left out of the comparisons or the lr sweep."""
-    rules = f.get("stop_rules") or ["n/a"]
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(f.get("status_counts", {}).items()))
-    lines = [f"{f.get('n_runs', 0)} runs ({counts}). Stop rule of the comparisons: {'; '.join(rules)}."]
-    left = f.get("not_compared", [])
-    if left:
-        lines.append(f"{len(left)} run(s) of the comparisons are shown but not compared (not ok, or stopped at "
-                     "their cap above the target): "
-                     + ", ".join(f"{b['notebook']}/{b['batch_size']}/{b['run']} ({b['status']})" for b in left[:12])
-                     + (" …" if len(left) > 12 else "") + ".")
-    bad = [b for b in f.get("not_ok", []) if b["notebook"] == LR_NOTEBOOK]
-    if bad:
-        lines.append(f"{len(bad)} run(s) of the lr sweep did not finish ok (an lr that diverges or collapses is a "
-                     "result): "
-                     + ", ".join(f"{b['batch_size']}/{b['run']} ({b['status']})" for b in bad[:12])
-                     + (" …" if len(bad) > 12 else "") + ".")
-    return lines
-
-
-def findings_text(f: Mapping[str, Any]) -> list[str]:
-    """The findings as sentences (the report's Details), the direct answer first; every number comes from
-    `samlib.study.findings.compute_findings`."""
-    return (list(f.get("answer", [])) + _largest_batch_lines(f) + _sharpness_lines(f) + _lr_and_cost_lines(f)
-            + _run_lines(f))
-
-
 def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     """The report's paragraph: where the seed study's result reproduces (``seed_result``; or that the
     study has no snapshots, so no answer table), then a few main numbers (each computed in
-    `compute_findings`) in words the findings' bullets (`findings_text`) do not repeat;
+    `compute_findings`) in words the findings' bullets (`details.findings_text`) do not repeat;
     `matched_figure`: the number of the matched-loss figure, if the reader has it."""
     parts = []
     if f.get("seed_result"):
@@ -324,7 +287,7 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
                      "or did not finish ok) and are counted, not compared.")
     trends = f.get("sharpness_trend", {})
     # the SGD-family base optimizer the study trained (plain or momentum SGD), preferring one with a trend
-    bases = [m for m in _methods(f).values() if m.is_base and m.optimizer in FAMILIES["sgd"]]
+    bases = [m for m in methods_of(f).values() if m.is_base and m.optimizer in FAMILIES["sgd"]]
     base = next((m for m in bases if m.label in trends), bases[0] if bases else None)
     sgd = base.label if base else ""
     trend = trends.get(sgd, {})

@@ -31,7 +31,8 @@ import yaml
 
 from samlib import io
 from samlib.study import figures, layout, timing
-from samlib.study.answer_text import answer_table_html, findings_text, headline
+from samlib.study.answer_text import answer_table_html, headline
+from samlib.study.details import findings_text
 from samlib.study.findings import compute_findings
 from samlib.study.selections import in_family, main_runs
 from samlib.study.tables import collect, collect_snapshots
