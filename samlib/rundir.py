@@ -11,27 +11,30 @@ A run folder holds (each file written atomically, `samlib.io`)::
     snapshots/          the weights at each milestone the run reached (`snapshot_weights`)
 
 Status words of a run (``metrics.json["status"]``): `RUNNING` while it trains, then `OK`, `DIVERGED` or
-`COLLAPSED` (all `COMPLETE`: a diverged or collapsed run is a result; `is_collapsed` is the rule) or
-`FAILED` (its training raised). Its sharpness status
+`COLLAPSED` (all `COMPLETE`: a diverged or collapsed run is a result) or `FAILED` (its training raised).
+`final_status` decides collapse, once, for training and for reading a run back: an ok run whose final
+training loss and accuracy are at chance (`is_collapsed`) after `collapse_patience` steps. Its sharpness status
 (``metrics.json["sharpness_status"]``): `SHARPNESS_OK`, or `SHARPNESS_SKIPPED` for a diverged run,
 whose weights are not finite.
 
 This is the library's half of the on-disk contract; `samlib.train` writes run folders with these
 names, and the study's half (cells, study.json, results.csv, the status words of cells and plans) is
-`samlib.study.layout`, which re-exports them. No TensorFlow at import (`load_run` and `measure_run`
-load it when called), so the study runner stays light.
+`samlib.study.layout`, which re-exports them. Recorded values are read leniently (`samlib.io.number`,
+`samlib.io.present`: a missing or unreadable number is NaN, not an error). No TensorFlow at import
+(`load_run` and `measure_run` load it when called), so the study runner stays light.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from samlib import io
 from samlib.config import Config, ConfigError, SharpnessSettings
+from samlib.io import number, present
 
 if TYPE_CHECKING:
     import keras
@@ -77,11 +80,11 @@ def is_collapsed(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
     or whose training accuracy is at most `COLLAPSE_ACCURACY_FACTOR` / K (chance), K = `num_classes`
     (`DEFAULT_NUM_CLASSES` when not given). Such a run finished, but learned nothing: it is shown,
     never averaged. A missing (None / NaN) loss or accuracy is not evidence of collapse."""
-    k = int(num_classes) if not _missing(num_classes) else DEFAULT_NUM_CLASSES
+    k = int(num_classes) if present(num_classes) else DEFAULT_NUM_CLASSES
     if k < 2:
         return False
     chance_loss = math.log(k)
-    loss, accuracy = _float(loss), _float(accuracy)
+    loss, accuracy = number(loss), number(accuracy)
     near_chance_loss = math.isfinite(loss) and abs(loss - chance_loss) <= COLLAPSE_LOSS_TOLERANCE * chance_loss
     at_chance = math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
     return near_chance_loss or at_chance
@@ -91,6 +94,19 @@ def collapse_patience(steps_per_epoch: int) -> int:
     """Steps before a run at chance counts as collapsed: two epochs and at least 100 steps (a slow
     start, or a smoke-test run of a few steps, is not a collapse)."""
     return max(2 * int(steps_per_epoch), 100)
+
+
+def final_status(status: str, loss: Any, accuracy: Any, num_classes: Any = None, steps: Any = None,
+                 steps_per_epoch: int = 0) -> str:
+    """The status a finished run is recorded (`samlib.train`) and read back (`samlib.study.tables`) with:
+    `status` as given, except that `OK` becomes `COLLAPSED` when the final training `loss` and `accuracy`
+    are at chance (`is_collapsed`, K = `num_classes`) and the run took at least
+    `collapse_patience(steps_per_epoch)` steps (0: unknown, so at least 100). `steps` unknown (None,
+    NaN): past the patience. Lenient: the numbers may be as metrics.json holds them (`samlib.io.number`)."""
+    if status != OK or not is_collapsed(loss, accuracy, num_classes):
+        return status
+    steps = number(steps)
+    return COLLAPSED if not math.isfinite(steps) or steps >= collapse_patience(steps_per_epoch) else status
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -151,17 +167,6 @@ def settings_of(sharpness: SharpnessSettings | Mapping[str, Any] | None) -> Shar
     return sharpness if isinstance(sharpness, SharpnessSettings) else SharpnessSettings.from_dict(sharpness)
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str, Any] | None = None,
                 data=None, model=None) -> dict[str, Any]:
     """Measure one finished run and merge the numbers into its metrics.json; returns what was merged:
@@ -177,7 +182,6 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
     """
     from samlib import sharpness as sharp
     from samlib.data import load_data
-    from samlib.evaluation import make_loss
 
     run_dir = Path(run_dir)
     settings = settings_of(sharpness)
@@ -185,27 +189,50 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
     config = Config.from_dict(io.read_json(run_dir / CONFIG))
     data = data if data is not None else load_data(config)
     extra = {"sharpness_settings": settings.to_dict(), "n_train": int(len(data.x_train))}
-    non_finite = any(k in metrics and _missing(metrics[k]) for k in ("train_loss", "test_loss"))
-    if metrics.get("status") in (DIVERGED, COLLAPSED) or non_finite:
+    if not _measurable(metrics):
         keys = sharp.measure_keys(settings.measures, settings.epsilons, settings.subspace_dim)
         values = {**{k: None for k in keys}, **extra, "sharpness_status": f"skipped: {metrics.get('status')}"}
         io.update_json(run_dir / METRICS, **values)
         return values
     model = model if model is not None else load_run(run_dir, data)[1]
     x, y = sharp.subset(data.x_train, data.y_train, settings.subset, settings.seed)
+    values, snapshots = _measure_weights(run_dir, metrics, settings, model, lambda s: _measured(model, x, y, s))
+    values.update(extra)  # the settings asked for, which `is_measured` compares
+    if snapshots:
+        values["snapshots"] = snapshots
+    io.update_json(run_dir / METRICS, **values)
+    return values
 
-    def measured(with_settings: SharpnessSettings) -> dict[str, Any]:
-        start = time.perf_counter()
-        found: dict[str, Any] = sharp.measure(model, make_loss(), x, y, settings=with_settings)
-        found.update(sharpness_settings=with_settings.to_dict(), sharpness_subset=int(len(x)),
-                     sharpness_seed=with_settings.seed, sharpness_seconds=time.perf_counter() - start,
-                     sharpness_status=SHARPNESS_OK)
-        return found
 
+def _measurable(metrics: Mapping[str, Any]) -> bool:
+    """Whether a finished run's weights are worth measuring: not diverged or collapsed, and its train and
+    test losses (where recorded) finite."""
+    non_finite = any(k in metrics and not present(metrics[k]) for k in ("train_loss", "test_loss"))
+    return metrics.get("status") not in (DIVERGED, COLLAPSED) and not non_finite
+
+
+def _measured(model: keras.Model, x: Any, y: Any, settings: SharpnessSettings) -> dict[str, Any]:
+    """`samlib.sharpness.measure` of `model`'s current weights on (x, y) with `settings`, and how it was
+    measured: the settings, the subset's size and seed, the seconds it took, `SHARPNESS_OK`."""
+    from samlib import sharpness as sharp
+    from samlib.evaluation import make_loss
+
+    start = time.perf_counter()
+    found: dict[str, Any] = sharp.measure(model, make_loss(), x, y, settings=settings)
+    found.update(sharpness_settings=settings.to_dict(), sharpness_subset=int(len(x)),
+                 sharpness_seed=settings.seed, sharpness_seconds=time.perf_counter() - start,
+                 sharpness_status=SHARPNESS_OK)
+    return found
+
+
+def _measure_weights(run_dir: Path, metrics: Mapping[str, Any], settings: SharpnessSettings, model: keras.Model,
+                     measured: Callable[[SharpnessSettings], dict[str, Any]]) -> tuple[dict[str, Any], list[dict]]:
+    """(the final weights' values, the run's snapshot records with theirs): each snapshot not yet measured
+    with its settings is measured at its own weights (`measured` of the model as it stands), and the
+    model is left at its final weights. The final weights are those of the snapshot taken at the run's
+    last step, if any: measured once, with that milestone's settings."""
     final_weights = model.get_weights()
     snapshots, shared = [dict(snap) for snap in metrics.get("snapshots") or []], None
-    # the final weights are those of the snapshot taken at the run's last step, if any: measured once,
-    # with that milestone's settings
     last = [snap["milestone"] for snap in snapshots if snap.get("step") == metrics.get("steps")]
     final = settings.at_milestone(last[-1] if last else None)
     for snap in snapshots:
@@ -225,9 +252,4 @@ def measure_run(run_dir: str | Path, sharpness: SharpnessSettings | Mapping[str,
         else:  # e.g. a committed run without weights: nothing to measure
             snap.update(sharpness_status="skipped: no weights", sharpness_settings=wanted.to_dict())
     model.set_weights(final_weights)
-    values = dict(shared) if shared is not None else measured(final)
-    values.update(extra)  # the settings asked for, which `is_measured` compares
-    if snapshots:
-        values["snapshots"] = snapshots
-    io.update_json(run_dir / METRICS, **values)
-    return values
+    return (dict(shared) if shared is not None else measured(final)), snapshots
