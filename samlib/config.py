@@ -22,14 +22,13 @@ from typing import Any, Mapping
 import yaml
 
 from samlib import measures as registry
+from samlib.optimizers import OPTIMIZERS, SAM_MODES  # the registries' names (`samlib.optimizers`)
 from samlib.validate import (
     Checker, ConfigError, boolean, check_instance, check_keys, check_values, checked, checks_of, choice, integer,
     invalid, list_of, number, text,
 )
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LR_SCALINGS = ("none", "linear", "sqrt")
-SAM_MODES = ("none", "sam", "asam", "looksam")
 STRATEGIES = ("auto", "none", "mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DATASET_RE = r"mnist5k|mnist|fashion_mnist|cifar10|idx:.+"
@@ -51,7 +50,7 @@ class Config:
     steps: int | None = checked(None, integer(1).or_none())  #: step budget: stop after exactly this many optimizer steps
     target_loss: float | None = checked(None, number(0).or_none())  #: stop once the inference-mode train loss is <= this (see train)
     check_every: int | None = checked(None, integer(1).or_none())  #: steps between loss-target checks near the target (None: 1/4 epoch)
-    #: checks the loss's rate of fall is estimated over when scheduling the next one (`train.CheckSchedule`;
+    #: checks the loss's rate of fall is estimated over when scheduling the next one (`monitor.CheckSchedule`;
     #: 2: the last two; a wider window is steadier where the loss is noisy near a plateau)
     check_window: int = checked(2, integer(2))
     #: snapshot the weights when the inference-mode train loss first is <= each of these, train on to the smallest
@@ -126,14 +125,8 @@ class Config:
 
     @property
     def scaled_lr(self) -> float:
+        """The effective learning rate ``lr * lr_scale``, reached after the warm-up."""
         return self.lr * self.lr_scale
-
-    def run_name(self) -> str:
-        """A folder name made from the parameters that distinguish runs in a study."""
-        parts = [self.optimizer, f"bs{self.batch_size}", f"lr{self.scaled_lr:g}"]
-        if self.sam != "none":
-            parts += [self.sam, f"rho{self.rho:g}"] + ([f"m{self.m}"] if self.m else [])
-        return "-".join(parts + [f"seed{self.seed}"])
 
 
 CHECKS = checks_of(Config)  #: Config key -> its Checker (a study params file checks its Config values with them)

@@ -76,9 +76,9 @@ def test_learning_rate_scaling_rules(rule, expected):
     assert config.scaled_lr == pytest.approx(expected)
 
 
-def test_replace_validates_and_run_name_comes_from_parameters():
+def test_replace_validates():
     config = Config.from_dict({"sam": "sam", "rho": 0.1, "m": 16, "batch_size": 512})
-    assert config.run_name() == "sgd-bs512-lr0.01-sam-rho0.1-m16-seed0"
+    assert config.replace(m=None) == Config.from_dict({"sam": "sam", "rho": 0.1, "batch_size": 512})
     with pytest.raises(ConfigError, match="'rho'"):
         config.replace(rho=-1.0)
 

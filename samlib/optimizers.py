@@ -1,0 +1,168 @@
+"""The optimizers a run trains with: the registry of base optimizers and the registry of SAM modes, the
+one place that spells each one's name, its label, the `Config` fields it reads and how it is built.
+
+==============  ==============  ==========================================================================
+name            label           built from the config (and the lr schedule, or the network)
+==============  ==============  ==========================================================================
+``sgd``         SGD             ``keras.optimizers.SGD(lr)``
+``momentum``    SGD+momentum    ``SGD(lr, momentum=momentum)``
+``adam``        Adam            ``Adam(lr)``
+``adamw``       AdamW           ``AdamW(lr, weight_decay=weight_decay)`` (decoupled; the others get
+                                ``weight_decay`` as an L2 term, `samlib.models.build_network`)
+``none``        (no SAM)        the bare network
+``sam``         SAM             `samlib.sam.SAM` (``rho``, ``m``, ``sync_perturbation``)
+``asam``        ASAM            SAM with ``adaptive=True`` and ``eta = asam_eta`` (Kwon et al. 2021)
+``looksam``     LookSAM         `samlib.looksam.LookSAM` (``rho``, ``looksam_k``, ``looksam_alpha``)
+==============  ==============  ==========================================================================
+
+`BASE_OPTIMIZERS` and `SAM_MODES_REGISTRY` hold one small frozen entry each (as `samlib.measures` does
+for the sharpness measures); `OPTIMIZERS` and `SAM_MODES` are their names, which `samlib.config.Config`
+allows; `OPTIMIZER_LABELS`, `SAM_LABELS` and `method_label` ('SGD+momentum+SAM (m=32)') name a method in
+figures and text. Training calls `make_optimizer` (the base optimizer on the warm-up schedule
+`WarmupSchedule`) and `wrap` (the model `fit` trains).
+
+No Keras at import: `samlib.config` reads the names here, and a config loads no TensorFlow. The
+builders import Keras when called, and `WarmupSchedule`, a Keras `LearningRateSchedule`, is made on
+first use (``from samlib.optimizers import WarmupSchedule`` works as for any class).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+from samlib.io import present
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseOptimizer:
+    """One base optimizer: its `name` (``Config.optimizer``), its `label`, the Config `fields` it reads
+    besides the learning rate, and `build(config, lr)`, the Keras optimizer on the lr schedule `lr`."""
+
+    name: str
+    label: str
+    fields: tuple[str, ...]
+    build: Callable[[Any, Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamMode:
+    """One SAM mode: its `name` (``Config.sam``), its `label` ('' for ``none``), the Config `fields` it
+    reads, and `build(config, network)`, the model that `fit` trains (the network or a wrapper of it)."""
+
+    name: str
+    label: str
+    fields: tuple[str, ...]
+    build: Callable[[Any, Any], Any]
+
+
+def _keras_optimizers():
+    import keras
+
+    return keras.optimizers
+
+
+def _sam(config: Any, network: Any, adaptive: bool = False) -> Any:
+    from samlib.sam import SAM
+
+    eta = {"eta": config.asam_eta} if adaptive else {}  # T_w = |w| + eta: ASAM's only
+    return SAM(network, rho=config.rho, adaptive=adaptive, m=config.m,
+               sync_perturbation=config.sync_perturbation, **eta)
+
+
+def _looksam(config: Any, network: Any) -> Any:
+    from samlib.looksam import LookSAM
+
+    return LookSAM(network, rho=config.rho, k=config.looksam_k, alpha=config.looksam_alpha)
+
+
+BASE_OPTIMIZERS: dict[str, BaseOptimizer] = {
+    b.name: b
+    for b in (
+        BaseOptimizer("sgd", "SGD", (), lambda config, lr: _keras_optimizers().SGD(lr)),
+        BaseOptimizer("momentum", "SGD+momentum", ("momentum",),
+                      lambda config, lr: _keras_optimizers().SGD(lr, momentum=config.momentum)),
+        BaseOptimizer("adam", "Adam", (), lambda config, lr: _keras_optimizers().Adam(lr)),
+        BaseOptimizer("adamw", "AdamW", ("weight_decay",),
+                      lambda config, lr: _keras_optimizers().AdamW(lr, weight_decay=config.weight_decay)),
+    )
+}
+SAM_MODES_REGISTRY: dict[str, SamMode] = {
+    s.name: s
+    for s in (
+        SamMode("none", "", (), lambda config, network: network),
+        SamMode("sam", "SAM", ("rho", "m", "sync_perturbation"), _sam),
+        SamMode("asam", "ASAM", ("rho", "asam_eta", "m", "sync_perturbation"),
+                functools.partial(_sam, adaptive=True)),
+        SamMode("looksam", "LookSAM", ("rho", "looksam_k", "looksam_alpha"), _looksam),
+    )
+}
+OPTIMIZERS: tuple[str, ...] = tuple(BASE_OPTIMIZERS)  #: the names `Config.optimizer` allows
+SAM_MODES: tuple[str, ...] = tuple(SAM_MODES_REGISTRY)  #: the names `Config.sam` allows
+OPTIMIZER_LABELS: dict[str, str] = {b.name: b.label for b in BASE_OPTIMIZERS.values()}  #: 'sgd' -> 'SGD', …
+SAM_LABELS: dict[str, str] = {s.name: s.label for s in SAM_MODES_REGISTRY.values() if s.label}  #: 'sam' -> 'SAM', …
+#: the Config fields every base optimizer reads: its learning-rate schedule (`make_optimizer`)
+SCHEDULE_FIELDS: tuple[str, ...] = ("lr", "lr_scaling", "batch_size", "base_batch_size", "warmup_epochs")
+
+
+def method_label(optimizer: Any, sam: Any, m: Any = None) -> str:
+    """The display label of a method: 'SGD', 'SGD+SAM', 'SGD+momentum+SAM (m=32)', 'Adam+ASAM', ...
+    (m as configured; None = whole batch; `sam` None, NaN or ``none``: no SAM). Unknown names are shown
+    as given. For figures and text only: methods are selected and ordered by their fields, never by
+    this label."""
+    label = OPTIMIZER_LABELS.get(optimizer, str(optimizer))
+    if sam in (None, "none") or (isinstance(sam, float) and math.isnan(sam)):
+        return label
+    label += "+" + SAM_LABELS.get(sam, str(sam))
+    if present(m):
+        label += f" (m={int(m)})"
+    return label
+
+
+# ---------------------------------------------------------------------- what training calls
+def make_optimizer(config: Any, steps_per_epoch: int) -> Any:
+    """The base optimizer of `config` (a `samlib.config.Config`) on its warm-up schedule: lr rises from
+    ``lr`` to ``scaled_lr`` over ``warmup_epochs`` epochs of `steps_per_epoch` steps (`WarmupSchedule`)."""
+    lr = _warmup_schedule()(config.lr, config.scaled_lr, round(config.warmup_epochs * steps_per_epoch))
+    return BASE_OPTIMIZERS[config.optimizer].build(config, lr)
+
+
+def wrap(config: Any, network: Any) -> Any:
+    """The model that `fit` trains: the bare network, or the SAM wrapper of ``config.sam`` around it."""
+    return SAM_MODES_REGISTRY[config.sam].build(config, network)
+
+
+@functools.cache
+def _warmup_schedule() -> type:
+    """The class `WarmupSchedule`, made once, on first use (Keras is imported here, not at import)."""
+    import keras
+    import tensorflow as tf
+
+    class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+        """Goyal et al. 2017 gradual warm-up: lr rises linearly from `start` to `target` over
+        `warmup_steps` steps, then stays at `target` (= lr · k for batch-size scale factor k)."""
+
+        def __init__(self, start: float, target: float, warmup_steps: int) -> None:
+            self.start, self.target, self.warmup_steps = float(start), float(target), int(warmup_steps)
+
+        def __call__(self, step):
+            if self.warmup_steps <= 0:
+                return tf.constant(self.target, "float32")
+            frac = tf.minimum(tf.cast(step, "float32") / self.warmup_steps, 1.0)
+            return self.start + (self.target - self.start) * frac
+
+        def get_config(self) -> dict:
+            return {"start": self.start, "target": self.target, "warmup_steps": self.warmup_steps}
+
+    WarmupSchedule.__module__, WarmupSchedule.__qualname__ = __name__, "WarmupSchedule"
+    return WarmupSchedule
+
+
+def __getattr__(name: str) -> Any:
+    """`WarmupSchedule` (module docstring): made on first use, then an ordinary class of this module."""
+    if name == "WarmupSchedule":
+        return _warmup_schedule()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
