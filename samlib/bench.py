@@ -40,7 +40,8 @@ def _model(method: str, batch_size: int, strategy: str):
     from samlib import devices
     from samlib.config import Config
     from samlib.models import build_cnn
-    from samlib.train import make_loss, make_optimizer, wrap
+    from samlib.evaluation import make_loss
+    from samlib.optimizers import make_optimizer, wrap
 
     config = Config.from_dict({"batch_size": batch_size, "strategy": strategy, "verbose": 0, **METHODS[method]})
     keras.utils.set_random_seed(0)

@@ -21,14 +21,14 @@ import os
 import sys
 from typing import Any, Callable
 
-from samlib.config import MEASURES, SharpnessSettings
+from samlib.config import MEASURES, Config, SharpnessSettings, load_yaml_mapping, parse_override
 
 
 # ---------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
     from samlib.config import ConfigError, check_data
     from samlib.data import DataError
-    from samlib.train import config_from_args, train_and_evaluate
+    from samlib.train import train_and_evaluate
 
     try:
         config = config_from_args(args.params, args.overrides)
@@ -45,6 +45,13 @@ def _train(args: argparse.Namespace) -> int:
         + (f"\nrun directory: {result.run_dir}" if result.run_dir else "")
     )
     return 0
+
+
+def config_from_args(params: str | None, overrides: list[str]) -> Config:
+    """The run's `Config`: the params file's keys (none without one), each ``--set key=value`` over them."""
+    values = load_yaml_mapping(params) if params else {}
+    values.update(parse_override(text) for text in overrides)
+    return Config.from_dict(values)
 
 
 def _add_train(sub) -> None:

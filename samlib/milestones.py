@@ -1,7 +1,7 @@
 """Milestones: the points of a run at which its live weights are snapshot, so that one run serves both
 the same-epochs and the same-training-loss comparisons.
 
-- A **loss milestone** L is reached at the first check (`samlib.train.CheckSchedule`) whose
+- A **loss milestone** L is reached at the first check (`samlib.monitor.CheckSchedule`) whose
   inference-mode training loss (dropout off, the whole training split) is <= L. Checks aim at the
   largest milestone not yet reached, so the snapshot's loss is at most L and, near L, about a check
   interval below it. One check can reach several milestones at once (then they share the snapshot).

@@ -10,7 +10,9 @@ import pytest
 from samlib.config import Config
 from samlib.data import Data
 from samlib.cli import main as cli_main
-from samlib.train import WarmupSchedule, is_complete, load_run, samples_seen, train_and_evaluate
+from samlib.optimizers import WarmupSchedule
+from samlib.rundir import is_complete, load_run
+from samlib.train import samples_seen, train_and_evaluate
 
 
 def tiny_data(n_train=96, n_test=32, seed=0) -> Data:
@@ -112,7 +114,7 @@ def test_loss_target_is_checked_within_epochs_on_mnist5k():
 
 
 def test_check_schedule_tightens_near_the_target_by_log_linear_extrapolation():
-    from samlib.train import CheckSchedule
+    from samlib.monitor import CheckSchedule
 
     s = CheckSchedule(target=0.1, cadence=10)
     assert not s.due(9) and s.due(10)
@@ -133,7 +135,7 @@ def test_a_wider_check_window_estimates_the_rate_over_older_checks():
     """check_window = 4: the rate runs from the oldest of the last four checks, so a noisy near-flat
     last pair (the Fashion-MNIST plateau that overshot 0.3 to 0.246) no longer sends the next check
     16 cadences away."""
-    from samlib.train import CheckSchedule
+    from samlib.monitor import CheckSchedule
 
     checks = [(1015, 0.375), (1152, 0.3517), (1321, 0.3373), (1563, 0.3196), (1708, 0.3172)]
     two, four = CheckSchedule(target=0.3, cadence=34), CheckSchedule(target=0.3, cadence=34, window=4)
@@ -154,10 +156,10 @@ def test_step_seconds_exclude_the_first_call_that_traces(monkeypatch):
     """Steady state: the first compiled call (tracing, 50 s here) and the loss checks do not count."""
     from types import SimpleNamespace
 
-    from samlib import train as T
+    from samlib import monitor as M
 
     clock = {"t": 0.0}
-    monkeypatch.setattr(T.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(M.time, "perf_counter", lambda: clock["t"])
     iterations = {"n": 0}
     model = SimpleNamespace(optimizer=SimpleNamespace(iterations=SimpleNamespace(numpy=lambda: iterations["n"])),
                             stop_training=False)
@@ -166,7 +168,7 @@ def test_step_seconds_exclude_the_first_call_that_traces(monkeypatch):
         clock["t"] += 7.0  # a loss check: not training time
         return (5.0, 0.9)  # far from the target, not at chance
 
-    monitor = T._RunMonitor(config(target_loss=0.01, check_every=2), 10, {"train": slow_eval}, num_classes=10)
+    monitor = M.RunMonitor(config(target_loss=0.01, check_every=2), 10, {"train": slow_eval}, num_classes=10)
     monitor.set_model(model)
     monitor.on_epoch_begin(0)
     for step, seconds in enumerate([50.0, 1.0, 1.0, 1.0, 1.0], start=1):
