@@ -1,15 +1,8 @@
 """Sharpness of a minimum, measured several ways.
 
-All measures look at the training objective as a function of the flat vector w of trainable weights,
-
-    f(w) = (1/N) Σ_i ℓ(y_i, model(x_i; w)) + R(w),
-
-evaluated in inference mode (``training=False``: dropout off, BatchNorm uses its moving statistics)
-over all N examples in batches of `batch_size` (each batch's mean loss is weighted by n_b / N, so the
-value is the exact mean, partial last batch included). R is the model's regularization (``model.losses``,
-e.g. the L2 weight decay of `samlib.models.build_cnn`); it is 0 for the study's default runs. f is
-`samlib.evaluation.Evaluator`'s (accumulated in float64); the gradient and Hessian-vector products here
-differentiate its per-batch loss.
+All measures look at the training objective f(w) as a function of the flat vector w of trainable
+weights: the exact mean loss over the data in inference mode, plus the model's regularization, with its
+gradient and Hessian-vector product (`samlib.objective.Objective`, which defines it).
 
 Measure names, result keys and labels are the registry's, `samlib.measures`; every default of the
 functions here is a field of `samlib.config.SharpnessSettings()`.
@@ -22,13 +15,14 @@ functions here is a field of `samlib.config.SharpnessSettings()`.
   used for Hessians by PyHessian).
 - `sam_sharpness`: f(w + ρ g/‖g‖₂) − f(w), g = ∇f(w): the first-order inner maximum that SAM minimises
   (Foret et al. 2021, "Sharpness-Aware Minimization for Efficiently Improving Generalization", eq. 2).
-- `interpolate`: train/test loss and accuracy along (1−α)·a + α·b (Keskar et al. 2017, Fig. 3;
-  Goodfellow et al. 2015).
 
-Weights are never assigned to: every evaluation maps the variables to tensors inside a
-`keras.StatelessScope` (the approach of `samlib.sam`), so the model is left bit-for-bit as it was, also
-when a measure is interrupted by an exception. The hot computations (loss, gradient, Hessian-vector
-product) are `tf.function`s without XLA (XLA is several times slower on CPU).
+`measure` takes several at once on one set of compiled functions (with `measure_keys`, the keys it
+returns), `subset` draws the examples they are taken on, and `SharpnessCallback` logs them during
+training. Also here, from `samlib.interpolation`: `interpolate`, train/test loss and accuracy along
+(1−α)·a + α·b (Keskar et al. 2017, Fig. 3; Goodfellow et al. 2015).
+
+Weights are never assigned to (`samlib.objective`): the model is left bit-for-bit as it was, also when
+a measure is interrupted by an exception.
 """
 
 from __future__ import annotations
@@ -42,108 +36,19 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 import scipy.optimize
 import tensorflow as tf
 
 from samlib import measures as M
 from samlib.config import SharpnessSettings
-from samlib.evaluation import Evaluator
+from samlib.interpolation import interpolate  # noqa: F401  (part of this module's API)
+from samlib.objective import Objective
 
 MEASURES: tuple[str, ...] = M.NAMES  #: the measures `measure` knows (`samlib.measures` is their registry)
 _DEFAULTS = SharpnessSettings()  #: every default of this module's functions is a field of this
 
 
-def _compile(function):
-    """A graph function without XLA (jit is several times slower on CPU); one trace per batch shape."""
-    return tf.function(function, jit_compile=False, reduce_retracing=True)
-
-
-class _Objective:
-    """f(w) of the module docstring on one data set, with its gradient and Hessian-vector product.
-
-    f is `samlib.evaluation.Evaluator`'s (float64 accumulation), evaluated at the flat vector w mapped
-    onto the trainable variables; the gradient and Hessian-vector product differentiate its per-batch
-    `Evaluator.batch_loss`, so the loss is written once. Built once and reused (the callback keeps one
-    across epochs: `refresh` re-reads the weights), so the `tf.function`s are traced once per batch shape
-    rather than once per measurement.
-    """
-
-    def __init__(self, model: keras.Model, loss: Any, x: np.ndarray, y: np.ndarray, batch_size: int):
-        self.evaluator = Evaluator(model, x, y, batch_size, loss=loss, dtype="float64")  # checks x, y, batch_size
-        if not model.trainable_variables:
-            raise ValueError("the model has no trainable weights (is it built?)")
-        self.model, self.loss = model, loss
-        self.variables = list(model.trainable_variables)
-        self.states = list(model.non_trainable_variables)
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.dtype = tf.as_dtype(self.variables[0].dtype)
-        # one constant per batch, built once: the hot loops then only move the weight vector
-        self.batches = self.evaluator.batches  # (x_b, y_b, n_b / N)
-        self._value_and_grad = _compile(self._batch_value_and_grad)
-        self._hvp = _compile(self._batch_hvp)
-        self.refresh()
-
-    @property
-    def n(self) -> int:
-        """Number of trainable parameters."""
-        return sum(self.sizes)
-
-    def refresh(self) -> None:
-        """Snapshot the model's current weights as w (and its BatchNorm statistics / seeds)."""
-        self.w = tf.concat([tf.reshape(tf.cast(v.value, self.dtype), [-1]) for v in self.variables], 0)
-        self.state_values = [tf.identity(v.value) for v in self.states]
-
-    # ---------------------------------------------------------------- per-batch graph functions
-    def _unflatten(self, w: tf.Tensor) -> list[tf.Tensor]:
-        parts = tf.split(w, self.sizes)
-        return [tf.cast(tf.reshape(p, s), v.dtype) for p, s, v in zip(parts, self.shapes, self.variables)]
-
-    def _batch_loss(self, w: tf.Tensor, states: list[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
-        # the evaluator maps trainable, then non-trainable variables, as `self.variables + self.states`
-        return self.evaluator.batch_loss(self._unflatten(w) + list(states), xb, yb)
-
-    def _batch_value_and_grad(self, w, states, xb, yb):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            value = self._batch_loss(w, states, xb, yb)
-        return value, tape.gradient(value, w)
-
-    def _batch_hvp(self, w, v, states, xb, yb):
-        # forward-over-reverse: the JVP of the gradient along v is H v at ~2 gradient costs, and was as
-        # fast as (or faster than) reverse-over-reverse on this CPU at batch 1000
-        with tf.autodiff.ForwardAccumulator(w, v) as acc:
-            with tf.GradientTape() as tape:
-                tape.watch(w)
-                value = self._batch_loss(w, states, xb, yb)
-            grad = tape.gradient(value, w)
-        return acc.jvp(grad)
-
-    # ---------------------------------------------------------------- full-data quantities
-    def value(self, w: tf.Tensor | None = None) -> float:
-        w = self.w if w is None else w
-        return self.evaluator(self._unflatten(w) + self.state_values)[0]
-
-    def value_and_grad(self, w: tf.Tensor | None = None) -> tuple[float, tf.Tensor]:
-        w = self.w if w is None else w
-        total, grad = 0.0, None
-        for xb, yb, c in self.batches:
-            value, g = self._value_and_grad(w, self.state_values, xb, yb)
-            total += c * float(value)
-            grad = g * c if grad is None else grad + g * c
-        return total, grad
-
-    def hvp(self, v: tf.Tensor) -> tf.Tensor:
-        """H v at the snapshot w (flat, in the weights' dtype)."""
-        out = None
-        for xb, yb, c in self.batches:
-            h = self._hvp(self.w, v, self.state_values, xb, yb) * c
-            out = h if out is None else out + h
-        return out
-
-
-# ==================================================================== the measures
+# ---------------------------------------------------------------------- the measures
 def keskar_sharpness(
     model: keras.Model,
     loss: Any,
@@ -178,10 +83,10 @@ def keskar_sharpness(
     One start keeps the cost at one run. Since z = 0 lies in C_ε, the returned maximum is the best of
     f(w) and every point L-BFGS-B evaluated (all inside the box), so 0 ≤ score ≤ the exact score.
     """
-    return _keskar(_Objective(model, loss, x, y, batch_size), epsilon, subspace_dim, max_iter, seed)
+    return _keskar(Objective(model, loss, x, y, batch_size), epsilon, subspace_dim, max_iter, seed)
 
 
-def _keskar(obj: _Objective, epsilon: float, subspace_dim: int | None, max_iter: int, seed: int) -> float:
+def _keskar(obj: Objective, epsilon: float, subspace_dim: int | None, max_iter: int, seed: int) -> float:
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     rng = np.random.default_rng(seed)
@@ -231,10 +136,10 @@ def hessian_top_eigenvalue(
     v₀ ~ N(0, I) seeded, normalised; then λ_k = v_kᵀ H v_k and v_{k+1} = H v_k / ‖H v_k‖, stopping after
     `iters` products or when |λ_k − λ_{k−1}| / (|λ_{k−1}| + 1e-6) < `tol`.
     """
-    return _power_iteration(_Objective(model, loss, x, y, batch_size), iters, tol, seed)[0]
+    return _power_iteration(Objective(model, loss, x, y, batch_size), iters, tol, seed)[0]
 
 
-def _power_iteration(obj: _Objective, iters: int, tol: float, seed: int) -> tuple[float, int]:
+def _power_iteration(obj: Objective, iters: int, tol: float, seed: int) -> tuple[float, int]:
     rng = np.random.default_rng(seed)
     v = tf.constant(rng.standard_normal(obj.n), dtype=obj.dtype)
     v = v / tf.norm(v)
@@ -267,11 +172,11 @@ def hessian_trace(
     With `return_stderr`, also the standard error std(v_sᵀ H v_s) / √S (ddof=1). For a diagonal H every
     sample equals tr(H) exactly (v_i² = 1), so the error is then 0.
     """
-    trace, stderr = _hutchinson(_Objective(model, loss, x, y, batch_size), samples, seed)
+    trace, stderr = _hutchinson(Objective(model, loss, x, y, batch_size), samples, seed)
     return (trace, stderr) if return_stderr else trace
 
 
-def _hutchinson(obj: _Objective, samples: int, seed: int) -> tuple[float, float]:
+def _hutchinson(obj: Objective, samples: int, seed: int) -> tuple[float, float]:
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     rng = np.random.default_rng(seed)
@@ -293,10 +198,10 @@ def sam_sharpness(
     Foret et al. 2021, eq. 2 with the first-order solution ε̂(w) = ρ g/‖g‖₂ of the inner maximisation over
     ‖ε‖₂ ≤ ρ (eq. 3 with p = 2). Returns 0 where g = 0 (ε̂ is then 0, as SAM's ρ g/(‖g‖ + 1e-12) is).
     """
-    return _sam(_Objective(model, loss, x, y, batch_size), rho)
+    return _sam(Objective(model, loss, x, y, batch_size), rho)
 
 
-def _sam(obj: _Objective, rho: float) -> float:
+def _sam(obj: Objective, rho: float) -> float:
     f0, grad = obj.value_and_grad()
     norm = float(tf.norm(tf.cast(grad, tf.float64)))
     if norm == 0.0:
@@ -304,59 +209,7 @@ def _sam(obj: _Objective, rho: float) -> float:
     return obj.value(obj.w + tf.cast(rho / norm, obj.dtype) * grad) - f0
 
 
-# ==================================================================== linear interpolation
-def interpolate(
-    model: keras.Model,
-    weights_a: Sequence[np.ndarray],
-    weights_b: Sequence[np.ndarray],
-    loss: Any,
-    data: Any,
-    alphas: Iterable[float] = np.linspace(-1.0, 2.0, 25),
-    batch_size: int = _DEFAULTS.batch_size,
-) -> pd.DataFrame:
-    """Loss and accuracy along θ(α) = (1 − α)·a + α·b (Keskar et al. 2017, Fig. 3; Goodfellow et al. 2015).
-
-    `weights_a`, `weights_b`: lists in `model.get_weights()` order. Every floating weight is interpolated,
-    BatchNorm moving statistics included; non-float ones (none in the study's CNN) are taken from a.
-    `data` has x_train, y_train, x_test, y_test. Loss is f of the module docstring (exact mean, inference
-    mode); accuracy is the fraction with argmax(logits) == y (NaN for non-integer targets).
-    Returns columns alpha, train_loss, train_accuracy, test_loss, test_accuracy. The model's own weights
-    are not touched.
-    """
-    weights = list(model.weights)
-    if len(weights_a) != len(weights) or len(weights_b) != len(weights):
-        raise ValueError(
-            f"expected {len(weights)} arrays (model.get_weights() order), got {len(weights_a)} and {len(weights_b)}"
-        )
-    for v, a, b in zip(weights, weights_a, weights_b):
-        if tuple(np.shape(a)) != tuple(v.shape) or tuple(np.shape(b)) != tuple(v.shape):
-            raise ValueError(f"weight {v.path}: shape {tuple(v.shape)}, got {np.shape(a)} and {np.shape(b)}")
-    position = {id(v): i for i, v in enumerate(weights)}
-    train = Evaluator(model, data.x_train, data.y_train, batch_size, loss=loss, dtype="float64")
-    test = train.split(data.x_test, data.y_test)
-
-    rows = []
-    for alpha in alphas:
-        alpha = float(alpha)
-        values = []
-        for v in train.variables:
-            if id(v) not in position:  # e.g. dropout seed state: not part of get_weights()
-                values.append(tf.identity(v.value))
-                continue
-            a = np.asarray(weights_a[position[id(v)]])
-            b = np.asarray(weights_b[position[id(v)]])
-            if np.issubdtype(a.dtype, np.floating):
-                mixed = (1.0 - alpha) * a.astype(np.float64) + alpha * b.astype(np.float64)
-            else:
-                mixed = a
-            values.append(tf.constant(mixed, dtype=v.dtype))
-        train_loss, train_acc = train(values)
-        test_loss, test_acc = test(values)
-        rows.append((alpha, train_loss, train_acc, test_loss, test_acc))
-    return pd.DataFrame(rows, columns=["alpha", "train_loss", "train_accuracy", "test_loss", "test_accuracy"])
-
-
-# ==================================================================== several at once
+# ---------------------------------------------------------------------- several at once
 def subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`n` examples drawn without replacement by `seed`, in their original order (n = 0: all of them)."""
     if n and n < len(x):
@@ -367,7 +220,7 @@ def subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray,
 
 #: registry name -> (objective, settings) -> one computation per value key of the measure, in the order of
 #: the registry's ``keys(settings)``; each gives the value, or (value, *extras) in the order of its ``extras``
-_COMPUTE: dict[str, Callable[[_Objective, SharpnessSettings], list[Callable[[], Any]]]] = {
+_COMPUTE: dict[str, Callable[[Objective, SharpnessSettings], list[Callable[[], Any]]]] = {
     M.KESKAR: lambda obj, s: [functools.partial(_keskar, obj, eps, s.subspace_dim, s.max_iter, s.seed)
                               for eps in s.epsilons],
     M.LAMBDA_MAX: lambda obj, s: [functools.partial(_power_iteration, obj, s.iters, s.tol, s.seed)],
@@ -405,7 +258,7 @@ def measure_keys(
     return list(M.CONTEXT) + M.value_keys(s, measures)
 
 
-def _measure(obj: _Objective, names: Sequence[str], s: SharpnessSettings) -> dict[str, float]:
+def _measure(obj: Objective, names: Sequence[str], s: SharpnessSettings) -> dict[str, float]:
     """The measures `names` (registry names) under settings `s`, with the context and timings."""
     # where the measures are taken: f(w), ‖∇f(w)‖₂ (≈ 0 only at a stationary point; Keskar's first-order
     # term ε·Σ(|wᵢ|+1)|gᵢ| grows with it) and ‖w‖₂ (Keskar's box scales with |w|; Dinh et al. 2017),
@@ -449,7 +302,7 @@ def measure(
     base = settings if settings is not None else _DEFAULTS
     s = _settings(base, overrides, "measure()")
     names = M.normalise(base.measures if measures is None else measures)
-    return _measure(_Objective(model, loss, x, y, s.batch_size), names, s)
+    return _measure(Objective(model, loss, x, y, s.batch_size), names, s)
 
 
 class SharpnessCallback(keras.callbacks.Callback):
@@ -479,7 +332,7 @@ class SharpnessCallback(keras.callbacks.Callback):
         self.settings = _settings(base, {**overrides, "epsilons": (epsilon,)}, "SharpnessCallback")
         self.measures = M.normalise(base.measures if measures is None else measures)
         self.epsilon, self.batch_size = self.settings.epsilons[0], self.settings.batch_size
-        self._objective: _Objective | None = None
+        self._objective: Objective | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
@@ -489,7 +342,7 @@ class SharpnessCallback(keras.callbacks.Callback):
             logs.update({key: float("nan") for key in keys.values()})
             return
         if self._objective is None or self._objective.model is not self.model:
-            self._objective = _Objective(self.model, self.loss, self.x, self.y, self.settings.batch_size)
+            self._objective = Objective(self.model, self.loss, self.x, self.y, self.settings.batch_size)
         else:
             self._objective.refresh()
         found = _measure(self._objective, self.measures, self.settings)

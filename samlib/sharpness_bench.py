@@ -32,6 +32,7 @@ def run(n: int = 4000, epochs: int = 1, lr: float = 0.1, train_batch_size: int =
     from samlib.data import load
     from samlib.evaluation import make_loss
     from samlib.models import build_cnn
+    from samlib.objective import Objective
 
     data = load("mnist5k")
     x, y = data.x_train[: n], data.y_train[: n]
@@ -55,7 +56,7 @@ def run(n: int = 4000, epochs: int = 1, lr: float = 0.1, train_batch_size: int =
           f"[epsilon={epsilon:g}, max_iter={max_iter}, full space, batch {batch_size}]")
 
     start = time.perf_counter()
-    objective = sharpness._Objective(model, loss, x, y, batch_size)
+    objective = Objective(model, loss, x, y, batch_size)
     lam, steps = sharpness._power_iteration(objective, iters, tol, seed)
     lam_s = time.perf_counter() - start
     print(f"{M.LAMBDA_MAX:11s} {lam_s:7.2f} s (target <= {TARGETS[M.LAMBDA_MAX]:.0f} s)  value {lam:.4g}  "

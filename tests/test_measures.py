@@ -85,8 +85,10 @@ def signatures():
     from samlib import sharpness as S
     from samlib import sharpness_bench
 
+    # the public functions `samlib.sharpness` offers, its own and those it re-exports from its parts
+    parts = {S.__name__, "samlib.interpolation", "samlib.objective"}
     functions = {f"sharpness.{name}": obj for name, obj in vars(S).items()
-                 if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ == S.__name__}
+                 if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ in parts}
     functions["sharpness.SharpnessCallback"] = S.SharpnessCallback.__init__
     functions["sharpness_bench.run"] = sharpness_bench.run
     return functions
