@@ -1,6 +1,8 @@
-"""The library half stands alone: the library modules (config, data, models, sam, looksam, sharpness,
-train, rundir, devices, io, evaluation, measures, bench, cli's library commands) import nothing from
-the study machinery, `samlib.study`, nor its third-party stack (papermill, Dask, plotting, notebooks)."""
+"""The library half stands alone: the library modules (config, validate, data, idx, models, sam,
+looksam, optimizers, sharpness, objective, interpolation, measures, milestones, monitor, train, rundir,
+devices, io, evaluation, bench, cli's library commands) import nothing from the study machinery,
+`samlib.study`, nor its third-party stack (papermill, Dask, plotting, notebooks); and a config, with the
+registries it reads (`samlib.measures`, `samlib.optimizers`), loads no TensorFlow."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ def test_importing_the_library_loads_neither_the_study_nor_its_stack():
     code = (
         "import json, sys\n"
         "import samlib.sam, samlib.looksam, samlib.train, samlib.sharpness, samlib.rundir, samlib.cli\n"
+        "import samlib.optimizers, samlib.monitor, samlib.idx, samlib.objective, samlib.interpolation\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -78,13 +81,13 @@ def test_a_run_folder_is_written_and_read_with_the_library_alone(tmp_path):
     """samlib.rundir, the library's half of the on-disk contract, needs no study module."""
     code = (
         "import json, sys\n"
-        "from samlib import rundir\n"
+        "from samlib import optimizers, rundir\n"
         "from samlib.config import Config\n"
         f"run = {str(tmp_path)!r}\n"
         "cfg = Config.from_dict({'steps': 1})\n"
         "print(json.dumps([rundir.is_complete(run, cfg), rundir.read_metrics(run),\n"
-        "                  sorted(m for m in sys.modules if m.startswith(('samlib.study', 'tensorflow')))]))\n"
+        "                  sorted(m for m in sys.modules if m.startswith(('samlib.study', 'tensorflow', 'keras')))]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False, {}, []]  # and no TensorFlow either
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False, {}, []]  # and no TensorFlow or Keras either
