@@ -93,13 +93,18 @@ def test_scaled_lr_at_the_same_loss_by_hand():
     mean, lo, hi, half = _ci([0.010, 0.013, 0.013], T2)
     assert mean == pytest.approx(0.012) and half == pytest.approx(T2 * 0.001)
     assert (r["gap"]["mean"], r["gap"]["lo"], r["gap"]["hi"]) == pytest.approx((mean, lo, hi))
-    assert r["detectable"] == pytest.approx(half)
+    assert r["upper"] == pytest.approx(hi)  # "no gap larger than" the CI's upper limit
+    # t = 0.012 / 0.001 = 12 on 2 df: p = 0.00687 (tables); at 80 % power (t_.975,2 + t_.8,2)·sd/√3
+    assert r["p"] == pytest.approx(0.0068729, rel=1e-4)
+    assert r["mde"] == pytest.approx((4.302653 + 1.060660) * math.sqrt(3e-6) / math.sqrt(3), rel=1e-5)
+    # Holm over the table's three tests (p 0.00687, 0.0303, 1.0): the smallest times 3
+    assert r["holm_p"] == pytest.approx(3 * 0.0068729, rel=1e-4)
+    assert r["mismatch"] == pytest.approx(math.log(0.098 / 0.095))  # the LB minima 3 % higher in loss
     # SAM effect: LB+SAM - LB = 0.002, 0.001, 0.003: mean 0.002, sd 0.001
     mean, lo, hi, _ = _ci([0.002, 0.001, 0.003], T2)
     assert (r["sam_effect"]["mean"], r["sam_effect"]["lo"], r["sam_effect"]["hi"]) == pytest.approx((mean, lo, hi))
-    # the gap is significant (lo > 0): closure (0.044 - 0.046) / (0.044 - 0.032) = -1/6, SAM widens it
-    assert r["gap"]["lo"] > 0 and r["closure"]["estimate"] == pytest.approx(-1 / 6)
-    assert r["closure"]["lo"] <= -1 / 6 <= r["closure"]["hi"]
+    # the gap is significant but SAM's effect is not (its CI holds 0): no closure, a ratio over noise
+    assert r["gap"]["lo"] > 0 and lo < 0 and r["closure"] is None
     assert r["seed_claims"] == {"large_batch_worse": True, "sam_worse": True, "sam_sharper": False,
                                 "reproduces": True}
 
@@ -114,18 +119,35 @@ def test_same_lr_leaves_out_a_run_that_missed_its_milestone_and_a_collapsed_one(
     mean, lo, hi, half = _ci([0.020, 0.022], T1)
     assert r["n_seeds"] == 2
     assert (r["gap"]["mean"], r["gap"]["lo"], r["gap"]["hi"]) == pytest.approx((mean, lo, hi))
-    assert r["detectable"] == pytest.approx(half) == pytest.approx(T1 * 0.001)
+    assert r["upper"] == pytest.approx(hi) and half == pytest.approx(T1 * 0.001)
+    # t = 0.021 / 0.001 = 21 on 1 df: p = 0.0303; Holm's second smallest of three, times 2: 0.0606
+    assert r["p"] == pytest.approx(0.0302923, rel=1e-4) and r["holm_p"] == pytest.approx(2 * 0.0302923, rel=1e-4)
     # SAM effect: only seed 1 has both LB runs: one pair, no interval
     assert r["sam_effect"]["mean"] == pytest.approx(0.053 - 0.054)
     assert r["sam_effect"]["lo"] is None and r["sam_effect"]["hi"] is None
     assert r["lambda_max"]["lb"] == 5.0 and r["lambda_max"]["lb_sam"] == 7.0  # the collapsed run's 7.0 left out too
-    assert r["seed_claims"] == {"large_batch_worse": True, "sam_worse": False, "sam_sharper": True,
-                                "reproduces": True}
+    # its CI excludes 0, but not after Holm's correction: the large batch is not called worse here
+    assert r["seed_claims"] == {"large_batch_worse": False, "sam_worse": False, "sam_sharper": True,
+                                "reproduces": False}
+
+
+def test_closure_where_gap_and_sam_effect_are_both_real_has_a_fieller_interval():
+    rows = []
+    for s, (sb, lb, lb_sam) in enumerate([(0.030, 0.050, 0.040), (0.031, 0.052, 0.041), (0.032, 0.054, 0.043)]):
+        rows += [snap(32, s, sb), snap(1000, s, lb), snap(1000, s, lb_sam, sam="sam")]
+    r = answer.answer_table(pd.DataFrame(rows))[0]
+    # per seed: LB − LB+SAM = 0.010, 0.011, 0.011 over LB − SB = 0.020, 0.021, 0.022
+    assert r["closure"]["estimate"] == pytest.approx((0.032 / 3) / 0.021)
+    num, den = np.array([0.010, 0.011, 0.011]), np.array([0.020, 0.021, 0.022])
+    cov = np.cov(num, den, ddof=1) / 3
+    for theta in (r["closure"]["lo"], r["closure"]["hi"]):  # Fieller: (a − θb)² = t²(v_a − 2θc + θ²v_b)
+        lhs = (num.mean() - theta * den.mean()) ** 2
+        assert lhs == pytest.approx(T2**2 * (cov[0, 0] - 2 * theta * cov[0, 1] + theta**2 * cov[1, 1]))
 
 
 def test_no_gap_gives_no_closure_and_says_how_large_a_gap_could_hide():
     r = _row(answer.answer_table(table()), "scaled", "epochs")
-    assert r["gap"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0} and r["detectable"] == 0.0
+    assert r["gap"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0} and r["upper"] == 0.0 and r["p"] == 1.0
     assert r["closure"] is None and r["seed_claims"]["reproduces"] is False
     assert r["sam_effect"]["mean"] == pytest.approx(-0.01)
 
@@ -193,14 +215,17 @@ def test_collapse_is_one_rule_and_a_collapsed_run_is_never_compared(tmp_path):
 def test_the_seed_result_names_the_regimes_where_it_reproduces_and_why():
     t = answer.answer_table(table())
     text = answer_text.seed_result(t)
-    # same lr at loss 0.1 (gap, λ_max 7 > 5 with SAM) and scaled lr at loss 0.1 (gap, SAM +0.2 points)
+    # scaled lr at loss 0.1 (gap after Holm, SAM +0.2 points); same lr at loss 0.1 has λ_max 7 > 5 with
+    # SAM but its gap (p 0.03) is not significant after Holm (0.06): it no longer counts
     assert text.startswith("The seed study's result (the large batch worse, and SAM at the large batch worse or "
-                           "sharper) reproduces in 2 of 4 regimes: SGD, same lr, at loss 0.1 (gap +2.1 points")
-    assert "SGD, scaled lr, at loss 0.1 (gap +1.2 points" in text and "λ_max 2 with SAM vs 3" in text
+                           "sharper) reproduces in 1 of 4 regimes: SGD, scaled lr, at loss 0.1 (gap +1.2 points")
+    assert "λ_max 2 with SAM vs 3" in text
     assert "where batch 1000 has training loss 0.098 vs 0.095 and gradient norm 0.9 vs 0.2 against batch 32" in text
-    # scaled lr after 5 epochs: no gap; same lr after 5 epochs: no run of that rule at batch 1000 has it
-    assert text.endswith("Elsewhere: in 1 the large batch is not significantly worse (no gap larger than ±0 points); "
-                         "in 1 fewer than two seeds have both batch sizes at the milestone.")
+    # scaled lr after 5 epochs (no gap) and same lr at loss 0.1 (upper limit 3.4 points); same lr after 5
+    # epochs: no run of that rule at batch 1000 has it
+    assert text.endswith("Elsewhere: in 2 the large batch is not significantly worse after Holm's correction (the data "
+                         "exclude gaps larger than +0 to +3.4 points, the CIs' upper limits); in 1 fewer than two "
+                         "seeds have both batch sizes at the milestone.")
     assert answer_text.seed_result([]) is None
 
 

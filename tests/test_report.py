@@ -512,7 +512,8 @@ def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
     f = {**findings.compute_findings(df, snapshots), "time_split": timing.study_split(copy)}
     saved = json.loads((committed / "findings.json").read_text())
     assert list(saved)[0] == "answer_table"
-    for key in ("answer_table", "gap_closure", "seed_result", "time_split", "cost_ratio", *keys):
+    for key in ("answer_table", "gap_closure", "seed_result", "sharpness_vs_generalization", "time_split", "cost_ratio",
+                *keys):
         assert json.loads(json.dumps(f[key])) == saved[key], key
     assert details.findings_text(f) + [timing.sentence(f["time_split"])] == saved["text"]
     # the committed records travel: no machine's folders in them (run_dir is relative to the study)

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from scipy import stats as scipy_stats
+
 from samlib.study.stats import gap_closure, loglog_slope, mean_ci, paired_difference
 
 T_975_2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom (tables)
@@ -27,6 +29,8 @@ def test_paired_difference_uses_per_seed_differences_over_shared_seeds():
     s = math.sqrt(((0.5 - 0.875) ** 2 + 3 * 0.125**2) / 3)  # = 0.25
     assert d["lo"] == pytest.approx(0.875 - T_975_3 * s / 2)
     assert d["significant"]  # 0.875 ± 0.398 excludes 0
+    # t = 0.875 / (0.25 / 2) = 7 on 3 degrees of freedom; scipy's one-sample t-test agrees
+    assert d["p"] == pytest.approx(scipy_stats.ttest_1samp([0.5, 1, 1, 1], 0.0).pvalue)
     # an unpaired (Welch) interval would be far wider: the pairing is what makes it significant
     assert not paired_difference({0: 1.0, 1: 5.0}, {0: 2.0, 1: 3.0})["significant"]
 
@@ -69,8 +73,6 @@ def test_loglog_slope_recovers_a_power_law_and_its_interval():
 
 
 # ---------------------------------------------------------------------- Holm, Fieller, TOST, MDE, bootstrap, τ
-from scipy import stats as scipy_stats  # noqa: E402  (the t distribution, an independent reference)
-
 from samlib.study.stats import (  # noqa: E402
     fieller,
     granulated_tau,

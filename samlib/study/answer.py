@@ -19,14 +19,20 @@ row per (data set, optimizer family, lr rule, compare_at, at):
   over seeds (each seed's value first averaged over its runs) of the base optimizer at the small and
   the large batch and of SAM at the large and the small batch; null where not measured or absent.
 - ``gap``: LB − SB test error, paired by seed, ``{mean, lo, hi}`` (t-based 95 % CI,
-  `stats.paired_difference`); ``n_seeds`` is its number of pairs. ``sam_effect``: LB+SAM − LB test
-  error, paired by seed. ``closure``: ``{estimate, lo, hi}``, the share of the test-error gap SAM
-  closes at the large batch with a bootstrap 95 % CI over seeds (`stats.gap_closure`), null where the
-  gap's CI contains 0 (a ratio over noise). ``detectable``: the half-width of the gap's CI. Errors are
-  fractions (0.012 = 1.2 points).
-- ``seed_claims``: whether this row shows what the seed study reported: ``large_batch_worse`` (the gap's
-  CI above 0), ``sam_worse`` (mean SAM effect above 0), ``sam_sharper`` (λ_max of LB+SAM above LB; null
-  without λ_max) and ``reproduces`` (large batch worse, and SAM worse or sharper).
+  `stats.paired_difference`); ``n_seeds`` is its number of pairs; ``p`` its paired t-test and
+  ``holm_p`` that p adjusted by Holm's method over every row of the data set's table (one family of
+  tests); ``upper``: the CI's upper limit, so that "no gap larger than" reads "no gap larger than
+  ``upper``"; ``mde``: the smallest gap the test detects at 80 % power with these seeds.
+  ``sam_effect``: LB+SAM − LB test error, paired by seed. ``closure``: ``{estimate, lo, hi}``, the share
+  of the test-error gap SAM closes at the large batch, with a Fieller 95 % CI from the per-seed
+  numerators and denominators (`stats.ratio_ci`; lo/hi null where unbounded), only where both the gap
+  and SAM's effect are significant (else a ratio over noise). ``mismatch``: ln(L_LB / L_SB) of the
+  mean training losses at the snapshot, how far apart the compared minima are. Errors are fractions
+  (0.012 = 1.2 points). The CIs cover the seeds; the test images are a fixed sample of the test set.
+- ``seed_claims`` (`seed_claims`): whether this row shows what the seed study reported:
+  ``large_batch_worse`` (a positive gap, significant after Holm), ``sam_worse`` (mean SAM effect above
+  0), ``sam_sharper`` (λ_max of LB+SAM above LB; null without λ_max) and ``reproduces`` (large batch
+  worse, and SAM worse or sharper).
 
 From the results table (one row per run, `tables.run_record`; the compared runs are `selections.compared`:
 ok and at their loss target, minima at the same inference-mode training loss):
@@ -45,6 +51,7 @@ The words that say these numbers are `samlib.study.answer_text`'s. No TensorFlow
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -78,7 +85,7 @@ MEANS = {"test_error": "test_error", "test_loss": "test_loss", "train_loss": "tr
          "grad_norm": "grad_norm", LAMBDA_KEY: LAMBDA_KEY, "steps": "step"}  #: row key -> snapshot column
 KEYS = ["dataset", "optimizer", "lr_rule", "compare_at", "at", "small_batch", "large_batch", "n_seeds", "n_missing",
         "test_error", "test_loss", "train_loss", "grad_norm", LAMBDA_KEY, "keskar", "which_keskar", "steps", "gap",
-        "sam_effect", "closure", "detectable", "seed_claims"]
+        "sam_effect", "closure", "p", "holm_p", "upper", "mde", "mismatch", "seed_claims"]
 
 METRICS = {"test_loss": "test loss", "test_error": "test error"}  #: the metrics of `gap_closure`
 RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  #: slope of log(lr) vs log(B) each rule prescribes
@@ -119,6 +126,13 @@ def _at(kind: str, at: float) -> int | float:
     return int(at) if kind == EPOCHS else float(at)
 
 
+def _mismatch(train_loss: Mapping[str, Any]) -> float | None:
+    """How far apart the compared minima's training losses are: ln(L_LB / L_SB) of the mean training
+    losses at the snapshot (0.02 = the large batch 2 % higher); None without both."""
+    lb, sb = train_loss.get("lb"), train_loss.get("sb")
+    return stats.value(math.log(lb / sb)) if lb and sb and lb > 0 and sb > 0 else None
+
+
 def answer_row(rows: pd.DataFrame, small: int, large: int, keskar: str | None = None) -> dict[str, Any]:
     """The numbers of one answer row from the snapshot rows of one (data set, family, lr rule,
     milestone) at the batch sizes `small` and `large` (module doc; identity keys are the caller's)."""
@@ -137,20 +151,33 @@ def answer_row(rows: pd.DataFrame, small: int, large: int, keskar: str | None = 
     effect = stats.paired_difference(err["lb_sam"], err["lb"])
     out["n_seeds"] = int(gap["n"])
     out["gap"], out["sam_effect"] = _interval(gap), _interval(effect)
-    out["detectable"] = stats.value((gap["hi"] - gap["lo"]) / 2) if gap["n"] >= 2 else None
+    out["p"] = stats.value(gap["p"])
+    out["holm_p"] = None  # set by `answer_table`, over the table's gap tests
+    out["upper"] = stats.value(gap["hi"]) if gap["n"] >= 2 else None  # no gap larger than this
+    out["mde"] = stats.value(stats.mde(gap["sd"], gap["n"])) if gap["n"] >= 2 else None
+    out["mismatch"] = _mismatch(out["train_loss"])
     out["closure"] = None
-    if gap["significant"]:  # the gap's CI excludes 0: the closure is a ratio over a real gap
-        c = stats.gap_closure(err["lb"], err["lb_sam"], err["sb"])
-        if stats.value(c["estimate"]) is not None:
-            out["closure"] = {"estimate": stats.value(c["estimate"]), "lo": stats.value(c["ci_low"]),
-                              "hi": stats.value(c["ci_high"])}
-    lam = out[LAMBDA_KEY]
-    sharper = None if lam["lb"] is None or lam["lb_sam"] is None else lam["lb_sam"] > lam["lb"]
-    worse_lb = bool(gap["n"] >= 2 and gap["lo"] > 0)
-    sam_worse = out["sam_effect"]["mean"] is not None and out["sam_effect"]["mean"] > 0
-    out["seed_claims"] = {"large_batch_worse": worse_lb, "sam_worse": bool(sam_worse), "sam_sharper": sharper,
-                          "reproduces": bool(worse_lb and (sam_worse or bool(sharper)))}
+    if gap["significant"] and effect["significant"]:  # a ratio of two real effects, else of noise
+        num = {s: err["lb"][s] - err["lb_sam"][s] for s in err["lb"] if s in err["lb_sam"]}
+        den = {s: err["lb"][s] - err["sb"][s] for s in err["lb"] if s in err["sb"]}
+        c = stats.ratio_ci(num, den)
+        out["closure"] = {"estimate": stats.value(c["estimate"]), "lo": stats.value(c["lo"]),
+                          "hi": stats.value(c["hi"])}
+    out["seed_claims"] = None  # set by `answer_table`, after the Holm correction
     return out
+
+
+def seed_claims(row: Mapping[str, Any], alpha: float = 1 - stats.LEVEL) -> dict[str, Any]:
+    """Whether a row shows what the seed study reported (module doc): the large batch worse (a positive
+    gap, significant after Holm's correction over the table), SAM worse (its mean effect above 0), SAM
+    sharper (λ_max of LB+SAM above LB; None without λ_max), and whether that reproduces the result."""
+    lam = row[LAMBDA_KEY]
+    sharper = None if lam["lb"] is None or lam["lb_sam"] is None else lam["lb_sam"] > lam["lb"]
+    mean, holm_p = row["gap"]["mean"], row["holm_p"]
+    worse_lb = bool(mean is not None and mean > 0 and holm_p is not None and holm_p < alpha)
+    sam_worse = row["sam_effect"]["mean"] is not None and row["sam_effect"]["mean"] > 0
+    return {"large_batch_worse": worse_lb, "sam_worse": bool(sam_worse), "sam_sharper": sharper,
+            "reproduces": bool(worse_lb and (sam_worse or bool(sharper)))}
 
 
 def answer_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
@@ -182,6 +209,11 @@ def answer_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
                                  "compare_at": kind, "at": _at(kind, at), "small_batch": small, "large_batch": large}
                         entry.update(answer_row(rows, small, large, keskar))
                         table.append({k: entry[k] for k in KEYS})
+    for dataset in {r["dataset"] for r in table}:  # one family of tests per data set's table
+        rows_of = [r for r in table if r["dataset"] == dataset]
+        for r, adjusted in zip(rows_of, stats.holm([r["p"] for r in rows_of])):
+            r["holm_p"] = stats.value(adjusted)
+            r["seed_claims"] = seed_claims(r)
     return table
 
 
@@ -275,3 +307,39 @@ def cost_ratios(df: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"batch_size": r["batch_size"], "seed": r["seed"], "method": method.label,
                              **method.fields(), "ratio": r["seconds_per_epoch"] / match["seconds_per_epoch"].mean()})
     return pd.DataFrame(rows, columns=["batch_size", "seed", "method", "optimizer", "sam", "m", "ratio"])
+
+
+# ---------------------------------------------------------------------- sharpness as a predictor
+PREDICTED = {"test_error": "test error", "generalization_gap": "test − train loss"}  #: what a measure should predict
+AXES = ("batch_size", "lr", "method")  #: the hyperparameter axes of the granulated τ
+
+
+def sharpness_vs_generalization(snapshots: pd.DataFrame | None, n_boot: int = 1000) -> list[dict[str, Any]]:
+    """Is a sharper minimum a worse one? One entry per (data set, loss milestone, measure, target):
+    Kendall's τ of the measure (each sharpness measure the snapshots hold, and the weight norm) against
+    the test error and against the generalization gap (test − train loss), over every main run's
+    comparable snapshot at that milestone (all methods, batch sizes and lr rules together), with a
+    bootstrap CI over the runs (`stats.kendall_tau`), and the granulated τ (`stats.granulated_tau`)
+    over batch size, lr and method: τ within groups that differ in one of them only."""
+    if snapshots is None or not len(snapshots) or "milestone" not in snapshots:
+        return []
+    runs = main_runs(snapshots)
+    runs = runs[comparable_snapshots(runs) & (runs["kind"] == LOSS)]
+    measures_ = [c for c in runs.columns if measures.is_measure(c) and runs[c].notna().any()] + ["weight_norm"]
+    out = []
+    for (dataset, at), g in runs.groupby(["dataset", runs["at"].astype(float)], sort=True):
+        g = g.assign(generalization_gap=g["test_loss"].astype(float) - g["train_loss"].astype(float),
+                     method=[f"{o}/{s}/{m}" for o, s, m in zip(g["optimizer"], g["sam"], g["m"])])
+        records = g.to_dict("records")
+        for measure in measures_:
+            for target in PREDICTED:
+                tau = stats.kendall_tau(g[measure], g[target], n_boot=n_boot)
+                if tau["n"] < 3:
+                    continue
+                gran = stats.granulated_tau(records, measure, target, AXES)
+                out.append({"dataset": dataset_label(dataset), "milestone": f"loss={at:g}", "measure": measure,
+                            "target": target, "tau": stats.value(tau["tau"]), "lo": stats.value(tau["lo"]),
+                            "hi": stats.value(tau["hi"]), "p": stats.value(tau["p"]), "n_runs": tau["n"],
+                            "granulated": {k: stats.value(v) for k, v in gran["per_axis"].items()},
+                            "granulated_mean": stats.value(gran["mean"])})
+    return out

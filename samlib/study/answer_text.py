@@ -78,7 +78,25 @@ def _num_pair(d: Any, a: str, b: str) -> str:
 
 ANSWER_HEADER = ["regime", "SB → LB", "seeds (missing)", "test error SB / LB / LB+SAM (%)", "gap LB − SB (points)",
                  "SAM effect LB+SAM − LB (points)", "gap closed by SAM", "no gap larger than (points)",
-                 "λ_max LB / LB+SAM", "train loss SB / LB", "steps SB / LB"]
+                 "gap p (Holm)", "detectable at 80 % power (points)", "ln L_LB/L_SB", "λ_max LB / LB+SAM",
+                 "train loss SB / LB", "steps SB / LB"]
+
+
+def _p(p: float | None) -> str:
+    """A p-value: '0.016', '<0.001'; '–' for None."""
+    return "–" if p is None else "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}"
+
+
+def _closure(c: Mapping[str, Any] | None) -> str:
+    """'94 % (60 to 130 %)'; 'unbounded' CI where Fieller's set is not an interval; '–' without one."""
+    if c is None or c["estimate"] is None:
+        return "–"
+    ci = "CI unbounded" if c["lo"] is None else f"{100 * c['lo']:.0f} to {100 * c['hi']:.0f} %"
+    return f"{100 * c['estimate']:.0f} % ({ci})"
 
 
 def answer_cells(table: list[dict[str, Any]]) -> list[list[str]]:
@@ -88,15 +106,12 @@ def answer_cells(table: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in table:
         err = r["test_error"]
-        closure = r["closure"]
-        closed = "–" if closure is None else (
-            f"{100 * closure['estimate']:.0f} %" + ("" if closure["lo"] is None else
-                                                    f" ({100 * closure['lo']:.0f} to {100 * closure['hi']:.0f} %)"))
         rows.append([regime(r, many), f"{r['small_batch']} → {r['large_batch']}",
                      f"{r['n_seeds']} ({r['n_missing']})",
                      " / ".join("–" if err[g] is None else f"{100 * err[g]:.2f}" for g in ("sb", "lb", "lb_sam")),
-                     _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), closed,
-                     "–" if r["detectable"] is None else f"±{points(r['detectable'], False)}",
+                     _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), _closure(r["closure"]),
+                     "–" if r["upper"] is None else points(r["upper"]), _p(r["holm_p"]),
+                     "–" if r["mde"] is None else points(r["mde"], False), _signed(r["mismatch"]),
                      _num_pair(r[LAMBDA_KEY], "lb", "lb_sam"), _num_pair(r["train_loss"], "sb", "lb"),
                      _num_pair(r["steps"], "sb", "lb")])
     return rows
@@ -110,8 +125,11 @@ def answer_table_html(table: list[dict[str, Any]]) -> str:
                "with it; compared at the same training loss or after the same epochs). SB/LB: the "
                "smallest/largest batch size; base optimizer vs plain SAM. Test "
                "errors are means over seeds; gap and SAM effect are paired by seed, mean and t-based 95 % CI, in "
-               "percentage points; the gap closure (share of the gap SAM closes, bootstrap 95 % CI) only where "
-               "the gap's CI excludes 0; 'no gap larger than' is the gap CI's half-width. Missing: a run that "
+               "percentage points (the CIs cover the seeds; the test images are one fixed sample); the gap closure "
+               "(share of the gap SAM closes, Fieller 95 % CI) only where both the gap and SAM's effect are "
+               "significant; 'no gap larger than' is the gap CI's upper limit; the gap's p is adjusted by Holm's "
+               "method over the data set's rows; 'detectable' is the gap a paired t-test finds at 80 % power with "
+               "these seeds; ln L_LB/L_SB: how far apart the compared training losses are. Missing: a run that "
                "did not reach the milestone or did not finish ok (diverged, collapsed), counted, not compared."
                "</caption>")
     if not table:
@@ -134,14 +152,17 @@ def answer_table_markdown(table: list[dict[str, Any]]) -> str:
 #: a compact column's name -> the full answer table's column (`ANSWER_HEADER`) whose cell it quotes
 ANSWER_COLUMNS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM (%)",
                   "gap": "gap LB − SB (points)", "sam_effect": "SAM effect LB+SAM − LB (points)",
-                  "closure": "gap closed by SAM", "detectable": "no gap larger than (points)",
+                  "closure": "gap closed by SAM", "upper": "no gap larger than (points)",
+                  "holm_p": "gap p (Holm)", "mde": "detectable at 80 % power (points)", "mismatch": "ln L_LB/L_SB",
                   "lambda_max": "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
 #: its header, short
 ANSWER_LABELS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM",
                  "gap": "gap", "sam_effect": "SAM effect", "closure": "closed by SAM",
-                 "detectable": "no gap larger than", "lambda_max": "λ_max LB / LB+SAM",
+                 "upper": "no gap larger than", "holm_p": "gap p (Holm)", "mde": "detectable", "mismatch": "ln L_LB/L_SB",
+                 "lambda_max": "λ_max LB / LB+SAM",
                  "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
-ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "detectable": " (points)"}
+ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "upper": " (points)",
+                "mde": " (points)"}
 KINDS = {EPOCHS: "same epochs", LOSS: "same loss"}  #: a milestone kind, in a header
 
 
@@ -154,7 +175,7 @@ def answer_rows_markdown(table: list[dict], columns: list[str]) -> str:
       quoted by the columns ``NAME@KIND`` (the most epochs; the lowest loss, nearest to interpolation:
       a table lists a regime's milestones in the order training reaches them);
     - ``NAME@KIND``: the full answer table's cell (`answer_cells`) of column NAME (`ANSWER_COLUMNS`:
-      ``gap``, ``sam_effect``, ``closure``, ``detectable``, ...) at that milestone.
+      ``gap``, ``sam_effect``, ``closure``, ``upper``, ``holm_p``, ...) at that milestone.
 
     A regime without a milestone of that kind gets '–'."""
     regimes: dict[tuple, dict[str, tuple[dict, list[str]]]] = {}
@@ -252,10 +273,10 @@ def seed_result(table: list[Mapping[str, Any]]) -> str | None:
     sam_fine = [r for r in table if r["seed_claims"]["large_batch_worse"] and not r["seed_claims"]["reproduces"]]
     rest = []
     if no_gap:
-        widths = sorted(points(r["detectable"], False) for r in no_gap if r["detectable"] is not None)
-        span = widths[0] if len(set(widths)) == 1 else f"{min(float(w) for w in widths):g}–{max(float(w) for w in widths):g}"
-        rest.append(f"in {len(no_gap)} the large batch is not significantly worse"
-                    + (f" (no gap larger than ±{span} points)" if widths else ""))
+        bounds = sorted(100 * r["upper"] for r in no_gap if r["upper"] is not None)
+        span = (f"{bounds[0]:+.2g}" if len(set(bounds)) == 1 else f"{bounds[0]:+.2g} to {bounds[-1]:+.2g}") if bounds else ""
+        rest.append(f"in {len(no_gap)} the large batch is not significantly worse after Holm's correction"
+                    + (f" (the data exclude gaps larger than {span} points, the CIs' upper limits)" if bounds else ""))
     if sam_fine:
         rest.append(f"in {len(sam_fine)} it is, but SAM makes it neither worse nor sharper")
     if unmeasured:

@@ -101,8 +101,23 @@ def _run_lines(f: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _predictor_lines(f: Mapping[str, Any]) -> list[str]:
+    """Kendall's τ of each sharpness measure against test error, per data set and loss milestone."""
+    by: dict[tuple, list[str]] = {}
+    for r in f.get("sharpness_vs_generalization", []):
+        if r["target"] != "test_error" or r["tau"] is None:
+            continue
+        ci = "" if r["lo"] is None else f" ({r['lo']:+.2f} to {r['hi']:+.2f})"
+        by.setdefault((r["dataset"], r["milestone"], r["n_runs"]), []).append(
+            f"{registry.label(r['measure']) if registry.is_measure(r['measure']) else 'weight norm'} τ = "
+            f"{r['tau']:+.2f}{ci}")
+    return [f"Sharpness as a predictor of test error, {ds} at {ms} ({n} runs of every method, batch size and lr "
+            f"rule; Kendall's τ, bootstrap 95 % CI; τ > 0: sharper is worse): " + "; ".join(parts) + "."
+            for (ds, ms, n), parts in by.items()]
+
+
 def findings_text(f: Mapping[str, Any]) -> list[str]:
     """The findings as sentences (the report's Details), the direct answer first; every number comes from
     `samlib.study.findings.compute_findings`."""
-    return (list(f.get("answer", [])) + _largest_batch_lines(f) + _sharpness_lines(f) + _lr_and_cost_lines(f)
-            + _run_lines(f))
+    return (list(f.get("answer", [])) + _predictor_lines(f) + _largest_batch_lines(f) + _sharpness_lines(f)
+            + _lr_and_cost_lines(f) + _run_lines(f))

@@ -34,6 +34,7 @@ from samlib.study.more_figures import (
     fig_m_sharpness,
     fig_matched,
     fig_runtime,
+    fig_sharpness_vs_error,
     fig_sharpness_vs_loss,
 )
 from samlib.study.plotting import NO_MEASURE, Style, empty_panel, figure_function, panels, rules_title, setup_matplotlib, vs_batch
@@ -52,6 +53,7 @@ FIGURES = (
     "fig8_generalization",
     "fig9_matched_loss",
     "fig10_sharpness_vs_loss",
+    "fig11_sharpness_vs_error",
 )
 ANSWER = "fig0_answer"  #: the headline figure: the answer table drawn
 SEED_FIGURES = ("fig1_sgd_loss", "fig2_sgd_sharpness", "fig3_adam_loss", "fig4_adam_sharpness")
@@ -83,6 +85,10 @@ CAPTIONS = {
     "fig9_matched_loss": "Sharpness at a matched training loss: runs trained to the same target loss "
     "(first panel: the train loss each actually reached). Runs that did not reach the target are "
     "marked ✕.",
+    "fig11_sharpness_vs_error": "Is a sharper minimum a worse one? Each sharpness measure vs test error at each "
+    "loss milestone, every main run's snapshot a point (all methods, batch sizes and lr rules), with Kendall's τ "
+    "and its bootstrap 95 % CI over the runs; findings.json's sharpness_vs_generalization also has τ against the "
+    "generalization gap and the granulated τ (within one hyperparameter's changes).",
     "fig10_sharpness_vs_loss": "Sharpness vs final train loss of every run: minima compared at equal "
     "train loss (sharpness falls as training converges, so compare vertically).",
 }
@@ -185,7 +191,9 @@ _MAKERS: dict[str, Callable[..., Any]] = {
     "fig8_generalization": fig_generalization,
     "fig9_matched_loss": fig_matched,
     "fig10_sharpness_vs_loss": fig_sharpness_vs_loss,
+    "fig11_sharpness_vs_error": fig_sharpness_vs_error,
 }
+SNAPSHOT_FIGURES = ("fig11_sharpness_vs_error",)  #: drawn from the snapshots table alone
 MATCHED_LOSS = "fig9_matched_loss"  # the figure the findings refer to for matched-loss sharpness
 
 
@@ -203,6 +211,8 @@ def figure(name: str, results: pd.DataFrame, style: Style | None = None, snapsho
         return fig_answer(table if table is not None else answer_table(snapshots), style)
     if name not in _MAKERS:
         raise ValueError(f"figure has value {name!r}; allowed: {', '.join(FIGURES)}")
+    if name in SNAPSHOT_FIGURES:
+        return _MAKERS[name](snapshots if snapshots is not None else pd.DataFrame(), style=style or Style.of(results))
     milestone = seed_milestone(snapshots) if name in SEED_FIGURES else None
     if milestone is not None:
         return _MAKERS[name](at_milestone(main_runs(snapshots), milestone), style=style or Style.of(results))

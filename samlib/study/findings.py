@@ -2,8 +2,9 @@
 `samlib.study.stats` (every statistic), on the runs `samlib.study.selections` picks; its words are
 `samlib.study.answer_text`'s. Nothing here computes a statistic, draws, or writes files.
 
-`compute_findings` gives, in this order: ``answer_table`` (regime by regime, from the snapshots) and
-``seed_result``; the run counts and ``methods`` (each method's label → its fields: findings.json names
+`compute_findings` gives, in this order: ``answer_table`` (regime by regime, from the snapshots),
+``seed_result`` and ``sharpness_vs_generalization`` (Kendall's τ of each measure against test error and
+the generalization gap over every run at each loss milestone); the run counts and ``methods`` (each method's label → its fields: findings.json names
 methods by label, as a reader sees them); ``gap_closure`` and ``answer`` (final weights); ``paired``;
 ``largest_batch``; ``sharpness_by_batch`` and ``sharpness_trend``; ``cost_ratio``; ``lr_scaling``;
 ``not_compared`` and ``not_ok``. Diverged and collapsed runs never enter a mean.
@@ -115,7 +116,8 @@ def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) ->
     """The numbers the findings state (module doc), from the results table `df` and the snapshots
     table (the answer table is empty without snapshots; ``seed_result`` is then None)."""
     table = answer.answer_table(snapshots)
-    out: dict[str, Any] = {"answer_table": table, "seed_result": answer_text.seed_result(table)}
+    out: dict[str, Any] = {"answer_table": table, "seed_result": answer_text.seed_result(table),
+                           "sharpness_vs_generalization": answer.sharpness_vs_generalization(snapshots)}
     out.update(n_runs=int(len(df)), status_counts=df["status"].value_counts().to_dict())
     out["methods"] = {m.label: m.fields() for m in selections.method_order(df)}
     out["stop_rules"] = sorted(set(selections.main_runs(df)["stop_rule"].dropna()))

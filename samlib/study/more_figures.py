@@ -28,6 +28,7 @@ from samlib.study.plotting import (
 )
 from samlib.study.selections import (
     comparable_runs,
+    comparable_snapshots,
     excluded,
     in_family,
     is_sam,
@@ -254,4 +255,47 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
         ax.set_ylabel(label)
         ax.set_title(label)
     finish(fig, axes, "Sharpness vs train loss, every finished run")
+    return fig
+
+
+@figure_function
+def fig_sharpness_vs_error(plt, snapshots: pd.DataFrame, *, style: Style):
+    """Is a sharper minimum a worse one? Each sharpness measure (rows: λ_max first where measured) vs test
+    error at each loss milestone (columns), every main run's comparable snapshot a point, with Kendall's
+    τ and its bootstrap CI in the panel's title (`answer.sharpness_vs_generalization`)."""
+    import seaborn as sns
+
+    from samlib.study.answer import sharpness_vs_generalization
+
+    taus = {(r["milestone"], r["measure"]): r for r in sharpness_vs_generalization(snapshots, n_boot=300)
+            if r["target"] == "test_error"}
+    runs = main_runs(snapshots) if len(snapshots) else snapshots
+    runs = runs[comparable_snapshots(runs) & (runs["kind"] == "loss")] if len(runs) else runs
+    milestones = sorted({m for m, _ in taus}, key=lambda m: -float(m.split("=")[1]))
+    measures = [m for m in style.measures if any(k == m for _, k in taus)] or ["weight_norm"]
+    fig, axes = plt.subplots(len(measures), max(len(milestones), 1), figsize=(4.2 * max(len(milestones), 1),
+                             3.4 * len(measures)), squeeze=False)
+    for i, measure in enumerate(measures):
+        for j, milestone in enumerate(milestones or [None]):
+            ax = axes[i][j]
+            tau = taus.get((milestone, measure))
+            d = runs[(runs["milestone"] == milestone)] if milestone else runs.iloc[0:0]
+            d = d[np.isfinite(d[measure].astype(float))] if measure in d else d.iloc[0:0]
+            if tau is None or not len(d):
+                empty_panel(ax)
+                continue
+            d = d.assign(method=[m.label for m in methods(d)])
+            sns.scatterplot(data=d, x=measure, y="test_error", hue="method", palette=style.palette,
+                            hue_order=[m for m in style.order if m in set(d["method"])], size="batch_size",
+                            sizes=(15, 120), alpha=0.8, ax=ax, legend=(i == 0 and j == len(milestones) - 1))
+            if ax.get_legend() is not None:
+                sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+            log_axis(ax, "x")
+            ci = "" if tau["lo"] is None else f" ({tau['lo']:+.2f} to {tau['hi']:+.2f})"
+            value = "undefined" if tau["tau"] is None else f"{tau['tau']:+.2f}{ci}"
+            ax.set_title(f"{milestone}: τ = {value}, {tau['n_runs']} runs", fontsize=9)
+            ax.set_xlabel(f"{measure_label(measure)} (log)")
+            ax.set_ylabel("test error")
+    fig.suptitle("Sharpness vs test error at the same training loss (Kendall τ, bootstrap 95 % CI)", fontsize=11)
+    fig.tight_layout()
     return fig

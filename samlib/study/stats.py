@@ -6,7 +6,7 @@ the tests check them against values computed by hand; `answer` and `findings` on
 
 - `mean_ci`: mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with ddof = 1; no interval for n < 2).
 - `paired_difference`: methods that share seeds are paired; the interval is `mean_ci` of the per-seed
-  differences a_s − b_s over the seeds both have.
+  differences a_s − b_s over the seeds both have, and ``p`` the paired t-test's two-sided p.
 - `gap_closure`: how much of the large-batch gap SAM closes,
   (L_base,LB − L_SAM,LB) / (L_base,LB − L_base,SB), from per-seed means, with a percentile bootstrap
   95 % CI that resamples seeds (all three values of a seed together, as they are paired). 1 = SAM at
@@ -68,7 +68,18 @@ def paired_difference(a: Mapping[Any, float], b: Mapping[Any, float], level: flo
     out = mean_ci([a[s] - b[s] for s in seeds], level)
     out["seeds"] = seeds
     out["significant"] = bool(out["n"] >= 2 and (out["lo"] > 0 or out["hi"] < 0))
+    out["p"] = _t_test_p(out)
     return out
+
+
+def _t_test_p(ci: Mapping[str, Any]) -> float:
+    """The two-sided p of a one-sample t-test of mean 0 for a `mean_ci` result (NaN for n < 2)."""
+    if ci["n"] < 2 or not np.isfinite(ci["sd"]):
+        return math.nan
+    if ci["sd"] == 0:
+        return 0.0 if ci["mean"] != 0 else 1.0
+    t = ci["mean"] / (ci["sd"] / math.sqrt(ci["n"]))
+    return float(2 * _st.t.sf(abs(t), ci["n"] - 1))
 
 
 def gap_closure(
