@@ -37,8 +37,8 @@ class Objective:
     f is `samlib.evaluation.Evaluator`'s (float64 accumulation), evaluated at the flat vector w mapped
     onto the trainable variables; the gradient and Hessian-vector product differentiate its per-batch
     `Evaluator.batch_loss`, so the loss is written once. Built once and reused (`samlib.sharpness`'s
-    callback keeps one across epochs: `refresh` re-reads the weights), so the `tf.function`s are traced once per batch shape
-    rather than once per measurement.
+    callback keeps one across epochs: `refresh` re-reads the weights), so the `tf.function`s are traced
+    once per batch shape rather than once per measurement.
     """
 
     def __init__(self, model: keras.Model, loss: Any, x: np.ndarray, y: np.ndarray, batch_size: int):

@@ -21,7 +21,8 @@ Run directory (all files written atomically; the names are `samlib.rundir`'s):
 
 Stop rules: a step budget (`steps`), an epoch budget (`epochs`), or milestones (`samlib.milestones`:
 `loss_milestones` and `target_loss` on the inference-mode training loss, checked on a
-`samlib.monitor.CheckSchedule` that aims at the largest one not yet reached; `epoch_milestones` after exactly that many epochs),
+`samlib.monitor.CheckSchedule` that aims at the largest one not yet reached; `epoch_milestones` after
+exactly that many epochs),
 capped by `steps` or else `epochs`. At each milestone the run records a **snapshot** (metrics.json
 ``snapshots``: step, epoch, train/val/test loss and accuracy, weight norm; its weights under
 ``snapshots/``) and trains on until every milestone is reached. A loss milestone's snapshot holds the
@@ -30,7 +31,8 @@ check that reached it, so its ``train_loss`` is <= the milestone; the run's last
 ``train_loss <= target_loss``. Milestones never reached are ``milestones_missing``; a run with loss
 milestones is ``converged`` when it reached all of them. A run whose training loss stays at the loss of
 a uniform guess is stopped once detected and is ``collapsed``, as is an ok run that ends at chance
-after the patience (`samlib.rundir.final_status`); a non-finite loss is ``diverged``. The validation split (carved from the training images,
+after the patience (`samlib.rundir.final_status`); a non-finite loss is ``diverged``.
+The validation split (carved from the training images,
 `data.split_validation`) is what settings are chosen on; the test split is read at the snapshots and
 after training, for the report of chosen settings only.
 """
