@@ -23,6 +23,15 @@ from typing import Any, Callable
 
 from samlib.config import MEASURES, Config, SharpnessSettings, load_yaml_mapping, parse_override
 
+PROG = "python -m samlib"
+
+
+def _fail(command: str, message: Any) -> int:
+    """Bad arguments or input: one line on stderr, ``python -m samlib <command>: error: <message>`` (as
+    argparse writes its own), and exit code 2."""
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+    return 2
+
 
 # ---------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
@@ -35,8 +44,7 @@ def _train(args: argparse.Namespace) -> int:
         check_data(config)  # before anything runs: the data set is readable, the batch fits in it
         result = train_and_evaluate(config)
     except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail("train", err)
     m = result.metrics
     print(
         f"{m['status']}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f} | "
@@ -71,8 +79,7 @@ def _bench(args: argparse.Namespace) -> int:
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in bench.METHODS]
     if unknown:
-        print(f"error: unknown method {unknown[0]!r}; allowed: {', '.join(bench.METHODS)}", file=sys.stderr)
-        return 2
+        return _fail("bench", f"--methods has value {unknown[0]!r}; allowed: {', '.join(bench.METHODS)}")
     replicas = [int(r) for r in args.replicas.split(",")]
     if max(replicas) > 1:
         bench.split_cpu(max(replicas))
@@ -122,15 +129,13 @@ def _sharpness(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
-        print(f"samlib sharpness: run folder {str(run_dir)!r} does not exist or is not a folder", file=sys.stderr)
-        return 2
+        return _fail("sharpness", f"run folder {str(run_dir)!r} does not exist or is not a folder")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SharpnessSettings)
              if getattr(args, f.name) is not None}
     try:
         settings = SharpnessSettings.from_dict(given, where="")
     except ConfigError as err:
-        print(f"samlib sharpness: error: {err}", file=sys.stderr)
-        return 2
+        return _fail("sharpness", err)
     try:
         from samlib.data import load_data
         from samlib.rundir import load_run
@@ -139,8 +144,7 @@ def _sharpness(args: argparse.Namespace) -> int:
         data = load_data(config)
         _, model = load_run(run_dir, data)  # the data set is loaded once, for both
     except (FileNotFoundError, ValueError, OSError) as err:  # missing files, bad config.json, DataError
-        print(f"samlib sharpness: cannot load run {str(run_dir)!r}: {err}", file=sys.stderr)
-        return 2
+        return _fail("sharpness", f"cannot load run {str(run_dir)!r}: {err}")
     values = measure_run(run_dir, settings, data=data, model=model)
     for key, value in values.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -216,8 +220,7 @@ def _study(args: argparse.Namespace) -> int:
     from samlib.study.runner import run_study
 
     if args.scheduler and args.executor != "dask":
-        print("samlib study: error: --scheduler needs --executor dask", file=sys.stderr)
-        return 2
+        return _fail("study", "--scheduler needs --executor dask")
     try:
         report = run_study(
             args.params, out=args.out, jobs=args.jobs, threads=args.threads, shard=args.shard, only=args.only, dry_run=args.dry_run,
@@ -225,10 +228,9 @@ def _study(args: argparse.Namespace) -> int:
             summary=not args.no_summary, progress=not args.no_progress,
         )
     except ParamsError as err:
-        print(f"samlib study: error: {err}", file=sys.stderr)
-        return 2
+        return _fail("study", err)
     except KeyboardInterrupt:
-        print("\nsamlib study: interrupted; run the same command again to resume", file=sys.stderr, flush=True)
+        print(f"\n{PROG} study: interrupted; run the same command again to resume", file=sys.stderr, flush=True)
         os._exit(130)  # do not wait for cells still executing in threads; their kernels exit by themselves
     return report.exit_code
 
@@ -266,9 +268,7 @@ def _report(args: argparse.Namespace) -> int:
     from samlib.study.report import make_report
 
     if not layout.holds_study(args.study_dir):
-        print(f"samlib report: error: {args.study_dir!r} holds no study (no study.json and no run folders)",
-              file=sys.stderr)
-        return 2
+        return _fail("report", f"{args.study_dir!r} holds no study (no study.json and no run folders)")
     rep = make_report(args.study_dir)
     print(rep.headline, f"written in {args.study_dir}:", *(f"  {f}" for f in rep.files), sep="\n")
     return 0
@@ -291,7 +291,7 @@ _COMMANDS: tuple[Callable[[Any], None], ...] = (_add_train, _add_bench, _add_sha
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m samlib", description="samlib: does SAM rescue large-batch training?")
+    parser = argparse.ArgumentParser(prog=PROG, description="samlib: does SAM rescue large-batch training?")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMANDS:
         add(sub)

@@ -154,12 +154,12 @@ ANSWER_COLUMNS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_erro
                   "gap": "gap LB − SB (points)", "sam_effect": "SAM effect LB+SAM − LB (points)",
                   "closure": "gap closed by SAM", "upper": "no gap larger than (points)",
                   "holm_p": "gap p (Holm)", "mde": "detectable at 80 % power (points)", "mismatch": "ln L_LB/L_SB",
-                  "lambda_max": "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
+                  LAMBDA_KEY: "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
 #: its header, short
 ANSWER_LABELS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM",
                  "gap": "gap", "sam_effect": "SAM effect", "closure": "closed by SAM",
                  "upper": "no gap larger than", "holm_p": "gap p (Holm)", "mde": "detectable", "mismatch": "ln L_LB/L_SB",
-                 "lambda_max": "λ_max LB / LB+SAM",
+                 LAMBDA_KEY: "λ_max LB / LB+SAM",
                  "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
 ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "upper": " (points)",
                 "mde": " (points)"}

@@ -18,7 +18,8 @@ Everything here selects or orders by the table's fields (``notebook``, ``optimiz
   run at its base batch size belongs to both: there the rules coincide), `in_lr_rule`.
 - Data sets: `dataset_label` (a reader's name: 'MNIST (mnist5k)', 'Fashion-MNIST').
 - Base optimizer vs SAM: `is_base`, `is_sam`, `is_plain_sam` (SAM on the whole batch).
-- Methods: `Method` (optimizer, SAM variant, m), its label (`method_label`), `methods` (one per row),
+- Methods: `Method` (optimizer, SAM variant, m; what each is and its label: the registries of
+  `samlib.optimizers`, `method_label`), `methods` (one per row),
   `method_order`, `by_method`, `select`; `measures_in` (the sharpness columns that hold numbers).
 - The best learning rate, by one rule: `best_lr` — per (batch size, method, seed), the lr whose run
   has the lowest **validation** loss (the test split chooses nothing); `lr_selection` applies it to the
@@ -38,6 +39,7 @@ import pandas as pd
 
 from samlib import measures as registry
 from samlib.io import present
+from samlib.optimizers import OPTIMIZER_LABELS, SAM_LABELS, method_label  # noqa: F401  (labels beside Method)
 from samlib.study.layout import COMPLETE, OK, TARGET_NOT_REACHED
 
 # ---------------------------------------------------------------------- data sets
@@ -90,8 +92,14 @@ def lr_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def matched_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs trained to a loss target (any notebook)."""
-    return df[df["target_loss"].notna()]
+    """Runs trained to a loss target (any notebook): stop rule ``target_loss=…``, not milestones."""
+    return df[df["stop_rule"].astype(str).str.startswith("target_loss=")] if len(df) else df
+
+
+def target_of(rule: Any) -> float | None:
+    """The loss target of a stop rule 'target_loss=0.3 (cap 100 steps)'; None for any other rule."""
+    text = str(rule)
+    return float(text.split("=", 1)[1].split()[0]) if text.startswith("target_loss=") else None
 
 
 def converged(df: pd.DataFrame) -> pd.Series:
@@ -221,23 +229,6 @@ def is_plain_sam(df: pd.DataFrame) -> pd.Series:
 
 
 # ---------------------------------------------------------------------- methods
-OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
-SAM_LABELS = {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
-
-
-def method_label(optimizer: str, sam: Any, m: Any = None) -> str:
-    """The display label of a method: 'SGD', 'SGD+SAM', 'SGD+momentum+SAM (m=32)', 'Adam+ASAM', ...
-    (m as configured; None = whole batch). Made for figures and text only: the study selects and orders
-    methods by their fields (`Method`), never by this label."""
-    label = OPTIMIZER_LABELS.get(optimizer, str(optimizer))
-    if not present(sam) or sam == NO_SAM:
-        return label
-    label += "+" + SAM_LABELS.get(sam, str(sam))
-    if present(m):
-        label += f" (m={int(m)})"
-    return label
-
-
 @dataclasses.dataclass(frozen=True)
 class Method:
     """What a method is: the optimizer, the SAM variant (``none`` for the base optimizer) and m (None:
