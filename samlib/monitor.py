@@ -122,6 +122,9 @@ class RunMonitor(keras.callbacks.Callback):
         self.stop_reason = "steps" if config.steps is not None else "epochs"
         self.rows: list[dict[str, float]] = []
         self.tracker = milestones.Tracker(milestones.of_config(config))
+        # every milestone reached: 'milestones' for a run given milestones, 'target_loss' for a run given
+        # only a loss target (the one milestone it has)
+        self.done_reason = "milestones" if config.loss_milestones or config.epoch_milestones else "target_loss"
         self.schedule = None
         if self.tracker.has_loss:
             self.schedule = CheckSchedule(self.tracker.next_loss, check_cadence(config, steps_per_epoch),
@@ -172,7 +175,7 @@ class RunMonitor(keras.callbacks.Callback):
             step = self._steps()
             self._snapshot(reached, step, self._check(step, count=False))
             if self.tracker.done:
-                self._stop("epochs")
+                self._stop(self.done_reason)
 
     # ------------------------------------------------------------------ checks and snapshots
     def _loss_check(self, step: int) -> str | None:
@@ -183,7 +186,7 @@ class RunMonitor(keras.callbacks.Callback):
         if reached:
             self._snapshot(reached, step, value)
             if self.tracker.done:
-                return "target_loss"
+                return self.done_reason
             if self.tracker.next_loss is None:
                 self.schedule = None  # every loss milestone reached: no more checks
             else:

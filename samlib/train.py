@@ -27,8 +27,9 @@ capped by `steps` or else `epochs`. At each milestone the run records a **snapsh
 ``snapshots``: step, epoch, train/val/test loss and accuracy, weight norm; its weights under
 ``snapshots/``) and trains on until every milestone is reached. A loss milestone's snapshot holds the
 check that reached it, so its ``train_loss`` is <= the milestone; the run's last loss check is the
-``train_loss`` it reports when it stopped there, so ``stop_reason == "target_loss"`` implies
-``train_loss <= target_loss``. Milestones never reached are ``milestones_missing``; a run with loss
+``train_loss`` it reports when it stopped there, so a run that stopped with every milestone reached
+(``stop_reason`` ``milestones``; ``target_loss`` for a run given only a loss target) reports a
+``train_loss`` at or below its last loss milestone. Milestones never reached are ``milestones_missing``; a run with loss
 milestones is ``converged`` when it reached all of them. A run whose training loss stays at the loss of
 a uniform guess is stopped once detected and is ``collapsed``, as is an ok run that ends at chance
 after the patience (`samlib.rundir.final_status`); a non-finite loss is ``diverged``.

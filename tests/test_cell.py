@@ -8,6 +8,7 @@ import pytest
 
 from samlib import cli, io
 from samlib.config import SharpnessSettings
+from samlib.study.selections import target_of
 from samlib.study import layout
 from samlib.study.cell import run_cell
 
@@ -21,7 +22,8 @@ def test_loss_target_runs_of_a_cell_stop_at_their_target_or_their_cap(tmp_path):
     base = {**BASE, "check_every": 1}
     runs = run_cell(tmp_path / "c", 128, [0], base, {"target_loss": [None, 0.01, 100.0]}, SHARP, log=None)
     assert list(runs["action"]) == ["trained+measured"] * 3
-    by_target = {row.target_loss if row.target_loss == row.target_loss else None: row for row in runs.itertuples()}
+    by_target = {target_of(row.stop_rule): row for row in runs.itertuples()}  # 'target_loss=0.01 (cap 3 steps)'
+    assert set(by_target) == {None, 0.01, 100.0}
     free, never, always = (io.read_json(f"{by_target[t].run_dir}/metrics.json") for t in (None, 0.01, 100.0))
     assert free["stop_reason"] == "steps" and free["steps"] == 3 and free["converged"] is None
     assert never["stop_reason"] == "steps" and never["steps"] == 3 and never["converged"] is False

@@ -45,8 +45,8 @@ def test_every_milestone_has_a_snapshot_at_the_right_point(run):
     for name in ("loss=0.5", "loss=0.25"):
         assert snaps[name]["train_loss"] <= snaps[name]["at"]
     assert snaps["loss=0.5"]["step"] <= snaps["loss=0.25"]["step"]
-    # the run stopped at its last milestone: that snapshot is the run's final state
-    assert m["stop_reason"] == "target_loss" and m["converged"] is True
+    # the run stopped at its last milestone ("milestones": every one reached): that snapshot is its final state
+    assert m["stop_reason"] == "milestones" and m["converged"] is True
     assert snaps["loss=0.25"]["step"] == m["steps"] and snaps["loss=0.25"]["train_loss"] == m["train_loss"]
 
 

@@ -101,7 +101,7 @@ def left_out(df: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any
     not_compared = [
         {"notebook": r["notebook"], "batch_size": _int_or_none(r["batch_size"]), "run": r["run"],
          "status": r["status"] if r["status"] != OK else TARGET_NOT_REACHED,
-         "train_loss": r["train_loss"], "target_loss": r.get("target_loss")}
+         "train_loss": r["train_loss"], "stop_rule": r.get("stop_rule")}
         for _, r in selections.not_compared(df).iterrows()
     ]
     not_ok = [

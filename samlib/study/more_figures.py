@@ -40,6 +40,7 @@ from samlib.study.selections import (
     methods,
     reached_target,
     select,
+    target_of,
 )
 
 
@@ -223,7 +224,7 @@ def fig_matched(plt, df: pd.DataFrame, *, style: Style):
         ax.set_xlabel("batch size (log₂)")
         ax.set_ylabel(label)
         ax.set_title(label + (f"\n{note}" if note else ""), fontsize=10)
-    targets = sorted(set(runs["target_loss"].dropna())) if len(runs) else []
+    targets = sorted({target_of(r) for r in runs["stop_rule"]} - {None}) if len(runs) else []
     rule = ", ".join(f"{t:g}" for t in targets) or "none"
     finish(fig, axes, f"Sharpness at matched train loss (target_loss = {rule}; "
                        f"{len(reached)} of {len(runs)} runs reached it)")

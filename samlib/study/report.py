@@ -112,9 +112,9 @@ def _parameters_html(rep: Report, study: dict[str, Any], params: dict[str, Any])
                  "<code>target_loss</code> rule stops at the first check (about every quarter epoch) at which "
                  "the training loss in inference mode (dropout off, on the whole training split) is at or below "
                  "the target, or at its cap (matched training loss; runs that hit the cap did not reach "
-                 "the target). Milestones: a run snapshots its weights when its inference-mode training loss first "
-                 "is at or below each loss milestone and after each epoch milestone, and the answer table compares "
-                 "those snapshots.</p>")
+                 "the target). A <code>milestones …</code> rule trains until every milestone is reached (or its cap): a "
+                 "run snapshots its weights when its inference-mode training loss first is at or below each loss "
+                 "milestone and after each epoch milestone, and the answer table compares those snapshots.</p>")
     if params:
         parts.append(f"<p>Params file: <code>{html.escape(shown_path(study.get('params_file', ''), rep.study_dir))}"
                      "</code></p>")

@@ -22,16 +22,14 @@ from samlib import data, io, measures, milestones
 from samlib.config import Config, ConfigError
 from samlib.io import number, present
 from samlib.study import layout
+from samlib.rundir import final_status
 from samlib.study.layout import (
-    COLLAPSED,
     INCOMPLETE,
     MISSING,
     OK,
     RUNNING,
     cell_of,
-    collapse_patience,
     in_study,
-    is_collapsed,
     read_config,
     read_metrics,
     seed_of,
@@ -53,7 +51,7 @@ def _known_train_size(dataset: Any) -> int | None:
 COLUMNS = [
     "notebook", "run", "method", "optimizer", "sam", "rho", "m", "batch_size", "lr", "lr_base",
     "lr_scaling", "base_batch_size", "warmup_epochs", "seed", "epochs", "steps", "steps_budget",
-    "epochs_max", "target_loss", "stop_rule", "stop_reason", "converged", "status", "train_loss",
+    "epochs_max", "milestones", "stop_rule", "stop_reason", "converged", "status", "train_loss",
     "test_loss", "train_accuracy", "test_accuracy", "loss_gap", "accuracy_gap", "val_loss", "val_accuracy",
     "grad_norm", "weight_norm",
 ]  # then the sharpness measures, then TAIL
@@ -64,14 +62,27 @@ TAIL = [
 
 
 def stop_rule(config: Mapping[str, Any]) -> str:
-    """How a run was told to stop: 'steps=64', 'target_loss=0.5 (cap 64 steps)', 'epochs=5'."""
+    """How a run was told to stop: 'milestones loss=0.1 loss=0.03 epochs=10 (cap 150 epochs)' (it
+    trains until every milestone is reached, or its cap), 'target_loss=0.5 (cap 64 steps)', 'steps=64',
+    'epochs=5'."""
     steps, target, epochs = config.get("steps"), config.get("target_loss"), config.get("epochs")
+    cap = f"cap {int(steps)} steps" if present(steps) else f"cap {epochs} epochs"
+    if config.get("loss_milestones") or config.get("epoch_milestones"):
+        return f"milestones {' '.join(m.name for m in _config_milestones(config))} ({cap})"
     if present(target):
-        cap = f"cap {int(steps)} steps" if present(steps) else f"cap {int(epochs)} epochs"
         return f"target_loss={float(target):g} ({cap})"
     if present(steps):
         return f"steps={int(steps)}"
     return f"epochs={epochs}"
+
+
+def _stop_reason(metrics: Mapping[str, Any], rule: str | None) -> Any:
+    """metrics.json's stop reason, except that a milestone run which stopped with every milestone
+    reached says ``milestones`` (runs recorded before that word say ``target_loss`` or ``epochs``)."""
+    reason = metrics.get("stop_reason")
+    done = not metrics.get("milestones_missing") and metrics.get("status") == OK
+    return "milestones" if done and reason in ("target_loss", "epochs") and str(rule).startswith("milestones") \
+        else reason
 
 
 def _step_seconds(metrics: Mapping[str, Any]) -> float:
@@ -92,27 +103,22 @@ def _scaled_lr(config: Mapping[str, Any]) -> float:
 
 def run_status(metrics: Mapping[str, Any], batch_size: Any = None, n_train: Any = None) -> str:
     """A run's status word in results.csv from its metrics.json: `MISSING` without one, `INCOMPLETE`
-    while it still says `RUNNING`, `COLLAPSED` for a run that says `OK` but whose final training loss
-    and accuracy `rundir.is_collapsed` calls collapsed (K: metrics' ``num_classes``, else 10) after at
-    least `rundir.collapse_patience` steps (as training decides it; steps per epoch from `batch_size`
-    and `n_train` when known), else what it says."""
+    while it still says `RUNNING`, else `rundir.final_status` of what it says (an `OK` run at chance
+    after the collapse patience is `COLLAPSED`, as training decides it; steps per epoch from
+    `batch_size` and `n_train` when known)."""
     if not metrics:
         return MISSING
     status = metrics.get("status")
     if status == RUNNING:
         return INCOMPLETE
-    if status == OK and is_collapsed(metrics.get("train_loss"), metrics.get("train_accuracy"),
-                                     metrics.get("num_classes")):
-        steps = number(metrics.get("steps"))
-        per_epoch = math.ceil(number(n_train) / number(batch_size)) if present(n_train) and present(batch_size) else 0
-        if not math.isfinite(steps) or steps >= collapse_patience(per_epoch):
-            return COLLAPSED
-    return status
+    per_epoch = math.ceil(number(n_train) / number(batch_size)) if present(n_train) and present(batch_size) else 0
+    return final_status(status, metrics.get("train_loss"), metrics.get("train_accuracy"), metrics.get("num_classes"),
+                        metrics.get("steps"), per_epoch)
 
 
 _CONFIG_COLUMNS = {"optimizer": "optimizer", "sam": "sam", "rho": "rho", "m": "m", "lr_base": "lr",
                    "lr_scaling": "lr_scaling", "base_batch_size": "base_batch_size", "warmup_epochs": "warmup_epochs",
-                   "steps_budget": "steps", "epochs_max": "epochs", "target_loss": "target_loss",
+                   "steps_budget": "steps", "epochs_max": "epochs",
                    "dataset": "dataset", "train_subset": "train_subset"}  #: results column -> Config key
 _NUMBERS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "val_loss", "val_accuracy", "grad_norm",
             "weight_norm", "wall_seconds", "train_seconds", "samples_per_second", "sharpness_seconds")
@@ -127,7 +133,8 @@ def _what_ran(run_dir: Path, config: Mapping[str, Any], metrics: Mapping[str, An
     row = {column: config.get(key) for column, key in _CONFIG_COLUMNS.items()}
     row.update(method=method_label(config.get("optimizer", "?"), config.get("sam", "none"), config.get("m")),
                batch_size=config.get("batch_size", batch_size), lr=lr_eff,
-               seed=config.get("seed", seed_of(run_dir.name)), stop_rule=stop_rule(config) if config else None)
+               seed=config.get("seed", seed_of(run_dir.name)), stop_rule=stop_rule(config) if config else None,
+               milestones=" ".join(m.name for m in _config_milestones(config)) or None)
     return row
 
 
@@ -174,6 +181,7 @@ def run_record(
     row = {"notebook": notebook, "run": run_dir.name, **_what_ran(run_dir, config, metrics, batch_size)}
     n_train = metrics.get("n_train") or _known_train_size(row["dataset"])
     row.update(_what_it_did(metrics, row["batch_size"], n_train))
+    row["stop_reason"] = _stop_reason(metrics, row["stop_rule"])
     row["run_dir"] = in_study(run_dir, study_dir)
     return {**{k: row[k] for k in COLUMNS}, **{k: v for k, v in row.items() if is_measure(k)},
             **{k: row[k] for k in TAIL}}
