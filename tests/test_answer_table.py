@@ -272,3 +272,22 @@ def test_side_by_side_puts_each_regimes_rows_of_both_data_sets_together():
         ("MNIST", "same", "loss", 0.1)]
     assert both[-1]["optimizer"] == "adam"
     assert answer.side_by_side([mnist]) == mnist  # one study: its own order
+
+
+def test_the_tuned_rule_compares_every_batch_size_with_the_smallest_and_borrows_nothing():
+    rows = []
+    for s in range(3):
+        for bs, err in ((32, 0.030), (128, 0.031), (512, 0.036)):
+            rows += [snap(bs, s, err + 0.001 * s, rule="none", lam=2.0), snap(bs, s, err + 0.002, rule="none", sam="sam",
+                                                                           lam=1.0)]
+    tuned = pd.DataFrame(rows).assign(lr_tuned=True)
+    same = table()  # the same-lr and scaled runs of the other tests, lr_tuned absent
+    t = answer.answer_table(pd.concat([same, tuned], ignore_index=True))
+    tuned_rows = [r for r in t if r["lr_rule"] == "tuned"]
+    assert [(r["small_batch"], r["large_batch"]) for r in tuned_rows] == [(32, 128), (32, 512)]
+    # per seed LB − SB: 0.001 at 128 and 0.006 at 512, the same for every seed (sd 0)
+    assert [r["gap"]["mean"] for r in tuned_rows] == pytest.approx([0.001, 0.006])
+    # the same and scaled rules still compare 32 with 1000, and never use a tuned run
+    others = [r for r in t if r["lr_rule"] != "tuned" and r["compare_at"] == "loss"]
+    assert {r["large_batch"] for r in others} == {1000}
+    assert _row([r for r in t if r["lr_rule"] != "tuned"], "scaled", "loss")["test_error"]["sb"] == pytest.approx(0.032)

@@ -65,6 +65,7 @@ from samlib.io import present
 from samlib.study.selections import (
     FAMILIES,
     LR_RULES,
+    TUNED_LR,
     by_method,
     comparable_runs,
     comparable_snapshots,
@@ -180,10 +181,28 @@ def seed_claims(row: Mapping[str, Any], alpha: float = 1 - stats.LEVEL) -> dict[
             "reproduces": bool(worse_lb and (sam_worse or bool(sharper)))}
 
 
+def _rule_rows(ruled: pd.DataFrame, identity: dict[str, Any], small: int, larges: Sequence[int],
+               keskar: str | None) -> list[dict[str, Any]]:
+    """The rows of one (data set, family, lr rule): per compare_at and milestone (in the order training
+    reaches it), one row per large batch size against `small`."""
+    rows = []
+    for kind in COMPARE_AT:
+        of_kind = ruled[ruled["kind"] == kind]
+        for at in _order_at(kind, [float(a) for a in of_kind["at"] if present(a)]):
+            snaps = of_kind[of_kind["at"].astype(float) == at]
+            for large in larges:
+                entry = {**identity, "compare_at": kind, "at": _at(kind, at), "small_batch": small, "large_batch": large}
+                entry.update(answer_row(snaps, small, large, keskar))
+                rows.append({k: entry[k] for k in KEYS})
+    return rows
+
+
 def answer_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The answer table (module doc) of a snapshots table: a list of rows, ordered by data set,
-    family (sgd, adam), lr rule (same, scaled), compare_at (epochs, loss) and at (in the order training
-    reaches it). Empty for a study without snapshots (its runs predate them)."""
+    family (sgd, adam), lr rule (same, scaled, tuned), compare_at (epochs, loss), at (in the order
+    training reaches it) and large batch. The same and scaled rules compare the family's smallest and
+    largest batch size; the tuned rule compares every batch size it ran with its smallest (the curve).
+    Empty for a study without snapshots (its runs predate them)."""
     if snapshots is None or not len(snapshots) or "milestone" not in snapshots:
         return []
     main = main_runs(snapshots)
@@ -196,19 +215,14 @@ def answer_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
             sizes = sorted({int(b) for b in fam["batch_size"] if present(b)})
             if len(sizes) < 2:
                 continue
-            small, large = sizes[0], sizes[-1]
             for rule in LR_RULES:
                 ruled = in_lr_rule(fam, rule)
-                if not (ruled["batch_size"] == large).any() or not (ruled["batch_size"] == small).any():
-                    continue  # the rule has no run at one of the two batch sizes: nothing to compare
-                for kind in COMPARE_AT:
-                    of_kind = ruled[ruled["kind"] == kind]
-                    for at in _order_at(kind, [float(a) for a in of_kind["at"] if present(a)]):
-                        rows = of_kind[of_kind["at"].astype(float) == at]
-                        entry = {"dataset": dataset_label(dataset), "optimizer": family, "lr_rule": rule,
-                                 "compare_at": kind, "at": _at(kind, at), "small_batch": small, "large_batch": large}
-                        entry.update(answer_row(rows, small, large, keskar))
-                        table.append({k: entry[k] for k in KEYS})
+                own = sorted({int(b) for b in ruled["batch_size"] if present(b)})
+                larges = [b for b in own if b > sizes[0]] if rule == TUNED_LR else [sizes[-1]]
+                if sizes[0] not in own or not set(larges) <= set(own) or not larges:
+                    continue  # the rule has no run at one of the batch sizes: nothing to compare
+                identity = {"dataset": dataset_label(dataset), "optimizer": family, "lr_rule": rule}
+                table += _rule_rows(ruled, identity, sizes[0], larges, keskar)
     for dataset in {r["dataset"] for r in table}:  # one family of tests per data set's table
         rows_of = [r for r in table if r["dataset"] == dataset]
         for r, adjusted in zip(rows_of, stats.holm([r["p"] for r in rows_of])):

@@ -92,7 +92,7 @@ def run_cell(
         if key not in cache:
             cache[key] = data if data is not None else train.load_data(config)
         run_dir, start = Path(config.run_dir), time.perf_counter()
-        actions = _train_and_measure(config, cache[key], settings)
+        actions = train_and_measure(config, cache[key], settings)
         row = tables.run_record(run_dir, notebook, batch_size)
         row["action"] = "+".join(actions) or f"{layout.SKIPPED} (complete)"
         row["point"] = layout.point_label(run_dir.name)
@@ -107,7 +107,7 @@ def run_cell(
     return df
 
 
-def _train_and_measure(config: Config, data: Any, settings: SharpnessSettings) -> list[str]:
+def train_and_measure(config: Config, data: Any, settings: SharpnessSettings) -> list[str]:
     """Train one run unless it is complete, then measure it unless it is measured; what was done
     (trained, measured, failed, sharpness failed). A failing run is recorded in its metrics.json and
     the cell goes on."""

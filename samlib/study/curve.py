@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from samlib.io import is_finite
-from samlib.study.stats import LEVEL, fieller
 
 GRID_FACTOR = math.sqrt(10)  #: two grid values a decade: 0.01, 0.0316, 0.1, 0.316, ...
 
@@ -55,10 +54,13 @@ def next_lr(results: Mapping[float, Any], factor: float = GRID_FACTOR) -> float 
     return lrs[0] / factor if choice["lr"] == lrs[0] else lrs[-1] * factor
 
 
-def fit_critical_batch(batch_sizes: Sequence[float], steps: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
+def fit_critical_batch(batch_sizes: Sequence[float], steps: Sequence[float],
+                       level: float | None = None) -> dict[str, Any]:
     """S(B) = S_min·(1 + B_crit/B) fitted to (batch size, steps to target) points (one per run) by least
     squares of S on 1/B; ``b_crit`` with a Fieller CI (``lo``/``hi``; None where unbounded), ``s_min``,
-    ``n`` points. Needs at least three points at two or more batch sizes."""
+    ``n`` points; `level` defaults to `stats.LEVEL`. Needs at least three points at two or more batch sizes."""
+    from samlib.study import stats  # scipy: loaded only when a curve is fitted (plans and cell views need none)
+
     pts = [(float(b), float(s)) for b, s in zip(batch_sizes, steps) if is_finite(b) and is_finite(s) and float(b) > 0]
     out: dict[str, Any] = {"b_crit": math.nan, "lo": None, "hi": None, "s_min": math.nan, "n": len(pts),
                            "bounded": False}
@@ -72,7 +74,7 @@ def fit_critical_batch(batch_sizes: Sequence[float], steps: Sequence[float], lev
     resid = y - x @ coef
     sigma2 = float(resid @ resid) / df if df > 0 else math.nan
     cov = sigma2 * np.linalg.inv(x.T @ x)
-    f = fieller(beta, alpha, float(cov[1, 1]), float(cov[0, 0]), float(cov[0, 1]), df, level)
+    f = stats.fieller(beta, alpha, float(cov[1, 1]), float(cov[0, 0]), float(cov[0, 1]), df, level or stats.LEVEL)
     out.update(b_crit=beta / alpha if alpha else math.nan, s_min=alpha, lo=f["lo"], hi=f["hi"], bounded=f["bounded"])
     return out
 
@@ -82,3 +84,61 @@ def warmup_steps(steps_to_first_milestone: float, fraction: float = 0.05, floor:
     `floor`) steps, so a warm-up is one at every batch size (a quarter epoch at batch 1,000 of 3,500
     images would be a single step)."""
     return int(max(round(fraction * float(steps_to_first_milestone)), floor))
+
+
+# ---------------------------------------------------------------------- the curve of a study
+MIN_CURVE_SIZES = 3  #: batch sizes a B_crit fit needs (S_min and B_crit from two would fit any two points)
+GRAD_EVALS = {"none": 1.0, "sam": 2.0, "asam": 2.0}  #: gradient evaluations per step (LookSAM: 1 + 1/k)
+
+
+def grad_evals_per_step(sam: Any, looksam_k: Any = None) -> float:
+    """Forward-backward passes per optimizer step: 1 for the base optimizer, 2 for SAM, ASAM and m-SAM
+    (the perturbation's gradient, then the gradient at w + ε̂), 1 + 1/k for LookSAM (a SAM step every k)."""
+    if sam == "looksam":
+        return 1.0 + 1.0 / float(looksam_k if is_finite(looksam_k) else 5)
+    return GRAD_EVALS.get(str(sam), 1.0)
+
+
+def _ci(values: Sequence[float]) -> dict[str, Any]:
+    from samlib.study.stats import mean_ci, value
+
+    ci = mean_ci(values)
+    return {"mean": value(ci["mean"]), "lo": value(ci["lo"]), "hi": value(ci["hi"]), "n": ci["n"]}
+
+
+def curve_table(snapshots: Any) -> list[dict[str, Any]]:
+    """The batch-size curve of a snapshots table: one entry per (data set, method, lr rule, loss
+    milestone) with at least two batch sizes, each batch size's steps, epochs and gradient evaluations to
+    that milestone (mean and t-CI over the seeds that reached it; ``missed`` counts the others), its mean
+    B_simple there where measured, and the fit S(B) = S_min·(1 + B_crit/B) over every (B, seed) point
+    (`fit_critical_batch`; None with fewer than `MIN_CURVE_SIZES` batch sizes). Main runs only (`selections.main_runs`); lr rules as `selections.lr_rule_of`."""
+    from samlib.study import selections
+
+    if snapshots is None or not len(snapshots) or "milestone" not in snapshots:
+        return []
+    runs = selections.main_runs(snapshots)
+    runs = runs[runs["kind"] == "loss"].assign(lr_rule=[selections.lr_rule_of(r) for r in
+                                                         runs[runs["kind"] == "loss"].to_dict("records")])
+    ok = selections.comparable_snapshots(runs)
+    out = []
+    for (dataset, rule, at), g in runs.groupby(["dataset", "lr_rule", runs["at"].astype(float)], sort=True):
+        for method, rows in selections.by_method(g):
+            if rows["batch_size"].nunique() < 2:
+                continue
+            reached = rows[ok.reindex(rows.index, fill_value=False)]
+            evals = grad_evals_per_step(method.sam, rows["looksam_k"].iloc[0] if "looksam_k" in rows else None)
+            points = []
+            for bs, at_b in rows.groupby("batch_size"):
+                done = reached[reached["batch_size"] == bs]
+                steps = done["step"].astype(float).tolist()
+                b_simple = done["b_simple"].astype(float).dropna() if "b_simple" in done else []
+                points.append({"batch_size": int(bs), "steps": _ci(steps), "epochs": _ci(done["epoch"].astype(float)),
+                               "grad_evals": _ci([s * evals for s in steps]), "missed": int(len(at_b) - len(done)),
+                               "b_simple": float(np.mean(b_simple)) if len(b_simple) else None})
+            fit = fit_critical_batch(reached["batch_size"].astype(float), reached["step"].astype(float)) \
+                if reached["batch_size"].nunique() >= MIN_CURVE_SIZES else None  # two points fit any S(B)
+            out.append({"dataset": selections.dataset_label(dataset), "method": method.label, **method.fields(),
+                        "lr_rule": rule, "milestone": f"loss={at:g}", "grad_evals_per_step": evals,
+                        "points": points, "fit": None if fit is None else
+                        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fit.items()}})
+    return out

@@ -116,8 +116,38 @@ def _predictor_lines(f: Mapping[str, Any]) -> list[str]:
             for (ds, ms, n), parts in by.items()]
 
 
+def _tuning_lines(f: Mapping[str, Any]) -> list[str]:
+    """Each tuned method's lr per batch size, and where the grid did not settle inside."""
+    from samlib.study.selections import method_label
+
+    by: dict[tuple, list[str]] = {}
+    for t in f.get("tuning", []):
+        c = t["choice"]
+        how = "" if c["interior"] else " (bounded by a failed lr)" if c["bounded_by_failure"] else " (at the grid's edge)"
+        lr = "every lr failed" if c["lr"] is None else f"{c['lr']:g}{how}"
+        by.setdefault((t["dataset"], method_label(t["optimizer"], t["sam"], t["m"])), []).append(
+            f"B={t['batch_size']}: {lr}")
+    return [f"Tuned lr of {m} on {ds} (lowest mean validation loss over seeds at the tuning milestone, "
+            f"half-decade grid): " + "; ".join(parts) + "." for (ds, m), parts in by.items()]
+
+
+def _curve_lines(f: Mapping[str, Any]) -> list[str]:
+    """The critical batch size of each method's curve, where it was fitted."""
+    lines = []
+    for e in f.get("curve", []):
+        fit = e.get("fit")
+        if not fit or fit.get("b_crit") is None:
+            continue
+        ci = "CI unbounded" if not fit.get("bounded") else f"95 % CI {fit['lo']:.3g} to {fit['hi']:.3g}"
+        sizes = ", ".join(str(p["batch_size"]) for p in e["points"])
+        lines.append(f"Critical batch size of {e['method']} ({e['lr_rule']} lr, {e['dataset']}) to {e['milestone']}: "
+                     f"B_crit = {fit['b_crit']:.3g} ({ci}; S_min = {fit['s_min']:.3g} steps; fitted to "
+                     f"S(B) = S_min·(1 + B_crit/B) over {fit['n']} runs at batch {sizes}).")
+    return lines
+
+
 def findings_text(f: Mapping[str, Any]) -> list[str]:
     """The findings as sentences (the report's Details), the direct answer first; every number comes from
     `samlib.study.findings.compute_findings`."""
-    return (list(f.get("answer", [])) + _predictor_lines(f) + _largest_batch_lines(f) + _sharpness_lines(f)
-            + _lr_and_cost_lines(f) + _run_lines(f))
+    return (list(f.get("answer", [])) + _curve_lines(f) + _tuning_lines(f) + _predictor_lines(f)
+            + _largest_batch_lines(f) + _sharpness_lines(f) + _lr_and_cost_lines(f) + _run_lines(f))

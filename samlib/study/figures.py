@@ -28,6 +28,7 @@ from samlib.measures import label as measure_label
 from samlib.milestones import EPOCHS, LOSS
 from samlib.study.answer import answer_table
 from samlib.study.answer_text import figure_label
+from samlib.study.curve_figures import fig_matched_vs_batch, fig_steps_vs_batch
 from samlib.study.more_figures import (
     fig_generalization,
     fig_lr_scaling,
@@ -54,6 +55,8 @@ FIGURES = (
     "fig9_matched_loss",
     "fig10_sharpness_vs_loss",
     "fig11_sharpness_vs_error",
+    "fig12_steps_vs_batch",
+    "fig13_matched_vs_batch",
 )
 ANSWER = "fig0_answer"  #: the headline figure: the answer table drawn
 SEED_FIGURES = ("fig1_sgd_loss", "fig2_sgd_sharpness", "fig3_adam_loss", "fig4_adam_sharpness")
@@ -89,6 +92,12 @@ CAPTIONS = {
     "loss milestone, every main run's snapshot a point (all methods, batch sizes and lr rules), with Kendall's τ "
     "and its bootstrap 95 % CI over the runs; findings.json's sharpness_vs_generalization also has τ against the "
     "generalization gap and the granulated τ (within one hyperparameter's changes).",
+    "fig12_steps_vs_batch": "The batch-size curve: steps to the lowest loss milestone vs batch size, per method "
+    "and lr rule (mean and t-based 95 % CI over seeds), log-log; dotted: perfect scaling from the method's smallest "
+    "batch (steps halve as the batch doubles); dashed: S(B) = S_min·(1 + B_crit/B) fitted where the curve has three "
+    "or more batch sizes (findings.json's curve: B_crit with a Fieller CI, gradient evaluations, B_simple).",
+    "fig13_matched_vs_batch": "Test error and Hessian λ_max at the lowest loss milestone vs batch size, per method "
+    "and lr rule, mean and 95 % CI over seeds: the large batch at the same training loss, with and without SAM.",
     "fig10_sharpness_vs_loss": "Sharpness vs final train loss of every run: minima compared at equal "
     "train loss (sharpness falls as training converges, so compare vertically).",
 }
@@ -192,8 +201,11 @@ _MAKERS: dict[str, Callable[..., Any]] = {
     "fig9_matched_loss": fig_matched,
     "fig10_sharpness_vs_loss": fig_sharpness_vs_loss,
     "fig11_sharpness_vs_error": fig_sharpness_vs_error,
+    "fig12_steps_vs_batch": fig_steps_vs_batch,
+    "fig13_matched_vs_batch": fig_matched_vs_batch,
 }
-SNAPSHOT_FIGURES = ("fig11_sharpness_vs_error",)  #: drawn from the snapshots table alone
+#: drawn from the snapshots table alone
+SNAPSHOT_FIGURES = ("fig11_sharpness_vs_error", "fig12_steps_vs_batch", "fig13_matched_vs_batch")
 MATCHED_LOSS = "fig9_matched_loss"  # the figure the findings refer to for matched-loss sharpness
 
 

@@ -3,10 +3,12 @@
 `samlib.study.answer_text`'s. Nothing here computes a statistic, draws, or writes files.
 
 `compute_findings` gives, in this order: ``answer_table`` (regime by regime, from the snapshots),
-``seed_result`` and ``sharpness_vs_generalization`` (Kendall's τ of each measure against test error and
-the generalization gap over every run at each loss milestone); the run counts and ``methods`` (each method's label → its fields: findings.json names
+``seed_result``, ``sharpness_vs_generalization`` (Kendall's τ of each measure against test error and
+the generalization gap over every run at each loss milestone) and ``curve`` (steps, epochs and gradient
+evaluations to each loss milestone per method and batch size, the B_crit fit, B_simple); the run counts and ``methods`` (each method's label → its fields: findings.json names
 methods by label, as a reader sees them); ``gap_closure`` and ``answer`` (final weights); ``paired``;
 ``largest_batch``; ``sharpness_by_batch`` and ``sharpness_trend``; ``cost_ratio``; ``lr_scaling``;
+``tuning`` (each tuned method and batch size: the lr grid's validation losses and the choice);
 ``not_compared`` and ``not_ok``. Diverged and collapsed runs never enter a mean.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from samlib.io import present
-from samlib.study import answer, answer_text, selections
+from samlib.study import answer, answer_text, curve, selections, tuning
 from samlib.study.layout import OK, TARGET_NOT_REACHED
 from samlib.study.selections import FAMILIES, FAMILY_LABELS, by_method, measures_in
 from samlib.study.stats import mean_ci, trend
@@ -117,7 +119,8 @@ def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) ->
     table (the answer table is empty without snapshots; ``seed_result`` is then None)."""
     table = answer.answer_table(snapshots)
     out: dict[str, Any] = {"answer_table": table, "seed_result": answer_text.seed_result(table),
-                           "sharpness_vs_generalization": answer.sharpness_vs_generalization(snapshots)}
+                           "sharpness_vs_generalization": answer.sharpness_vs_generalization(snapshots),
+                           "curve": curve.curve_table(snapshots)}
     out.update(n_runs=int(len(df)), status_counts=df["status"].value_counts().to_dict())
     out["methods"] = {m.label: m.fields() for m in selections.method_order(df)}
     out["stop_rules"] = sorted(set(selections.main_runs(df)["stop_rule"].dropna()))
@@ -130,6 +133,7 @@ def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) ->
     out["sharpness_by_batch"], out["sharpness_trend"] = sharpness_by_batch(df, measures)
     out["cost_ratio"] = cost(df)
     out["lr_scaling"] = lr_scaling(df)
+    out["tuning"] = tuning.tuning_table(df)
     out["not_compared"], out["not_ok"] = left_out(df)
     return out
 

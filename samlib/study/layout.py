@@ -103,14 +103,15 @@ def summary_files(study_dir: str | Path) -> tuple[Path, Path, Path]:
     return d / f"{SUMMARY}.ipynb", d / f"{SUMMARY}.{CELL_STATUS}", d / f"{SUMMARY}.{KERNEL_LOG}"
 
 
-def _fmt(value: Any) -> str:
+def fmt_value(value: Any) -> str:
+    """A grid value as a run folder name spells it: 0.05, none, sam (other characters become _)."""
     text = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
 
 
 def run_dirname(point: Mapping[str, Any], seed: int) -> str:
     """Folder name of one run from its grid values, e.g. ``m=32,rho=0.05,seed=0``."""
-    return ",".join([f"{k}={_fmt(point[k])}" for k in sorted(point)] + [f"seed={seed}"])
+    return ",".join([f"{k}={fmt_value(point[k])}" for k in sorted(point)] + [f"seed={seed}"])
 
 
 def point_label(run_name: str) -> str:

@@ -4,8 +4,8 @@ Everything here selects or orders by the table's fields (``notebook``, ``optimiz
 ``status``, ``converged``, ...), never by parsing the ``method`` label: a label is made from the fields
 (`Method.label`, `method_label`) only where a figure or a sentence shows it.
 
-- Notebooks: `LR_NOTEBOOK` (the lr sweep); `main_runs` (every other notebook: the SAM-vs-base
-  comparisons), `lr_runs`, `matched_runs` (runs trained to a loss target).
+- Notebooks: `LR_NOTEBOOK` (the lr sweep), `TUNING_NOTEBOOK` (the tuning cells); `main_runs` (every other
+  notebook: the SAM-vs-base comparisons), `lr_runs`, `matched_runs` (runs trained to a loss target).
 - Optimizer families: `FAMILIES` (sgd: SGD with or without momentum; adam: Adam, AdamW),
   `FAMILY_LABELS`, `family_key`, `in_family`.
 - Which runs are compared, by one convergence test: `converged` (reached its loss target, or had
@@ -60,7 +60,9 @@ def dataset_label(name: Any) -> str:
     return name
 
 # ---------------------------------------------------------------------- notebooks and families
-LR_NOTEBOOK = "lr_scaling"  #: the notebook of the lr sweep; every other notebook is a comparison
+LR_NOTEBOOK = "lr_scaling"  #: the notebook of the lr sweep
+TUNING_NOTEBOOK = "tuning"  #: the notebook of the tuning cells (`samlib.study.tuning`)
+NOT_COMPARED = (LR_NOTEBOOK, TUNING_NOTEBOOK)  #: notebooks that choose settings; every other one compares
 FAMILIES: dict[str, tuple[str, ...]] = {"sgd": ("sgd", "momentum"), "adam": ("adam", "adamw")}
 FAMILY_LABELS = {"sgd": "SGD", "adam": "Adam"}
 NO_SAM = "none"  #: the ``sam`` field of a base-optimizer run
@@ -82,8 +84,8 @@ def in_family(df: pd.DataFrame, family: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------- runs
 def main_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs of the SAM-vs-base comparisons (every notebook but the lr sweep), compared or not."""
-    return df[df["notebook"] != LR_NOTEBOOK]
+    """Runs of the SAM-vs-base comparisons (every notebook but the lr sweep and the tuning), compared or not."""
+    return df[~df["notebook"].isin(NOT_COMPARED)]
 
 
 def lr_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -168,11 +170,17 @@ def at_milestone(snapshots: pd.DataFrame, milestone: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------- learning-rate rules
 SAME_LR, SCALED_LR = "same", "scaled"
-LR_RULES = (SAME_LR, SCALED_LR)  #: ``same``: every batch size at the base lr; ``scaled``: lr scaled with B
+TUNED_LR = "tuned"
+#: ``same``: every batch size at the base lr; ``scaled``: lr scaled with B; ``tuned``: each method at each
+#: batch size at the lr a tuning study chose for it on validation (`samlib.study.tuning`)
+LR_RULES = (SAME_LR, SCALED_LR, TUNED_LR)
 
 
 def lr_rule_of(row: Any) -> str:
-    """A run's own lr rule: ``same`` if it does not scale its lr (``lr_scaling`` none), else ``scaled``."""
+    """A run's own lr rule: ``tuned`` if its lr was tuned for its batch size (``lr_tuned``), else ``same``
+    if it does not scale its lr (``lr_scaling`` none), else ``scaled``."""
+    if present(row.get("lr_tuned")) and bool(row.get("lr_tuned")):
+        return TUNED_LR
     scaling = row.get("lr_scaling")
     return SAME_LR if not present(scaling) or scaling == "none" else SCALED_LR
 
@@ -182,9 +190,10 @@ def lr_rules_of(row: Any) -> tuple[str, ...]:
     own (`lr_rule_of`), and at its base batch size both, as the rules give it the same lr there
     (`in_lr_rule` shares such runs only with a rule that has none of its own)."""
     bs, base = row.get("batch_size"), row.get("base_batch_size")
-    if present(bs) and present(base) and int(bs) == int(base):
-        return LR_RULES
-    return (lr_rule_of(row),)
+    own = lr_rule_of(row)
+    if own != TUNED_LR and present(bs) and present(base) and int(bs) == int(base):
+        return (SAME_LR, SCALED_LR)  # a tuned rule never borrows: its small batch is tuned too
+    return (own,)
 
 
 def _m(value: Any) -> int | None:

@@ -50,8 +50,8 @@ def _known_train_size(dataset: Any) -> int | None:
 # ---------------------------------------------------------------------- results.csv
 COLUMNS = [
     "notebook", "run", "method", "optimizer", "sam", "rho", "m", "batch_size", "lr", "lr_base",
-    "lr_scaling", "base_batch_size", "warmup_epochs", "seed", "epochs", "steps", "steps_budget",
-    "epochs_max", "milestones", "stop_rule", "stop_reason", "converged", "status", "train_loss",
+    "lr_scaling", "lr_tuned", "base_batch_size", "warmup_epochs", "warmup_steps", "seed", "epochs", "steps",
+    "steps_budget", "epochs_max", "milestones", "stop_rule", "stop_reason", "converged", "status", "train_loss",
     "test_loss", "train_accuracy", "test_accuracy", "loss_gap", "accuracy_gap", "val_loss", "val_accuracy",
     "grad_norm", "weight_norm",
 ]  # then the sharpness measures, then TAIL
@@ -117,7 +117,8 @@ def run_status(metrics: Mapping[str, Any], batch_size: Any = None, n_train: Any 
 
 
 _CONFIG_COLUMNS = {"optimizer": "optimizer", "sam": "sam", "rho": "rho", "m": "m", "lr_base": "lr",
-                   "lr_scaling": "lr_scaling", "base_batch_size": "base_batch_size", "warmup_epochs": "warmup_epochs",
+                   "lr_scaling": "lr_scaling", "lr_tuned": "lr_tuned", "base_batch_size": "base_batch_size",
+                   "warmup_epochs": "warmup_epochs", "warmup_steps": "warmup_steps",
                    "steps_budget": "steps", "epochs_max": "epochs",
                    "dataset": "dataset", "train_subset": "train_subset"}  #: results column -> Config key
 _NUMBERS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "val_loss", "val_accuracy", "grad_norm",
@@ -190,7 +191,7 @@ def run_record(
 # ---------------------------------------------------------------------- snapshots.csv
 SNAPSHOT_IDENTITY = [
     "notebook", "run", "method", "optimizer", "sam", "m", "rho", "batch_size", "lr", "lr_base", "lr_scaling",
-    "base_batch_size", "warmup_epochs", "seed", "dataset", "n_train", "status", "run_dir",
+    "lr_tuned", "base_batch_size", "warmup_epochs", "warmup_steps", "seed", "dataset", "n_train", "status", "run_dir",
 ]  # a run's columns, as in its `run_record`
 SNAPSHOT_COLUMNS = SNAPSHOT_IDENTITY + [
     "milestone", "kind", "at", "reached", "step", "epoch", "train_loss", "train_accuracy", "train_error",
