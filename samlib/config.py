@@ -62,8 +62,15 @@ class Config:
     momentum: float = checked(0.9, number(0, 1, hi_open=True))  #: used by `momentum` only
     weight_decay: float = checked(0.0, number(0))  #: decoupled for adamw, L2 on the kernels otherwise
     lr_scaling: str = checked("none", choice(LR_SCALINGS))  #: none | linear | sqrt
+    #: the lr was chosen on validation for this method at this batch size (a study's `tuned` lr rule, set by
+    #: the planner from a tuning study: `samlib.study.tuning`); a label, it changes nothing in training
+    lr_tuned: bool = checked(False, boolean())
     base_batch_size: int = checked(128, integer(1))
     warmup_epochs: float = checked(0.0, number(0))
+    #: linear warm-up from 0 over this many optimizer steps: the lr of step s (0-based) is
+    #: scaled_lr·min(1, (s + 1)/warmup_steps), then constant; 0: none. When set, `warmup_epochs` is ignored
+    #: (None: the warm-up of `warmup_epochs`, from `lr`)
+    warmup_steps: int | None = checked(None, integer(0).or_none())
     sam: str = checked("none", choice(SAM_MODES))  #: none | sam | asam | looksam
     rho: float = checked(0.05, number(0))
     asam_eta: float = checked(0.01, number(0))  #: ASAM: T_w = |w| + eta (Kwon et al. 2021)
