@@ -561,3 +561,40 @@ def test_a_sharpness_milestone_that_the_runs_have_is_accepted(tmp_path):
     for name in ("cpu", "fashion", "quick", "paper"):
         study.load_params(Path(__file__).resolve().parents[1] / "params" / f"{name}.yaml",
                           Path(__file__).resolve().parents[1] / "notebooks")
+
+
+def _tuning_study(folder: Path, lrs: dict) -> Path:
+    """A tuning study's findings.json with a choice per (sam, batch size) of momentum SGD on mnist5k."""
+    folder.mkdir(parents=True)
+    entries = [{"dataset": "mnist5k", "optimizer": "momentum", "sam": sam, "m": None, "batch_size": bs,
+                "grid": [], "choice": {"lr": lr, "val_loss": 0.1, "interior": True, "bounded_by_failure": False,
+                                       "at_edge": False}} for (sam, bs), lr in lrs.items()]
+    (folder / "findings.json").write_text(json.dumps({"tuning": entries}))
+    return folder
+
+
+def test_a_notebook_takes_each_runs_lr_from_a_tuning_study(tmp_path):
+    nbdir = make_stubs(tmp_path)
+    tuned = _tuning_study(tmp_path / "tuned", {("none", 8): 0.1, ("sam", 8): 0.0316, ("none", 16): 0.316,
+                                               ("sam", 16): 0.1})
+    params = write_params(tmp_path, base={"dataset": "mnist5k", "optimizer": "momentum", "epochs": 1},
+                          notebooks={"stub": {"batch_sizes": [8, 16], "grid": {"sam": ["none", "sam"]},
+                                              "tuned_lr": str(tuned)}})
+    cells = study.plan_cells(study.load_params(params, nbdir), tmp_path / "out")
+    got = {(c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
+    assert got == {("none", 8): 0.1, ("sam", 8): 0.0316, ("none", 16): 0.316, ("sam", 16): 0.1}
+    assert all(c.lr_tuned and c.lr_scaling == "none" for cell in cells for c in cell.configs)
+    assert Path(cells[0].configs[0].run_dir).name == "lr=0.1,sam=none,seed=0"  # the folder names its lr
+    # the notebook builds the very configs planned: its grid parameter carries the lrs
+    assert cells[0].parameters["grid"] == [{"sam": ["none"], "lr": [0.1]}, {"sam": ["sam"], "lr": [0.0316]}]
+
+
+def test_a_method_the_tuning_study_did_not_tune_exits_2_naming_the_key(tmp_path, capsys):
+    nbdir = make_stubs(tmp_path)
+    tuned = _tuning_study(tmp_path / "tuned", {("none", 8): 0.1})
+    params = write_params(tmp_path, base={"dataset": "mnist5k", "optimizer": "momentum", "epochs": 1},
+                          notebooks={"stub": {"batch_sizes": [8, 16], "tuned_lr": str(tuned)}})
+    out = tmp_path / "out"
+    assert study_main([str(params), "--out", str(out), "--notebooks", str(nbdir)]) == 2
+    err = capsys.readouterr().err
+    assert "'notebooks.stub.tuned_lr'" in err and "at batch size 16" in err and not out.exists()

@@ -49,7 +49,7 @@ from typing import Any
 from samlib import milestones
 from samlib.config import CHECKS as CONFIG_CHECKS
 from samlib.config import Config, ConfigError, SharpnessSettings, check_data, load_yaml_mapping
-from samlib.study import layout
+from samlib.study import layout, tuning
 from samlib.study.executors import notebook_task
 from samlib.study.grid import cell_runs
 from samlib.validate import check_keys, integer, invalid, join, list_of, mapping, text
@@ -60,7 +60,7 @@ OVERRIDES = "notebooks"  # the key of per-notebook overrides under ``sharpness``
 DEFAULT_SUMMARY = "summary"  # notebooks/summary.ipynb
 _TOP_KEYS = {"study": True, "description": False, "seeds": True, "base": False, "sharpness": False,
              "notebooks": True, "summary": False}  # key -> required
-_NOTEBOOK_KEYS = {"batch_sizes": True, "grid": False, "base": False, "seeds": False}
+_NOTEBOOK_KEYS = {"batch_sizes": True, "grid": False, "base": False, "seeds": False, "tuned_lr": False}
 
 
 class ParamsError(ConfigError):
@@ -76,6 +76,7 @@ class NotebookSpec:
     base: dict[str, Any]
     sharpness: SharpnessSettings  # the study's settings with this notebook's overrides
     seeds: tuple[int, ...] = ()  # this notebook's own seeds (empty: the study's)
+    tuned_lr: str | None = None  # a tuning study's folder: each run takes the lr it chose (`tuning.tuned_grid`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +189,8 @@ def _read(raw: dict[str, Any], path: Path, nbdir: Path) -> StudyParams:
         where = f"sharpness.{OVERRIDES}.{name}"
         settings = SharpnessSettings.from_dict({**shared, **(overrides.get(name) or {})}, where=where)
         nb_seeds = _SEEDS(f"{key}.seeds", spec["seeds"]) if "seeds" in spec else ()
-        notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds))
+        tuned = text()(f"{key}.tuned_lr", spec["tuned_lr"]) if "tuned_lr" in spec else None
+        notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds), tuned)
     summary = _SUMMARY("summary", raw.get("summary", DEFAULT_SUMMARY))
     if summary is not None:
         if summary in notebooks:
@@ -310,11 +312,18 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
     sdir = study_dir(params, out)
     cells = []
     for name, spec in params.notebooks.items():
-        base = {**params.base, **spec.base}
+        base = {**params.base, **spec.base, **({"lr_tuned": True} if spec.tuned_lr else {})}
+        choices = tuning.choices_of(spec.tuned_lr) if spec.tuned_lr else {}
         for bs in spec.batch_sizes:
             run_root = layout.cell_dir(sdir, name, bs)
             try:
-                runs = cell_runs(base, bs, list(spec.seeds or params.seeds), spec.grid, run_root)
+                grid = tuning.tuned_grid(choices, base, spec.grid, bs) if spec.tuned_lr else spec.grid
+            except (ValueError, ConfigError) as err:
+                why = invalid(f"notebooks.{name}.tuned_lr", spec.tuned_lr, "a tuning study's folder with a tuned lr for "
+                              f"every run of this notebook ({err})")
+                raise ParamsError(f"{params.path}: {why}") from None
+            try:
+                runs = cell_runs(base, bs, list(spec.seeds or params.seeds), grid, run_root)
             except ConfigError as err:
                 raise ParamsError(
                     f"{params.path}: key 'notebooks.{name}' at batch size {bs}: {err}"
@@ -331,7 +340,7 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
                 "batch_size": bs,
                 "seeds": list(spec.seeds or params.seeds),
                 "base": base,
-                "grid": spec.grid,
+                "grid": grid,
                 "sharpness": spec.sharpness.to_dict(),
                 "study_dir": str(sdir),
             }
