@@ -291,3 +291,33 @@ def test_the_tuned_rule_compares_every_batch_size_with_the_smallest_and_borrows_
     others = [r for r in t if r["lr_rule"] != "tuned" and r["compare_at"] == "loss"]
     assert {r["large_batch"] for r in others} == {1000}
     assert _row([r for r in t if r["lr_rule"] != "tuned"], "scaled", "loss")["test_error"]["sb"] == pytest.approx(0.032)
+
+
+def _encode(correct) -> str:
+    """metrics.json's test_correct, written here as the format says: base64 of np.packbits, little-endian bits."""
+    import base64
+
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool), bitorder="little")).decode()
+
+
+def test_the_gap_gets_a_ci_over_seeds_and_test_images_where_predictions_were_recorded():
+    rng = np.random.default_rng(0)
+    n, rows, diffs = 301, [], []
+    for s in range(4):
+        sb = rng.random(n) < 0.95  # right on ~95 % of the images
+        lb = sb.copy()
+        lb[rng.choice(n, 6, replace=False)] = False  # the large batch misses a few more
+        for bs, correct in ((32, sb), (1000, lb)):
+            r = snap(bs, s, 1 - correct.mean())
+            rows.append({**r, "test_correct": _encode(correct), "n_test": n})
+        diffs.append(lb.astype(float) * -1 + sb.astype(float))  # error LB − error SB per image
+    t = answer.answer_table(pd.DataFrame(rows))
+    r = _row(t, "scaled", "loss")
+    two = r["gap_two_way"]
+    d = np.stack(diffs)
+    assert two["mean"] == pytest.approx(d.mean()) == pytest.approx(r["gap"]["mean"])
+    assert two["n_seeds"] == 4 and two["n_images"] == n
+    # the resampled images add their own variance: the two-way CI is wider than the seeds-only t-CI here
+    assert two["lo"] < r["gap"]["lo"] and two["hi"] > r["gap"]["hi"]
+    assert r["upper"] == pytest.approx(two["hi"])  # "no gap larger than" uses the wider interval
+    assert _row(answer.answer_table(table()), "scaled", "loss")["gap_two_way"] is None  # no predictions

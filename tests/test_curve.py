@@ -49,3 +49,31 @@ def test_the_warmup_is_a_stated_fraction_with_a_floor():
     assert warmup_steps(2451) == 123  # 5 % of the steps to the first milestone
     assert warmup_steps(224) == 50  # the floor
     assert warmup_steps(1000, fraction=0.1, floor=10) == 100
+
+
+def test_the_curve_table_reads_steps_per_method_and_batch_size_from_snapshots():
+    import pandas as pd
+
+    from samlib.study.curve import curve_table
+
+    s_min, b_crit = 100.0, 128.0
+    rows = []
+    for bs in (32, 128, 512):
+        for seed in range(3):
+            for sam in ("none", "sam"):
+                steps = s_min * (1 + b_crit / bs) * (1.2 if sam == "sam" else 1.0) + seed
+                rows.append({"notebook": "curve", "run": f"sam={sam},seed={seed}", "optimizer": "momentum", "sam": sam,
+                             "m": None, "batch_size": bs, "seed": seed, "dataset": "mnist5k", "status": "ok",
+                             "lr_scaling": "none", "lr_tuned": True, "base_batch_size": 32, "milestone": "loss=0.1",
+                             "kind": "loss", "at": 0.1, "reached": not (bs == 512 and seed == 2 and sam == "sam"),
+                             "step": steps, "epoch": steps * bs / 3500, "b_simple": 50.0 if bs == 32 else None})
+    table = curve_table(pd.DataFrame(rows))
+    assert [(e["method"], e["lr_rule"]) for e in table] == [("SGD+momentum", "tuned"), ("SGD+momentum+SAM", "tuned")]
+    base, sam = table
+    p32 = base["points"][0]
+    assert p32["batch_size"] == 32 and p32["steps"]["mean"] == pytest.approx(s_min * 5 + 1) and p32["steps"]["n"] == 3
+    assert p32["grad_evals"]["mean"] == pytest.approx(p32["steps"]["mean"]) and p32["b_simple"] == 50.0
+    assert sam["grad_evals_per_step"] == 2.0 and sam["points"][0]["grad_evals"]["mean"] == pytest.approx(
+        2 * sam["points"][0]["steps"]["mean"])
+    assert sam["points"][2]["missed"] == 1 and sam["points"][2]["steps"]["n"] == 2  # one run missed 0.1
+    assert base["fit"]["b_crit"] == pytest.approx(b_crit, rel=0.05)  # the seed offsets barely move it

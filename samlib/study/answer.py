@@ -28,7 +28,10 @@ row per (data set, optimizer family, lr rule, compare_at, at):
   numerators and denominators (`stats.ratio_ci`; lo/hi null where unbounded), only where both the gap
   and SAM's effect are significant (else a ratio over noise). ``mismatch``: ln(L_LB / L_SB) of the
   mean training losses at the snapshot, how far apart the compared minima are. Errors are fractions
-  (0.012 = 1.2 points). The CIs cover the seeds; the test images are a fixed sample of the test set.
+  (0.012 = 1.2 points). ``gap_two_way``: where the runs recorded their per-test-image predictions
+  (``record_predictions``), the gap with a CI over seeds × test images (`two_way_gap`), which also covers
+  the sampling of the test set; ``upper`` is then its upper limit. Otherwise the CIs cover the seeds
+  only, the test images being one fixed sample.
 - ``seed_claims`` (`seed_claims`): whether this row shows what the seed study reported:
   ``large_batch_worse`` (a positive gap, significant after Holm), ``sam_worse`` (mean SAM effect above
   0), ``sam_sharper`` (λ_max of LB+SAM above LB; null without λ_max) and ``reproduces`` (large batch
@@ -86,7 +89,7 @@ MEANS = {"test_error": "test_error", "test_loss": "test_loss", "train_loss": "tr
          "grad_norm": "grad_norm", LAMBDA_KEY: LAMBDA_KEY, "steps": "step"}  #: row key -> snapshot column
 KEYS = ["dataset", "optimizer", "lr_rule", "compare_at", "at", "small_batch", "large_batch", "n_seeds", "n_missing",
         "test_error", "test_loss", "train_loss", "grad_norm", LAMBDA_KEY, "keskar", "which_keskar", "steps", "gap",
-        "sam_effect", "closure", "p", "holm_p", "upper", "mde", "mismatch", "seed_claims"]
+        "sam_effect", "closure", "gap_two_way", "p", "holm_p", "upper", "mde", "mismatch", "seed_claims"]
 
 METRICS = {"test_loss": "test loss", "test_error": "test error"}  #: the metrics of `gap_closure`
 RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  #: slope of log(lr) vs log(B) each rule prescribes
@@ -134,6 +137,34 @@ def _mismatch(train_loss: Mapping[str, Any]) -> float | None:
     return stats.value(math.log(lb / sb)) if lb and sb and lb > 0 and sb > 0 else None
 
 
+def _errors_by_seed(rows: pd.DataFrame) -> dict[int, np.ndarray]:
+    """seed → per-test-image errors (1 = wrong) of a group's snapshots that recorded them
+    (``test_correct``, `samlib.rundir.decode_correct`); {} without predictions."""
+    if "test_correct" not in rows:
+        return {}
+    from samlib.rundir import decode_correct
+
+    out = {}
+    for seed, text, n in zip(rows["seed"], rows["test_correct"], rows.get("n_test", pd.Series(index=rows.index))):
+        n = int(n) if present(n) else None
+        if isinstance(text, str) and n and present(seed):
+            out[int(seed)] = 1.0 - decode_correct(text, n).astype(float)
+    return out
+
+
+def two_way_gap(large: pd.DataFrame, small: pd.DataFrame) -> dict[str, Any] | None:
+    """LB − SB test error with a CI over seeds × test images (`stats.two_way_bootstrap` of the per-seed,
+    per-image error differences, seeds paired), where both groups recorded their predictions for at
+    least two shared seeds; None otherwise."""
+    lb, sb = _errors_by_seed(large), _errors_by_seed(small)
+    seeds = sorted(s for s in lb if s in sb and len(lb[s]) == len(sb[s]))
+    if len(seeds) < 2:
+        return None
+    boot = stats.two_way_bootstrap(np.stack([lb[s] - sb[s] for s in seeds]))
+    return {"mean": stats.value(boot["mean"]), "lo": stats.value(boot["lo"]), "hi": stats.value(boot["hi"]),
+            "n_seeds": len(seeds), "n_images": boot["n_images"]}
+
+
 def answer_row(rows: pd.DataFrame, small: int, large: int, keskar: str | None = None) -> dict[str, Any]:
     """The numbers of one answer row from the snapshot rows of one (data set, family, lr rule,
     milestone) at the batch sizes `small` and `large` (module doc; identity keys are the caller's)."""
@@ -152,9 +183,11 @@ def answer_row(rows: pd.DataFrame, small: int, large: int, keskar: str | None = 
     effect = stats.paired_difference(err["lb_sam"], err["lb"])
     out["n_seeds"] = int(gap["n"])
     out["gap"], out["sam_effect"] = _interval(gap), _interval(effect)
+    out["gap_two_way"] = two_way_gap(groups["lb"], groups["sb"])
     out["p"] = stats.value(gap["p"])
     out["holm_p"] = None  # set by `answer_table`, over the table's gap tests
-    out["upper"] = stats.value(gap["hi"]) if gap["n"] >= 2 else None  # no gap larger than this
+    two_way = out["gap_two_way"]  # where the test images' variance is known, the wider CI bounds the gap
+    out["upper"] = two_way["hi"] if two_way else stats.value(gap["hi"]) if gap["n"] >= 2 else None
     out["mde"] = stats.value(stats.mde(gap["sd"], gap["n"])) if gap["n"] >= 2 else None
     out["mismatch"] = _mismatch(out["train_loss"])
     out["closure"] = None

@@ -77,7 +77,7 @@ def _num_pair(d: Any, a: str, b: str) -> str:
 
 
 ANSWER_HEADER = ["regime", "SB → LB", "seeds (missing)", "test error SB / LB / LB+SAM (%)", "gap LB − SB (points)",
-                 "SAM effect LB+SAM − LB (points)", "gap closed by SAM", "no gap larger than (points)",
+                 "gap, CI over seeds × test images", "SAM effect LB+SAM − LB (points)", "gap closed by SAM", "no gap larger than (points)",
                  "gap p (Holm)", "detectable at 80 % power (points)", "ln L_LB/L_SB", "λ_max LB / LB+SAM",
                  "train loss SB / LB", "steps SB / LB"]
 
@@ -109,7 +109,8 @@ def answer_cells(table: list[dict[str, Any]]) -> list[list[str]]:
         rows.append([regime(r, many), f"{r['small_batch']} → {r['large_batch']}",
                      f"{r['n_seeds']} ({r['n_missing']})",
                      " / ".join("–" if err[g] is None else f"{100 * err[g]:.2f}" for g in ("sb", "lb", "lb_sam")),
-                     _ci_cell(r["gap"]), _ci_cell(r["sam_effect"]), _closure(r["closure"]),
+                     _ci_cell(r["gap"]), _ci_cell(r.get("gap_two_way")), _ci_cell(r["sam_effect"]),
+                     _closure(r["closure"]),
                      "–" if r["upper"] is None else points(r["upper"]), _p(r["holm_p"]),
                      "–" if r["mde"] is None else points(r["mde"], False), _signed(r["mismatch"]),
                      _num_pair(r[LAMBDA_KEY], "lb", "lb_sam"), _num_pair(r["train_loss"], "sb", "lb"),
@@ -125,7 +126,8 @@ def answer_table_html(table: list[dict[str, Any]]) -> str:
                "with it; compared at the same training loss or after the same epochs). SB/LB: the "
                "smallest/largest batch size; base optimizer vs plain SAM. Test "
                "errors are means over seeds; gap and SAM effect are paired by seed, mean and t-based 95 % CI, in "
-               "percentage points (the CIs cover the seeds; the test images are one fixed sample); the gap closure "
+               "percentage points (the t-CIs cover the seeds; where the runs recorded their test predictions a second "
+               "gap CI covers seeds × test images, a two-way bootstrap, and bounds 'no gap larger than'); the gap closure "
                "(share of the gap SAM closes, Fieller 95 % CI) only where both the gap and SAM's effect are "
                "significant; 'no gap larger than' is the gap CI's upper limit; the gap's p is adjusted by Holm's "
                "method over the data set's rows; 'detectable' is the gap a paired t-test finds at 80 % power with "
@@ -151,17 +153,18 @@ def answer_table_markdown(table: list[dict[str, Any]]) -> str:
 
 #: a compact column's name -> the full answer table's column (`ANSWER_HEADER`) whose cell it quotes
 ANSWER_COLUMNS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM (%)",
-                  "gap": "gap LB − SB (points)", "sam_effect": "SAM effect LB+SAM − LB (points)",
+                  "gap": "gap LB − SB (points)", "gap_two_way": "gap, CI over seeds × test images",
+                  "sam_effect": "SAM effect LB+SAM − LB (points)",
                   "closure": "gap closed by SAM", "upper": "no gap larger than (points)",
                   "holm_p": "gap p (Holm)", "mde": "detectable at 80 % power (points)", "mismatch": "ln L_LB/L_SB",
                   LAMBDA_KEY: "λ_max LB / LB+SAM", "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
 #: its header, short
 ANSWER_LABELS = {"batches": "SB → LB", "seeds": "seeds (missing)", "test_error": "test error SB / LB / LB+SAM",
-                 "gap": "gap", "sam_effect": "SAM effect", "closure": "closed by SAM",
+                 "gap": "gap", "gap_two_way": "gap (seeds × images CI)", "sam_effect": "SAM effect", "closure": "closed by SAM",
                  "upper": "no gap larger than", "holm_p": "gap p (Holm)", "mde": "detectable", "mismatch": "ln L_LB/L_SB",
                  LAMBDA_KEY: "λ_max LB / LB+SAM",
                  "train_loss": "train loss SB / LB", "steps": "steps SB / LB"}
-ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "sam_effect": " (points)", "upper": " (points)",
+ANSWER_UNITS = {"test_error": " (%)", "gap": " (points)", "gap_two_way": " (points)", "sam_effect": " (points)", "upper": " (points)",
                 "mde": " (points)"}
 KINDS = {EPOCHS: "same epochs", LOSS: "same loss"}  #: a milestone kind, in a header
 

@@ -35,6 +35,7 @@ from samlib.study.answer_text import answer_table_html, headline
 from samlib.study.details import findings_text
 from samlib.study.findings import compute_findings
 from samlib.study.selections import in_family, main_runs
+from samlib.study import tables
 from samlib.study.tables import collect, collect_snapshots
 
 
@@ -67,7 +68,7 @@ def make_report(study_dir: str | Path) -> Report:
     df = collect(study_dir)
     snapshots = collect_snapshots(study_dir)
     io.write_text(study_dir / layout.RESULTS, df.to_csv(index=False))
-    io.write_text(study_dir / layout.SNAPSHOTS, snapshots.to_csv(index=False))
+    io.write_text(study_dir / layout.SNAPSHOTS, snapshots.drop(columns=list(tables.PREDICTIONS)).to_csv(index=False))
     findings = {**compute_findings(df, snapshots), "time_split": timing.study_split(study_dir)}
     figures.make_figures(df, study_dir / layout.FIGURES, snapshots=snapshots, table=findings["answer_table"])
     text = findings_text(findings) + [timing.sentence(findings["time_split"])]

@@ -196,10 +196,13 @@ SNAPSHOT_IDENTITY = [
 SNAPSHOT_COLUMNS = SNAPSHOT_IDENTITY + [
     "milestone", "kind", "at", "reached", "step", "epoch", "train_loss", "train_accuracy", "train_error",
     "val_loss", "val_accuracy", "val_error", "test_loss", "test_accuracy", "test_error", "weight_norm",
-    "subset_loss", "grad_norm",
+    "subset_loss", "grad_norm", "mismatch",
 ]  # then the sharpness measures the snapshots hold (`samlib.measures.order`)
 _SNAPSHOT_NUMBERS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
-                     "weight_norm", *measures.CONTEXT)
+                     "weight_norm", "mismatch", *measures.CONTEXT)
+#: a snapshot's per-test-image record (``record_predictions``): in the table for the answer's two-way
+#: bootstrap, left out of snapshots.csv (the run's metrics.json keeps it)
+PREDICTIONS = ("test_correct", "n_test")
 
 
 def _config_milestones(config: Mapping[str, Any]) -> list[milestones.Milestone]:
@@ -257,6 +260,7 @@ def snapshot_records(
         for split in ("train", "val", "test"):
             row[f"{split}_error"] = 1.0 - row[f"{split}_accuracy"]
         row.update({k: number(v) for k, v in snap.items() if is_measure(k)})
+        row.update(test_correct=snap.get("test_correct"), n_test=snap.get("n_test"))
         rows.append(row)
     seen = {r["milestone"] for r in rows}
     for name in missing:
@@ -319,7 +323,7 @@ def collect_snapshots(study_dir: str | Path) -> pd.DataFrame:
     for record, run, notebook, batch_size, config in _runs(study_dir):
         rows += snapshot_records(run, notebook, batch_size, config, study_dir=study_dir, record=record)
     keys = measures.order({k for r in rows for k in r if measures.is_measure(k)})
-    df = pd.DataFrame(rows, columns=SNAPSHOT_COLUMNS + keys)
+    df = pd.DataFrame(rows, columns=SNAPSHOT_COLUMNS + keys + list(PREDICTIONS))
     if len(df):
         df = df.sort_values(["notebook", "batch_size", "run"], kind="stable").reset_index(drop=True)
     return df
