@@ -127,7 +127,9 @@ def _choice_line(method: Mapping[str, Any], tried: Mapping[float, Any], max_lrs:
 def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
     """The tuning runs of a results table, one entry per (data set, optimizer, SAM mode, m, batch size):
     ``grid`` (per lr: mean validation loss and error over its seeds, seeds, failed seeds), ``choice``
-    (`curve.chosen_lr`: lr, its validation loss, interior / bounded_by_failure / at_edge)."""
+    (`curve.chosen_lr`: lr, its validation loss, interior / bounded_by_failure / at_edge). Each grid entry
+    also has the mean ``steps`` its seeds took to the tuning milestone, so a reader sees what the choice
+    costs in speed (the lr is chosen by validation loss, not by speed)."""
     runs = results[results["notebook"] == TUNING_NOTEBOOK] if len(results) else results
     out = []
     if not len(runs):
@@ -141,7 +143,8 @@ def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
             tried[float(lr)] = _mean_scores(records)
             grid.append({"lr": float(lr), "seeds": len(records), "failed": failed,
                          "val_loss": tried[float(lr)],
-                         "val_error": None if failed else float(1 - at["val_accuracy"].astype(float).mean())})
+                         "val_error": None if failed else float(1 - at["val_accuracy"].astype(float).mean()),
+                         "steps": None if failed else float(at["steps"].astype(float).mean())})
         first = g.iloc[0]
         out.append({"dataset": first["dataset"], "optimizer": first["optimizer"], "sam": first["sam"],
                     "m": None if not present(first["m"]) else int(first["m"]), "batch_size": int(first["batch_size"]),
