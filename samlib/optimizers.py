@@ -18,8 +18,8 @@ name            label           built from the config (and the lr schedule, or t
 `BASE_OPTIMIZERS` and `SAM_MODES_REGISTRY` hold one small frozen entry each (as `samlib.measures` does
 for the sharpness measures); `OPTIMIZERS` and `SAM_MODES` are their names, which `samlib.config.Config`
 allows; `OPTIMIZER_LABELS`, `SAM_LABELS` and `method_label` ('SGD+momentum+SAM (m=32)') name a method in
-figures and text. Training calls `make_optimizer` (the base optimizer on the warm-up schedule
-`WarmupSchedule`) and `wrap` (the model `fit` trains).
+figures and text. Training calls `make_optimizer` (the base optimizer on the warm-up schedule of
+`warmup`, a `WarmupSchedule`) and `wrap` (the model `fit` trains).
 
 No Keras at import: `samlib.config` reads the names here, and a config loads no TensorFlow. The
 builders import Keras when called, and `WarmupSchedule`, a Keras `LearningRateSchedule`, is made on
@@ -105,7 +105,8 @@ SAM_MODES: tuple[str, ...] = tuple(SAM_MODES_REGISTRY)  #: the names `Config.sam
 OPTIMIZER_LABELS: dict[str, str] = {b.name: b.label for b in BASE_OPTIMIZERS.values()}  #: 'sgd' -> 'SGD', …
 SAM_LABELS: dict[str, str] = {s.name: s.label for s in SAM_MODES_REGISTRY.values() if s.label}  #: 'sam' -> 'SAM', …
 #: the Config fields every base optimizer reads: its learning-rate schedule (`make_optimizer`)
-SCHEDULE_FIELDS: tuple[str, ...] = ("lr", "lr_scaling", "batch_size", "base_batch_size", "warmup_epochs")
+SCHEDULE_FIELDS: tuple[str, ...] = ("lr", "lr_scaling", "batch_size", "base_batch_size", "warmup_epochs",
+                                     "warmup_steps")
 
 
 def method_label(optimizer: Any, sam: Any, m: Any = None) -> str:
@@ -124,10 +125,18 @@ def method_label(optimizer: Any, sam: Any, m: Any = None) -> str:
 
 # ---------------------------------------------------------------------- what training calls
 def make_optimizer(config: Any, steps_per_epoch: int) -> Any:
-    """The base optimizer of `config` (a `samlib.config.Config`) on its warm-up schedule: lr rises from
-    ``lr`` to ``scaled_lr`` over ``warmup_epochs`` epochs of `steps_per_epoch` steps (`WarmupSchedule`)."""
-    lr = _warmup_schedule()(config.lr, config.scaled_lr, round(config.warmup_epochs * steps_per_epoch))
-    return BASE_OPTIMIZERS[config.optimizer].build(config, lr)
+    """The base optimizer of `config` (a `samlib.config.Config`) on its warm-up schedule (`warmup`)."""
+    return BASE_OPTIMIZERS[config.optimizer].build(config, warmup(config, steps_per_epoch))
+
+
+def warmup(config: Any, steps_per_epoch: int) -> Any:
+    """The lr schedule of `config` (`WarmupSchedule`). With ``warmup_steps`` set: from 0 to ``scaled_lr``
+    over that many steps, counting the step being taken, so the lr of step s (0-based: the updates already
+    made) is ``scaled_lr · min(1, (s + 1) / warmup_steps)`` and the first update is not wasted. Else from
+    ``lr`` to ``scaled_lr`` over ``warmup_epochs`` epochs of `steps_per_epoch` steps."""
+    if config.warmup_steps is not None:
+        return _warmup_schedule()(0.0, config.scaled_lr, config.warmup_steps, offset=1)
+    return _warmup_schedule()(config.lr, config.scaled_lr, round(config.warmup_epochs * steps_per_epoch))
 
 
 def wrap(config: Any, network: Any) -> Any:
@@ -143,19 +152,26 @@ def _warmup_schedule() -> type:
 
     class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         """Goyal et al. 2017 gradual warm-up: lr rises linearly from `start` to `target` over
-        `warmup_steps` steps, then stays at `target` (= lr · k for batch-size scale factor k)."""
+        `warmup_steps` steps, then stays at `target` (= lr · k for batch-size scale factor k): at step s,
+        start + (target − start)·min(1, (s + offset)/warmup_steps). `offset` 1 counts the step being
+        taken (`warmup`'s ``warmup_steps`` schedule); 0 is the `warmup_epochs` schedule."""
 
-        def __init__(self, start: float, target: float, warmup_steps: int) -> None:
+        def __init__(self, start: float, target: float, warmup_steps: int, offset: int = 0) -> None:
             self.start, self.target, self.warmup_steps = float(start), float(target), int(warmup_steps)
+            self.offset = int(offset)
 
         def __call__(self, step):
             if self.warmup_steps <= 0:
                 return tf.constant(self.target, "float32")
-            frac = tf.minimum(tf.cast(step, "float32") / self.warmup_steps, 1.0)
+            step = tf.cast(step, "float32")
+            if self.offset:  # no op added for offset 0: that schedule's lr stays bit-for-bit as it was
+                step = step + float(self.offset)
+            frac = tf.minimum(step / self.warmup_steps, 1.0)
             return self.start + (self.target - self.start) * frac
 
         def get_config(self) -> dict:
-            return {"start": self.start, "target": self.target, "warmup_steps": self.warmup_steps}
+            return {"start": self.start, "target": self.target, "warmup_steps": self.warmup_steps,
+                    "offset": self.offset}
 
     WarmupSchedule.__module__, WarmupSchedule.__qualname__ = __name__, "WarmupSchedule"
     return WarmupSchedule

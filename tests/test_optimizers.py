@@ -108,3 +108,30 @@ def test_make_optimizer_warms_up_over_the_configured_epochs():
     config = Config(lr=0.01, batch_size=256, base_batch_size=32, lr_scaling="linear", warmup_epochs=0.5)
     schedule = make_optimizer(config, steps_per_epoch=20)._learning_rate
     assert (schedule.start, schedule.target, schedule.warmup_steps) == (0.01, pytest.approx(0.08), 10)
+
+
+def _lr_at(optimizer, step: int) -> float:
+    """The lr the optimizer uses for the update it makes when `step` updates are already made."""
+    optimizer.iterations.assign(step)
+    return float(optimizer.learning_rate)
+
+
+def test_warmup_steps_rises_from_zero_counting_the_step_being_taken():
+    # scaled_lr = 0.05 · 256/128 = 0.1; lr(s) = 0.1 · min(1, (s + 1)/4), by hand
+    config = Config(lr=0.05, batch_size=256, base_batch_size=128, lr_scaling="linear", warmup_steps=4,
+                    warmup_epochs=3.0)  # ignored: warmup_steps is set
+    optimizer = make_optimizer(config, steps_per_epoch=10)
+    for step, lr in [(0, 0.025), (1, 0.05), (2, 0.075), (3, 0.1), (4, 0.1), (10, 0.1), (1000, 0.1)]:
+        assert _lr_at(optimizer, step) == pytest.approx(lr, rel=1e-6), step
+    zero = make_optimizer(config.replace(warmup_steps=0), steps_per_epoch=10)
+    assert [_lr_at(zero, s) for s in (0, 1, 50)] == [pytest.approx(0.1)] * 3  # 0: no warm-up
+
+
+def test_warmup_steps_none_is_the_warmup_epochs_schedule_as_before():
+    config = Config(lr=0.01, batch_size=256, base_batch_size=32, lr_scaling="linear", warmup_epochs=0.5)
+    assert config.warmup_steps is None
+    schedule = make_optimizer(config, steps_per_epoch=20)._learning_rate
+    assert (schedule.start, schedule.offset, schedule.warmup_steps) == (0.01, 0, 10)
+    before = WarmupSchedule(0.01, config.scaled_lr, 10)  # as make_optimizer built it before warmup_steps
+    for step in (0, 1, 5, 9, 10, 30):
+        assert float(schedule(step)) == float(before(step)) == pytest.approx(0.01 + 0.07 * min(step / 10, 1)), step
