@@ -4,15 +4,19 @@ its label and its order.
 No TensorFlow here (the study runner and findings read it cheaply); `samlib.sharpness` binds each name
 to the function that computes it, and `samlib.config.SharpnessSettings` holds every numeric default.
 
-=============  =========================================  ==========================================
-name           result keys (``measure`` returns)          what it is
-=============  =========================================  ==========================================
-``keskar``     ``keskar_1e-03`` … one per ε               Keskar et al. 2017, metric (3)
-               (``keskar_1e-03_p100`` in a subspace)
-``lambda_max`` ``lambda_max``, ``lambda_max_iterations``  top Hessian eigenvalue (power iteration)
-``trace``      ``hessian_trace``, ``hessian_trace_stderr`` Hutchinson's trace estimate
-``sam``        ``sam_sharpness``                          f(w + ρ g/‖g‖) − f(w) (Foret et al. eq. 2)
-=============  =========================================  ==========================================
+===============  =========================================  ==========================================
+name             result keys (``measure`` returns)          what it is
+===============  =========================================  ==========================================
+``keskar``       ``keskar_1e-03`` … one per ε               Keskar et al. 2017, metric (3)
+                 (``keskar_1e-03_p100`` in a subspace)
+``lambda_max``   ``lambda_max``, ``lambda_max_iterations``  top Hessian eigenvalue (power iteration)
+``trace``        ``hessian_trace``, ``hessian_trace_stderr`` Hutchinson's trace estimate
+``sam``          ``sam_sharpness``                          f(w + ρ g/‖g‖) − f(w) (Foret et al. eq. 2)
+``noise_scale``  ``b_simple``, ``trace_sigma``,             gradient noise scale B_simple = tr(Σ)/|G|²
+                 ``grad_norm_sq``, ``micro_batch``          (McCandlish et al. 2018, `samlib.noise`)
+===============  =========================================  ==========================================
+
+``noise_scale`` is not among the defaults (`DEFAULT_MEASURES`): a study asks for it by name.
 
 Always also: ``subset_loss`` f(w), ``grad_norm`` ‖∇f(w)‖₂ and ``weight_norm`` ‖w‖₂ (`CONTEXT`), and
 ``<key>_seconds`` for each value key.
@@ -25,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-KESKAR, LAMBDA_MAX, TRACE, SAM = "keskar", "lambda_max", "trace", "sam"
+KESKAR, LAMBDA_MAX, TRACE, SAM, NOISE = "keskar", "lambda_max", "trace", "sam", "noise_scale"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,8 @@ REGISTRY: dict[str, Measure] = {
                 extras=("hessian_trace_stderr",), aliases=("hessian_trace",)),
         Measure(SAM, "SAM sharpness f(w+ε̂)−f(w)", 3, lambda s: ["sam_sharpness"],
                 aliases=("sam_sharpness",)),
+        Measure(NOISE, "gradient noise scale B_simple", 4, lambda s: ["b_simple"],
+                extras=("trace_sigma", "grad_norm_sq", "micro_batch"), aliases=("b_simple",)),
     )
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)  #: every measure `samlib.sharpness.measure` knows

@@ -46,6 +46,7 @@ class Objective:
         if not model.trainable_variables:
             raise ValueError("the model has no trainable weights (is it built?)")
         self.model, self.loss = model, loss
+        self.x, self.y = x, y  # the examples f is the mean over (`grad_on` takes subsets of them)
         self.variables = list(model.trainable_variables)
         self.states = list(model.non_trainable_variables)
         self.shapes = [tuple(v.shape) for v in self.variables]
@@ -105,6 +106,11 @@ class Objective:
             total += c * float(value)
             grad = g * c if grad is None else grad + g * c
         return total, grad
+
+    def grad_on(self, x: np.ndarray, y: np.ndarray) -> tf.Tensor:
+        """∇ of the mean loss over the examples (x, y) alone, plus R, at the snapshot w (flat): one batch,
+        in inference mode, as f's batches are (`samlib.noise` takes micro-batches' gradients so)."""
+        return self._value_and_grad(self.w, self.state_values, tf.constant(x), tf.constant(y))[1]
 
     def hvp(self, v: tf.Tensor) -> tf.Tensor:
         """H v at the snapshot w (flat, in the weights' dtype)."""

@@ -15,6 +15,8 @@ functions here is a field of `samlib.config.SharpnessSettings()`.
   used for Hessians by PyHessian).
 - `sam_sharpness`: f(w + ρ g/‖g‖₂) − f(w), g = ∇f(w): the first-order inner maximum that SAM minimises
   (Foret et al. 2021, "Sharpness-Aware Minimization for Efficiently Improving Generalization", eq. 2).
+- `gradient_noise_scale` (from `samlib.noise`): B_simple = tr(Σ)/|G|², the gradient noise scale of
+  McCandlish et al. 2018 (no sharpness, but taken on the same weights and examples).
 
 `measure` takes several at once on one set of compiled functions (with `measure_keys`, the keys it
 returns), `subset` draws the examples they are taken on, and `SharpnessCallback` logs them during
@@ -42,6 +44,7 @@ import tensorflow as tf
 from samlib import measures as M
 from samlib.config import SharpnessSettings
 from samlib.interpolation import interpolate  # noqa: F401  (part of this module's API)
+from samlib.noise import NOISE_BATCH, gradient_noise_scale, noise_scale  # noqa: F401  (gradient_noise_scale: API)
 from samlib.objective import Objective
 
 MEASURES: tuple[str, ...] = M.NAMES  #: the measures `measure` knows (`samlib.measures` is their registry)
@@ -226,6 +229,7 @@ _COMPUTE: dict[str, Callable[[Objective, SharpnessSettings], list[Callable[[], A
     M.LAMBDA_MAX: lambda obj, s: [functools.partial(_power_iteration, obj, s.iters, s.tol, s.seed)],
     M.TRACE: lambda obj, s: [functools.partial(_hutchinson, obj, s.samples, s.seed)],
     M.SAM: lambda obj, s: [functools.partial(_sam, obj, s.rho)],
+    M.NOISE: lambda obj, s: [functools.partial(noise_scale, obj, NOISE_BATCH, s.seed)],
 }
 
 #: the settings a call may change by keyword (``measures`` is an argument of its own; ``subset`` is the caller's)
@@ -287,11 +291,12 @@ def measure(
 ) -> dict[str, float]:
     """Several measures on one model and data set, as a flat dict of floats with stable keys.
 
-    `measures`: names from the registry `samlib.measures` (``keskar``, ``lambda_max``, ``trace``, ``sam``;
-    aliases ``lambda``, ``hessian_trace``, ``sam_sharpness``). Keys, as `samlib.measures.result_keys`
-    names them: one Keskar key per ε in `epsilons` (``keskar_1e-03``, ``keskar_1e-03_p100`` with
-    `subspace_dim`=100), λ_max and its iteration count, the Hessian trace and its standard error, the
-    SAM sharpness; each value key with ``<key>_seconds``. Always also the context `samlib.measures.CONTEXT`
+    `measures`: names from the registry `samlib.measures` (``keskar``, ``lambda_max``, ``trace``, ``sam``,
+    ``noise_scale``; aliases ``lambda``, ``hessian_trace``, ``sam_sharpness``, ``b_simple``). Keys, as
+    `samlib.measures.result_keys` names them: one Keskar key per ε in `epsilons` (``keskar_1e-03``,
+    ``keskar_1e-03_p100`` with `subspace_dim`=100), λ_max and its iteration count, the Hessian trace and
+    its standard error, the SAM sharpness, B_simple with tr Σ, |G|² and its micro-batch
+    (`samlib.noise`, b = `NOISE_BATCH`); each value key with ``<key>_seconds``. Always also the context `samlib.measures.CONTEXT`
     (f(w), ‖∇f(w)‖₂ and ‖w‖₂ on the same data).
     Settings: `settings` (default `SharpnessSettings()`, the one source of these defaults), with any of
     its fields given by keyword (``epsilons``, ``subspace_dim``, ``max_iter``, ``iters``, ``tol``,

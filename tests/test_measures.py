@@ -18,7 +18,8 @@ SAMLIB = Path(__file__).resolve().parents[1] / "samlib"
 
 # hand-written, independently of the registry
 CONTEXT = ["subset_loss", "grad_norm", "weight_norm"]
-FIXED_KEYS = {"lambda_max", "lambda_max_iterations", "hessian_trace", "hessian_trace_stderr", "sam_sharpness"}
+FIXED_KEYS = {"lambda_max", "lambda_max_iterations", "hessian_trace", "hessian_trace_stderr", "sam_sharpness",
+              "b_simple", "trace_sigma", "grad_norm_sq", "micro_batch"}
 
 
 # ----------------------------------------------------------------------------- (a) no key literal elsewhere
@@ -86,7 +87,7 @@ def signatures():
     from samlib import sharpness_bench
 
     # the public functions `samlib.sharpness` offers, its own and those it re-exports from its parts
-    parts = {S.__name__, "samlib.interpolation", "samlib.objective"}
+    parts = {S.__name__, "samlib.interpolation", "samlib.objective", "samlib.noise"}
     functions = {f"sharpness.{name}": obj for name, obj in vars(S).items()
                  if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ in parts}
     functions["sharpness.SharpnessCallback"] = S.SharpnessCallback.__init__
@@ -97,7 +98,8 @@ def signatures():
 def test_no_sharpness_default_differs_from_the_settings():
     functions = signatures()
     assert {"sharpness.keskar_sharpness", "sharpness.hessian_top_eigenvalue", "sharpness.hessian_trace",
-            "sharpness.sam_sharpness", "sharpness.measure_keys", "sharpness.interpolate"} <= set(functions)
+            "sharpness.sam_sharpness", "sharpness.measure_keys", "sharpness.interpolate",
+            "sharpness.gradient_noise_scale"} <= set(functions)
     checked, wrong = 0, []
     for where, function in functions.items():
         for param in inspect.signature(function).parameters.values():
@@ -123,12 +125,13 @@ def settings(**changes) -> SharpnessSettings:
 
 
 def test_names_defaults_aliases():
-    assert M.NAMES == ("keskar", "lambda_max", "trace", "sam")
+    assert M.NAMES == ("keskar", "lambda_max", "trace", "sam", "noise_scale")
     assert M.DEFAULT_MEASURES == ("keskar", "lambda_max", "sam")
     assert M.CONTEXT == tuple(CONTEXT)
-    assert M.normalise(["lambda", "hessian_trace", "sam_sharpness", "keskar"]) == ["lambda_max", "trace", "sam", "keskar"]
+    assert M.normalise(["lambda", "hessian_trace", "sam_sharpness", "keskar", "b_simple"]) == [
+        "lambda_max", "trace", "sam", "keskar", "noise_scale"]
     assert M.normalise("sam") == ["sam"]
-    with pytest.raises(ValueError, match="unknown sharpness measure 'sharpest'; allowed: keskar, lambda_max, trace, sam"):
+    with pytest.raises(ValueError, match="unknown sharpness measure 'sharpest'; allowed: keskar, lambda_max, trace, sam, noise_scale"):
         M.normalise(["sam", "sharpest"])
 
 
@@ -138,8 +141,9 @@ def test_result_keys_and_value_keys():
     every = settings(measures=M.NAMES, epsilons=(1e-3, 5e-4))
     assert M.result_keys(every) == CONTEXT + [
         "keskar_1e-03", "keskar_5e-04", "lambda_max", "lambda_max_iterations", "hessian_trace",
-        "hessian_trace_stderr", "sam_sharpness"]
-    assert M.value_keys(every) == ["keskar_1e-03", "keskar_5e-04", "lambda_max", "hessian_trace", "sam_sharpness"]
+        "hessian_trace_stderr", "sam_sharpness", "b_simple", "trace_sigma", "grad_norm_sq", "micro_batch"]
+    assert M.value_keys(every) == ["keskar_1e-03", "keskar_5e-04", "lambda_max", "hessian_trace", "sam_sharpness",
+                                   "b_simple"]
     assert M.result_keys(every, ["keskar"]) == CONTEXT + ["keskar_1e-03", "keskar_5e-04"]
     assert M.value_keys(settings(subspace_dim=50), ["keskar", "trace"]) == ["keskar_1e-03_p50", "hessian_trace"]
     assert {k for m in M.REGISTRY.values() if m.name != M.KESKAR for k in m.keys(None) + list(m.extras)} == FIXED_KEYS
