@@ -8,8 +8,8 @@ its data set (readable, batch size at most its training images) without loading 
 
 Learning-rate scaling (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): the effective learning rate
 is ``lr * k`` with ``k = B / B0`` (``linear``), ``sqrt(B / B0)`` (``sqrt``) or ``1`` (``none``), where
-``B`` is `batch_size` and ``B0`` is `base_batch_size`; it is reached by a linear warm-up over
-`warmup_epochs` epochs.
+``B`` is `batch_size` and ``B0`` is `base_batch_size`; it is reached by a linear warm-up from `lr` over
+`warmup_epochs` epochs, or from 0 over `warmup_steps` optimizer steps when that is set.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ class Config:
     #: checks the loss's rate of fall is estimated over when scheduling the next one (`monitor.CheckSchedule`;
     #: 2: the last two; a wider window is steadier where the loss is noisy near a plateau)
     check_window: int = checked(2, integer(2))
+    #: check every step once the loss is within a factor exp(match_tolerance) of the next loss milestone, so that
+    #: its snapshot is at the first step whose loss is <= it (`monitor.CheckSchedule`); each loss snapshot then
+    #: records ``check_before`` and ``mismatch``; one step per compiled call (None: checks as `check_every` and
+    #: `check_window` say)
+    match_tolerance: float | None = checked(None, number(0, lo_open=True).or_none())
     #: snapshot the weights when the inference-mode train loss first is <= each of these, train on to the smallest
     loss_milestones: tuple[float, ...] = checked((), list_of(number(0, lo_open=True), non_empty=False, distinct=True))
     #: snapshot the weights after exactly this many epochs each (at most `epochs`)
@@ -88,6 +93,9 @@ class Config:
     precision: str = checked("float32", choice(PRECISIONS))  #: float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool | None = checked(None, boolean().or_none())  #: None: on for GPUs, off on CPU (XLA is 4-8x slower there)
     eval_batch_size: int = checked(1000, integer(1))
+    #: every snapshot and the final metrics record which test images are classified correctly (``test_correct``,
+    #: packed bits: `samlib.rundir.decode_correct`)
+    record_predictions: bool = checked(False, boolean())
     steps_per_execution: int = checked(1, integer(1))  #: optimizer steps per compiled call (Keras); callbacks see every k-th
     verbose: int = checked(1, integer(0, 2))  #: Keras progress output: 0 silent, 1 bar, 2 one line per epoch
     run_dir: str | None = checked(None, text().or_none())

@@ -78,6 +78,12 @@ def _mean(values: tf.Tensor) -> tf.Tensor:
     return keras.ops.divide_no_nan(total, count)
 
 
+def _hits(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Per example, whether argmax(logits) == its integer label (bool)."""
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
+    return tf.equal(pred, tf.cast(tf.reshape(labels, tf.shape(pred)), tf.int64))
+
+
 def _compile(function, **kwargs):
     """A graph function without XLA (jit is several times slower on CPU)."""
     return tf.function(function, jit_compile=False, **kwargs)
@@ -92,7 +98,7 @@ class Evaluator:
     A compiled forward pass over constant batches (no Keras `evaluate` loop), so a check costs about a
     quarter of an epoch of training. `split(x, y)` gives another split sharing the compiled functions
     (traced once per batch shape, not once per split). Accuracy is the fraction with argmax(logits) == y,
-    NaN for non-integer targets.
+    NaN for non-integer targets; `with_correct` also says which examples those are.
     """
 
     def __init__(self, network: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, *,
@@ -113,13 +119,14 @@ class Evaluator:
         #: (x_b, y_b, n_b / N): one constant per batch, built once
         self.batches = [(tf.constant(x[i : i + self.batch_size]), tf.constant(y[i : i + self.batch_size]),
                          min(self.batch_size, self.n - i) / self.n) for i in range(0, self.n, self.batch_size)]
-        self._terms, self._reg = _functions or (_compile(self._batch_terms, reduce_retracing=True),
-                                                _compile(self._regularization))
+        self._terms, self._reg, self._hits = _functions or (
+            _compile(self._batch_terms, reduce_retracing=True), _compile(self._regularization),
+            _compile(self._batch_hits, reduce_retracing=True))
 
     def split(self, x: np.ndarray, y: np.ndarray) -> "Evaluator":
         """The same evaluator on another split, sharing the compiled functions."""
         return Evaluator(self.network, x, y, self.batch_size, loss=self.loss, dtype=self.dtype,
-                         _functions=(self._terms, self._reg))
+                         _functions=(self._terms, self._reg, self._hits))
 
     # ------------------------------------------------------------------ per batch (graph code)
     def _scope(self, values: Sequence[tf.Tensor]):
@@ -150,18 +157,24 @@ class Evaluator:
             value += tf.cast(extra, self.dtype)
         return value
 
+    def _term(self, mean: tf.Tensor, extras: list, yb: tf.Tensor) -> tf.Tensor:
+        if self.dtype == "float32":  # n_b · mean loss; R once, in `_regularization`
+            return mean * tf.cast(tf.shape(yb)[0], "float32")
+        return self._loss_of(mean, extras)
+
     def _batch_terms(self, values, xb, yb):
         mean, logits, extras = self._forward(values, xb, yb)
-        if self.dtype == "float32":  # n_b · mean loss; R once, in `_regularization`
-            term = mean * tf.cast(tf.shape(yb)[0], "float32")
-        else:
-            term = self._loss_of(mean, extras)
+        term = self._term(mean, extras, yb)
         correct = tf.constant(0.0, tf.float64)
         if yb.dtype.is_integer:
-            pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
-            labels = tf.cast(tf.reshape(yb, tf.shape(pred)), tf.int64)
-            correct = tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float64))
+            correct = tf.reduce_sum(tf.cast(_hits(logits, yb), tf.float64))
         return term, correct
+
+    def _batch_hits(self, values, xb, yb):
+        """`_batch_terms` and, from the same forward pass, each example's hit (argmax(logits) == label)."""
+        mean, logits, extras = self._forward(values, xb, yb)
+        hits = _hits(logits, yb)
+        return self._term(mean, extras, yb), tf.reduce_sum(tf.cast(hits, tf.float64)), hits
 
     def _regularization(self, values):
         with self._scope(values):
@@ -171,15 +184,30 @@ class Evaluator:
     # ------------------------------------------------------------------ the whole split
     def __call__(self, values: Sequence[tf.Tensor] | None = None) -> tuple[float, float]:
         """(loss, accuracy) at the live weights, or at `values` (one tensor per `variables`)."""
-        values = self._check(values)
-        total, correct = 0.0, 0.0
+        return self._run(self._check(values), self._terms)[:2]
+
+    def with_correct(self, values: Sequence[tf.Tensor] | None = None) -> tuple[float, float, np.ndarray]:
+        """(loss, accuracy, correct): the numbers of ``evaluator(values)`` and, from the same batches and
+        forward pass, whether each example (in split order) is classified correctly, argmax(logits) ==
+        label (bool). ``correct.mean() == accuracy`` exactly: both count the same hits and divide by N.
+        Needs integer labels."""
+        if not self.integer:
+            raise ValueError("per-example correctness needs integer class labels")
+        return self._run(self._check(values), self._hits)
+
+    def _run(self, values: list[tf.Tensor], function) -> tuple[float, float, np.ndarray | None]:
+        """Sum `function`'s per-batch terms and hits over the batches (module docstring's accumulation);
+        the per-example hits too, if `function` gives them (else None)."""
+        total, correct, hits = 0.0, 0.0, []
         for xb, yb, weight in self.batches:
-            term, hits = self._terms(values, xb, yb)
+            term, n_hits, *per_example = function(values, xb, yb)
             total += float(term) if self.dtype == "float32" else weight * float(term)
-            correct += float(hits)
+            correct += float(n_hits)
+            hits += [h.numpy() for h in per_example]
         if self.dtype == "float32":
             total = total / self.n + float(self._reg(values))
-        return total, (correct / self.n if self.integer else float("nan"))
+        accuracy = correct / self.n if self.integer else float("nan")
+        return total, accuracy, (np.concatenate(hits).astype(bool) if hits else None)
 
     def _check(self, values: Sequence[tf.Tensor] | None) -> list[tf.Tensor]:
         if values is None:

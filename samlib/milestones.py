@@ -5,6 +5,8 @@ the same-epochs and the same-training-loss comparisons.
   inference-mode training loss (dropout off, the whole training split) is <= L. Checks aim at the
   largest milestone not yet reached, so the snapshot's loss is at most L and, near L, about a check
   interval below it. One check can reach several milestones at once (then they share the snapshot).
+  With ``match_tolerance`` the checks go step by step near L, so the snapshot is at the first step
+  whose loss is <= L, and it records the check before it (`samlib.monitor.RunMonitor`).
 - An **epoch milestone** E is reached at the end of epoch E (after exactly E epochs of steps).
 
 A run trains on until every milestone is reached, or until its cap (`epochs`, or `steps`). A milestone

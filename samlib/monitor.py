@@ -4,7 +4,9 @@
   (`check_cadence` steps apart near it, sparser far from it).
 - `RunMonitor`: the Keras callback of a run (`samlib.train.fit`). It stops the run on its step budget,
   on reaching every milestone (`samlib.milestones`), on collapse (stuck at chance, `_collapsed`) or on a
-  non-finite loss (divergence); takes the milestones' snapshots; keeps the per-epoch history rows.
+  non-finite loss (divergence); takes the milestones' snapshots (with ``match_tolerance`` a loss
+  snapshot's bracket, with ``record_predictions`` which test images are right); keeps the per-epoch
+  history rows.
 - `Clock`: training time without the checks, snapshots and validation, and the steady-state seconds
   per step.
 """
@@ -21,7 +23,9 @@ import keras
 from samlib import milestones
 from samlib.config import Config
 from samlib.evaluation import Evaluator
-from samlib.rundir import COLLAPSED, DIVERGED, SNAPSHOT_FIELDS, collapse_patience, is_collapsed
+from samlib.rundir import (
+    COLLAPSED, DIVERGED, SNAPSHOT_EXTRAS, SNAPSHOT_FIELDS, collapse_patience, encode_correct, is_collapsed,
+)
 
 T = TypeVar("T")
 
@@ -43,12 +47,29 @@ class CheckSchedule:
     check that stops it -- unless noise hides the fall between two checks (a noisy plateau: SGD at batch
     32 on Fashion-MNIST went from 0.3172 to 0.2459 against T = 0.3 in one 16c wait); a wider window
     averages the noise out. Deterministic, so a run and its re-run check at the same steps.
+
+    With a `tolerance` τ (``match_tolerance``), the target is matched at the first step whose loss is
+    <= T: once a check's loss is within a factor e^τ of T (ln(L₂/T) <= τ, "the band"), every step is
+    checked until the loss is <= T. Farther away the wait is clip(⌊Δ/4⌋, 1, 16c), a quarter of the
+    extrapolated way without the floor c (c when the loss did not fall), and at most twice the last wait:
+    the first check is after one step, and the waits grow geometrically from there. So the checks close
+    in on T and enter the band rather than jump over it, also where the loss speeds up (early in training
+    the fall is faster than log-linear). The rate is measured over at least c steps (from the latest
+    check c or more steps back, if older than the window's), so that checks close together do not
+    measure only the noise between them. The match is exact when the check before the one that reaches
+    T was one step earlier (the snapshot's ``check_before``); a loss whose step-to-step noise exceeds τ
+    (it can touch T between two checks outside the band) or that suddenly falls faster than 4x the
+    measured rate can still jump the band, and ``check_before`` shows it. Cost: about
+    log(ln(L/T)/τ)/log(4/3) checks to reach the band, one per step in it (about τ / the loss's per-step
+    fall in ln L), and log2(c) more at the start. `retarget` re-plans the next check from the last one
+    when the target moves on.
     """
 
-    def __init__(self, target: float, cadence: int, window: int = 2) -> None:
+    def __init__(self, target: float, cadence: int, window: int = 2, tolerance: float | None = None) -> None:
         # `target` may move on (the next milestone) once reached; the cadence and window stay
         self.target, self.cadence, self.window = float(target), max(1, int(cadence)), max(2, int(window))
-        self.next = self.cadence
+        self.tolerance = None if tolerance is None else float(tolerance)
+        self.next = self.cadence if self.tolerance is None else 1  # matching: a milestone may be near from the start
         self.checks: list[tuple[int, float]] = []
 
     def due(self, step: int) -> bool:
@@ -56,13 +77,41 @@ class CheckSchedule:
 
     def record(self, step: int, loss: float) -> None:
         self.checks.append((step, loss))
-        c, interval = self.cadence, 4 * self.cadence
+        self.next = step + self._interval(loss)
+
+    def retarget(self, target: float) -> None:
+        """Aim at `target` from now on; with a tolerance, the next check is planned again against it."""
+        self.target = float(target)
+        if self.tolerance is not None and self.checks:
+            step, loss = self.checks[-1]
+            self.next = step + self._interval(loss)
+
+    def _interval(self, loss: float) -> int:
+        """Steps from the last check (its `loss`) to the next (class docstring)."""
+        c, matching = self.cadence, self.tolerance is not None
+        if matching and math.isfinite(loss) and self.target < loss <= self.target * math.exp(self.tolerance):
+            return 1
+        interval, floor, part = (c, 1, 4) if matching else (4 * c, c, 2)
         if len(self.checks) >= 2 and math.isfinite(loss) and loss > self.target:
-            (s1, l1), (s2, l2) = self.checks[-self.window:][0], self.checks[-1]
+            (s1, l1), (s2, l2) = self._baseline(), self.checks[-1]
             rate = (math.log(l1) - math.log(l2)) / max(s2 - s1, 1) if l1 > 0 and l2 > 0 else 0.0
             if rate > 0:
-                interval = int(min(max(math.log(l2 / self.target) / rate / 2, c), 16 * c))
-        self.next = step + interval
+                interval = int(min(max(math.log(l2 / self.target) / rate / part, floor), 16 * c))
+        if matching:  # at most twice the last wait (from step 0 for the first check): trusted so far
+            last_wait = self.checks[-1][0] - (self.checks[-2][0] if len(self.checks) >= 2 else 0)
+            interval = max(1, min(interval, 2 * last_wait))
+        return interval
+
+    def _baseline(self) -> tuple[int, float]:
+        """The check the rate of fall is measured from: the oldest of the last `window`; with a tolerance,
+        at least c steps before the last check if there is one (checks a step or two apart would measure
+        the noise between them)."""
+        oldest = self.checks[-self.window:][0]
+        if self.tolerance is None:
+            return oldest
+        last = self.checks[-1][0]
+        earlier = [check for check in self.checks if last - check[0] >= self.cadence]
+        return earlier[-1] if earlier and earlier[-1][0] < oldest[0] else oldest
 
 
 class Clock:
@@ -128,7 +177,7 @@ class RunMonitor(keras.callbacks.Callback):
         self.schedule = None
         if self.tracker.has_loss:
             self.schedule = CheckSchedule(self.tracker.next_loss, check_cadence(config, steps_per_epoch),
-                                          config.check_window)
+                                          config.check_window, config.match_tolerance)
         self.snapshots: list[dict[str, Any]] = []  # metrics.json "snapshots", in the order reached
         self.snapshot_weights: dict[str, list] = {}  # milestone name -> the network's weights there
         self.last_check: tuple[int, tuple[float, float]] | None = None  # (step, (loss, accuracy))
@@ -190,7 +239,7 @@ class RunMonitor(keras.callbacks.Callback):
             if self.tracker.next_loss is None:
                 self.schedule = None  # every loss milestone reached: no more checks
             else:
-                self.schedule.target = self.tracker.next_loss
+                self.schedule.retarget(self.tracker.next_loss)
         elif self._collapsed(step, value):
             return COLLAPSED
         return None
@@ -231,7 +280,12 @@ class RunMonitor(keras.callbacks.Callback):
     def _record(self, reached: list[milestones.Milestone], step: int, train: tuple[float, float]) -> None:
         nan = (math.nan, math.nan)
         val = self.evaluators["val"]() if "val" in self.evaluators else nan
-        test = self.evaluators["test"]()
+        predictions = {}
+        if self.config.record_predictions:  # which test images are right, from the pass that gives the accuracy
+            *test, correct = self.evaluators["test"].with_correct()
+            predictions = {"test_correct": encode_correct(correct), "n_test": len(correct)}
+        else:
+            test = self.evaluators["test"]()
         network = self.train_eval.network
         weights, norm = network.get_weights(), weight_norm(network)
         for m in reached:
@@ -243,5 +297,19 @@ class RunMonitor(keras.callbacks.Callback):
                 "weight_norm": norm,
             }
             assert tuple(record) == SNAPSHOT_FIELDS, "rundir.SNAPSHOT_FIELDS names what a snapshot records"
+            if m.kind == milestones.LOSS and self.config.match_tolerance is not None:
+                record.update(self._bracket(m, step, train[0]))
+            record.update(predictions)
+            assert set(record) <= set(SNAPSHOT_FIELDS + SNAPSHOT_EXTRAS), "rundir.SNAPSHOT_EXTRAS names the rest"
             self.snapshots.append(record)
             self.snapshot_weights[m.name] = weights
+
+    def _bracket(self, milestone: milestones.Milestone, step: int, loss: float) -> dict[str, Any]:
+        """A loss snapshot's match (``match_tolerance``): ``check_before``, the step and loss of the check
+        before the one that reached `milestone` (its loss is above it: the milestone lies between the two;
+        None for the first check), and ``mismatch`` = ln(milestone / loss) >= 0, how far below it the
+        snapshot's loss is."""
+        before = [(s, value) for s, value in self.schedule.checks if s < step]
+        check_before = {"step": before[-1][0], "train_loss": before[-1][1]} if before else None
+        mismatch = math.log(milestone.at / loss) if loss > 0 else math.inf
+        return {"check_before": check_before, "mismatch": mismatch}

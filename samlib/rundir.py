@@ -17,6 +17,9 @@ training loss and accuracy are at chance (`is_collapsed`) after `collapse_patien
 (``metrics.json["sharpness_status"]``): `SHARPNESS_OK`, or `SHARPNESS_SKIPPED` for a diverged run,
 whose weights are not finite.
 
+`encode_correct` and `decode_correct` write and read which test images a network classifies correctly
+(metrics.json ``test_correct``, recorded with `Config.record_predictions`).
+
 This is the library's half of the on-disk contract; `samlib.train` writes run folders with these
 names, and the study's half (cells, study.json, results.csv, the status words of cells and plans) is
 `samlib.study.layout`, which re-exports them. Recorded values are read leniently (`samlib.io.number`,
@@ -26,11 +29,14 @@ names, and the study's half (cells, study.json, results.csv, the status words of
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from samlib import io
 from samlib.config import Config, ConfigError, SharpnessSettings
@@ -51,6 +57,9 @@ SNAPSHOTS = "snapshots"  # snapshots/<milestone>.weights.h5: the weights at each
 #: what training records of a snapshot (metrics.json "snapshots"); `measure_run` adds the measures
 SNAPSHOT_FIELDS = ("milestone", "kind", "at", "step", "epoch", "epochs_done", "train_loss", "train_accuracy",
                    "val_loss", "val_accuracy", "test_loss", "test_accuracy", "weight_norm")
+#: what training records after them when the config asks (``match_tolerance``: a loss snapshot's
+#: ``check_before`` and ``mismatch``; ``record_predictions``: ``test_correct``, ``n_test``)
+SNAPSHOT_EXTRAS = ("check_before", "mismatch", "test_correct", "n_test")
 
 # ---------------------------------------------------------------------- status words
 RUNNING = "running"
@@ -107,6 +116,22 @@ def final_status(status: str, loss: Any, accuracy: Any, num_classes: Any = None,
         return status
     steps = number(steps)
     return COLLAPSED if not math.isfinite(steps) or steps >= collapse_patience(steps_per_epoch) else status
+
+
+def encode_correct(correct: Any) -> str:
+    """Which examples a network classifies correctly, compactly (metrics.json ``test_correct``): the bools
+    packed 8 to a byte, the first example in the lowest bit (``np.packbits(..., bitorder="little")``),
+    in base64 text. `decode_correct` reads it back, given the number of examples."""
+    packed = np.packbits(np.asarray(correct, dtype=bool), bitorder="little")
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def decode_correct(text: str, n: int) -> np.ndarray:
+    """The `n` bools that `encode_correct` wrote as `text` (the padding bits of the last byte dropped)."""
+    packed = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    if len(packed) != (int(n) + 7) // 8:
+        raise ValueError(f"{len(packed)} bytes hold {8 * len(packed)} bits, not the {n} examples asked for")
+    return np.unpackbits(packed, count=int(n), bitorder="little").astype(bool)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -240,7 +265,8 @@ def _measure_weights(run_dir: Path, metrics: Mapping[str, Any], settings: Sharpn
         if snap.get("sharpness_settings") == wanted.to_dict():
             continue
         path = snapshot_weights(run_dir, snap["milestone"])
-        for key in [k for k in snap if k not in SNAPSHOT_FIELDS]:  # a measurement with other settings goes
+        recorded = SNAPSHOT_FIELDS + SNAPSHOT_EXTRAS  # what training recorded stays
+        for key in [k for k in snap if k not in recorded]:  # a measurement with other settings goes
             del snap[key]
         if snap.get("step") == metrics.get("steps") and wanted == final:
             model.set_weights(final_weights)

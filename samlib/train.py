@@ -15,7 +15,8 @@ Run directory (all files written atomically; the names are `samlib.rundir`'s):
     metrics.json       final train/val/test loss and accuracy on the whole splits in inference mode
                        (`Evaluator`), converged, stop_reason, status, step_seconds (steady state),
                        wall_seconds, samples_per_second, steps, epochs_run, and ``environment``:
-                       where it ran (`devices.environment`: versions, processor, GPUs)
+                       where it ran (`devices.environment`: versions, processor, GPUs); with
+                       ``record_predictions``, ``test_correct`` (`samlib.rundir.encode_correct`)
     model.weights.h5   the trained network's weights (the bare CNN, not the SAM wrapper)
     snapshots/<milestone>.weights.h5   the live weights at each milestone reached (see below)
 
@@ -29,7 +30,11 @@ capped by `steps` or else `epochs`. At each milestone the run records a **snapsh
 check that reached it, so its ``train_loss`` is <= the milestone; the run's last loss check is the
 ``train_loss`` it reports when it stopped there, so a run that stopped with every milestone reached
 (``stop_reason`` ``milestones``; ``target_loss`` for a run given only a loss target) reports a
-``train_loss`` at or below its last loss milestone. Milestones never reached are ``milestones_missing``; a run with loss
+``train_loss`` at or below its last loss milestone. With ``match_tolerance``, a loss milestone's
+snapshot is at the first step whose loss is <= it (the checks go step by step near it) and also
+records ``check_before`` ({step, train_loss} of the check before, which was above it) and ``mismatch``
+= ln(milestone / train_loss); with ``record_predictions``, every snapshot records ``test_correct`` and
+``n_test``. Milestones never reached are ``milestones_missing``; a run with loss
 milestones is ``converged`` when it reached all of them. A run whose training loss stays at the loss of
 a uniform guess is stopped once detected and is ``collapsed``, as is an ok run that ends at chance
 after the patience (`samlib.rundir.final_status`); a non-finite loss is ``diverged``.
@@ -58,7 +63,7 @@ from samlib.models import build_network
 from samlib.monitor import RunMonitor, check_cadence
 from samlib.optimizers import make_optimizer, wrap
 from samlib.rundir import COLLAPSED, CONFIG, DIVERGED, HISTORY, METRICS, OK, RUNNING, WEIGHTS
-from samlib.rundir import final_status, snapshot_weights
+from samlib.rundir import encode_correct, final_status, snapshot_weights
 
 
 @dataclasses.dataclass
@@ -116,9 +121,12 @@ def compile_model(config: Config, model: keras.Model, steps_per_epoch: int) -> k
 
 def _steps_per_execution(config: Config, steps_per_epoch: int) -> int:
     """`steps_per_execution`, but never more than the check cadence of a loss-target run (callbacks,
-    and so checks, only see every k-th step) nor more than an epoch."""
+    and so checks, only see every k-th step) nor more than an epoch; 1 for a loss-target run with
+    ``match_tolerance``, which may check any step."""
     k = min(config.steps_per_execution, steps_per_epoch)
     has_loss_checks = config.target_loss is not None or bool(config.loss_milestones)
+    if has_loss_checks and config.match_tolerance is not None:
+        return 1
     return min(k, check_cadence(config, steps_per_epoch)) if has_loss_checks else k
 
 
@@ -173,16 +181,23 @@ def history_frame(rows: list[dict[str, float]], logs: dict[str, list]) -> pd.Dat
     return history
 
 
-def final_evaluation(monitor: RunMonitor, evaluators: dict[str, Evaluator], steps: int) -> dict[str, tuple[float, float]]:
+def final_evaluation(monitor: RunMonitor, evaluators: dict[str, Evaluator], steps: int,
+                     predictions: bool = False) -> dict[str, Any]:
     """(loss, accuracy) of the trained network on "train", "val" (NaN without that split) and "test",
     in inference mode. A run whose last loss check (or snapshot) was at its last step reports that
-    check as its train split's: it saw these very weights."""
+    check as its train split's: it saw these very weights. With `predictions`, also "test_correct":
+    which test images it classifies correctly (`Evaluator.with_correct`, the pass of the test accuracy)."""
     last = monitor.last_check
-    return {
+    scores: dict[str, Any] = {
         "train": last[1] if last is not None and last[0] == steps else evaluators["train"](),
         "val": evaluators["val"]() if "val" in evaluators else (math.nan, math.nan),
-        "test": evaluators["test"](),
     }
+    if predictions:
+        *test, scores["test_correct"] = evaluators["test"].with_correct()
+        scores["test"] = tuple(test)
+    else:
+        scores["test"] = evaluators["test"]()
+    return scores
 
 
 def _status(monitor: RunMonitor, scores: dict[str, tuple[float, float]], num_classes: int, steps: int,
@@ -243,6 +258,8 @@ def run_metrics(config: Config, data: Data, training: Training, scores: dict[str
         "device": devices.describe(),
         "replicas": replicas,
         "environment": devices.environment(),
+        # which test images the network gets right (`Config.record_predictions`; `rundir.decode_correct`)
+        **({"test_correct": encode_correct(scores["test_correct"])} if "test_correct" in scores else {}),
     }
 
 
@@ -287,7 +304,7 @@ def train_and_evaluate(config: Config, data: Data | None = None) -> RunResult:
         model = compile_model(config, wrap(config, network), steps_per_epoch)
         evaluators = make_evaluators(config, network, data)
         training = fit(config, model, data, evaluators, steps_per_epoch)
-        scores = final_evaluation(training.monitor, evaluators, training.steps)
+        scores = final_evaluation(training.monitor, evaluators, training.steps, config.record_predictions)
     metrics = run_metrics(config, data, training, scores, strategy.num_replicas_in_sync)
     write_run(run_dir, training.history, network, metrics, training.monitor.snapshot_weights)
     return RunResult(config=config, metrics=metrics, history=training.history, model=network, run_dir=run_dir)

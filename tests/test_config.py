@@ -15,6 +15,14 @@ def test_defaults_are_valid_and_frozen():
         config.lr = 1.0  # type: ignore[misc]
 
 
+def test_the_newer_keys_are_off_by_default_and_keep_their_values():
+    config = Config()
+    assert (config.warmup_steps, config.match_tolerance, config.record_predictions) == (None, None, False)
+    given = Config.from_dict({"warmup_steps": 0, "match_tolerance": 1, "record_predictions": True})
+    assert (given.warmup_steps, given.match_tolerance, given.record_predictions) == (0, 1.0, True)
+    assert isinstance(given.match_tolerance, float) and Config.from_dict(given.to_dict()) == given
+
+
 @pytest.mark.parametrize(
     "key, value, allowed",
     [
@@ -34,6 +42,9 @@ def test_defaults_are_valid_and_frozen():
         ("weight_decay", -1e-4, ">= 0"),
         ("base_batch_size", -5, ">= 1"),
         ("warmup_epochs", -1.0, ">= 0"),
+        ("warmup_steps", -1, ">= 0"),
+        ("match_tolerance", 0.0, "> 0"),
+        ("match_tolerance", -0.1, "> 0"),
         ("rho", -0.05, ">= 0"),
         ("m", 0, ">= 1"),
         ("looksam_k", 0, ">= 1"),
@@ -53,7 +64,9 @@ def test_out_of_range_values_name_key_value_and_allowed(key, value, allowed):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("batch_size", 32.5), ("batch_size", "64"), ("batch_size", True), ("lr", "0.1"), ("sync_perturbation", 1), ("dataset", 5), ("m", 2.0), ("epochs", None)],
+    [("batch_size", 32.5), ("batch_size", "64"), ("batch_size", True), ("lr", "0.1"), ("sync_perturbation", 1), ("dataset", 5), ("m", 2.0), ("epochs", None),
+     ("warmup_steps", 2.5), ("warmup_steps", True), ("match_tolerance", "0.1"), ("record_predictions", 1),
+     ("record_predictions", None)],
 )
 def test_wrong_types_are_rejected(key, value):
     with pytest.raises(ConfigError, match=f"'{key}'.*{type(value).__name__}|'{key}'.*None"):
@@ -111,7 +124,7 @@ def test_sharpness_settings_defaults_and_json_form():
     assert SharpnessSettings.from_dict(s.to_dict()) == s  # round trip, as metrics.json stores it
     given = SharpnessSettings.from_dict({"measures": ["trace"], "epsilons": [1, 5.0e-4], "tol": 1, "rho": 0})
     assert given.to_dict()["epsilons"] == [1.0, 5e-4] and isinstance(given.to_dict()["tol"], float)
-    assert set(MEASURES) == {"keskar", "lambda_max", "trace", "sam"}
+    assert set(MEASURES) == {"keskar", "lambda_max", "trace", "sam", "noise_scale"}
     assert s.replace(subset=0).subset == 0
 
 

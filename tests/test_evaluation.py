@@ -89,3 +89,20 @@ def test_non_integer_targets_have_no_accuracy_and_bad_inputs_are_refused():
         Evaluator(model, x, targets, 0)
     with pytest.raises(ValueError, match="dtype"):
         Evaluator(model, x, targets, 16, dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_with_correct_says_which_examples_are_right_from_the_same_pass(dtype):
+    model, x, y = problem(seed=4, weight_decay=1e-2)
+    evaluator = Evaluator(model, x, y, 16, dtype=dtype)  # 3 batches of 16 and one of 2
+    loss, accuracy, correct = evaluator.with_correct()
+    assert correct.dtype == bool and correct.shape == (50,)
+    expected = np.asarray(model(x, training=False)).argmax(1) == y  # numpy, split order
+    np.testing.assert_array_equal(correct, expected)
+    assert correct.mean() == accuracy == by_hand(model, x, y)[1]  # exactly: the same hits over the same N
+    assert (loss, accuracy) == evaluator()  # the numbers of an ordinary call, to the bit
+    test = evaluator.split(x[:21], y[:21])  # shares the compiled functions
+    assert test._hits is evaluator._hits
+    np.testing.assert_array_equal(test.with_correct()[2], expected[:21])
+    with pytest.raises(ValueError, match="integer class labels"):
+        Evaluator(model, x, np.zeros((50, 3), np.float32), 16, loss=keras.losses.MeanSquaredError()).with_correct()

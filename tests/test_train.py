@@ -262,3 +262,25 @@ def test_a_run_records_where_it_ran(tmp_path):
     assert env["gpus"] == [str(tf.config.experimental.get_device_details(g).get("device_name", g.name))
                            for g in tf.config.list_physical_devices("GPU")]
     assert env["cpu_count"] >= 1
+
+
+def test_warmup_steps_sets_the_lr_of_each_step(tmp_path):
+    """84 training images at batch 32: 3 steps an epoch; history's lr is the one of the next step."""
+    result = train_and_evaluate(config(tmp_path, epochs=2, warmup_steps=10, warmup_epochs=5.0), tiny_data())
+    np.testing.assert_allclose(result.history["lr"], [0.05 * 4 / 10, 0.05 * 7 / 10], rtol=1e-6)
+    plain = train_and_evaluate(config(epochs=2), tiny_data()).metrics
+    assert result.metrics["train_loss"] != plain["train_loss"]
+
+
+def test_a_run_folder_from_before_the_newer_keys_is_still_complete(tmp_path):
+    """config.json written before warmup_steps, match_tolerance and record_predictions existed: the keys
+    take their defaults (off), so the run is the same run; asking for one of them on is another run."""
+    cfg = config(tmp_path, steps=1)
+    train_and_evaluate(cfg, tiny_data())
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in saved.items()
+                                if k not in ("warmup_steps", "match_tolerance", "record_predictions")}))
+    assert is_complete(tmp_path / "run", cfg)
+    for newer in (dict(warmup_steps=0), dict(match_tolerance=0.1), dict(record_predictions=True)):
+        assert not is_complete(tmp_path / "run", cfg.replace(**newer)), newer
