@@ -72,7 +72,7 @@ def test_the_curve_table_reads_steps_per_method_and_batch_size_from_snapshots():
     base, sam = table
     p32 = base["points"][0]
     assert p32["batch_size"] == 32 and p32["steps"]["mean"] == pytest.approx(s_min * 5 + 1) and p32["steps"]["n"] == 3
-    assert p32["grad_evals"]["mean"] == pytest.approx(p32["steps"]["mean"]) and p32["b_simple"] == 50.0
+    assert p32["grad_evals"]["mean"] == pytest.approx(p32["steps"]["mean"]) and p32["b_simple"] == 50.0  # its registry key
     assert sam["grad_evals_per_step"] == 2.0 and sam["points"][0]["grad_evals"]["mean"] == pytest.approx(
         2 * sam["points"][0]["steps"]["mean"])
     assert sam["points"][2]["missed"] == 1 and sam["points"][2]["steps"]["n"] == 2  # one run missed 0.1

@@ -64,7 +64,7 @@ def test_a_diverged_lr_bounds_the_grid_per_method(tmp_path, monkeypatch):
     # one lr is at both edges: one step down (0.0316, worse), then up: 0.316 diverged, so 0.1 is bounded
     for t in table:
         assert t["choice"]["lr"] == pytest.approx(0.1) and t["choice"]["bounded_by_failure"]
-        assert [g["lr"] for g in t["grid"]] == [0.0316, 0.1, 0.316] and [g["failed"] for g in t["grid"]] == [0, 0, 2]
+        assert [g["lr"] for g in t["grid"]] == [0.0316, 0.1, 0.316] and [g["seeds_out"] for g in t["grid"]] == [0, 0, 2]
 
 
 def test_tuning_needs_two_seeds_and_snaps_to_the_half_decade_grid(tmp_path):

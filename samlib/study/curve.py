@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from samlib import measures
 from samlib.io import is_finite
 
 GRID_FACTOR = math.sqrt(10)  #: two grid values a decade: 0.01, 0.0316, 0.1, 0.316, ...
@@ -87,6 +88,7 @@ def warmup_steps(steps_to_first_milestone: float, fraction: float = 0.05, floor:
 
 
 # ---------------------------------------------------------------------- the curve of a study
+NOISE_KEY = measures.REGISTRY[measures.NOISE].keys(None)[0]  #: B_simple's key in the snapshots
 MIN_CURVE_SIZES = 3  #: batch sizes a B_crit fit needs (S_min and B_crit from two would fit any two points)
 GRAD_EVALS = {"none": 1.0, "sam": 2.0, "asam": 2.0}  #: gradient evaluations per step (LookSAM: 1 + 1/k)
 
@@ -131,10 +133,10 @@ def curve_table(snapshots: Any) -> list[dict[str, Any]]:
             for bs, at_b in rows.groupby("batch_size"):
                 done = reached[reached["batch_size"] == bs]
                 steps = done["step"].astype(float).tolist()
-                b_simple = done["b_simple"].astype(float).dropna() if "b_simple" in done else []
+                b_simple = done[NOISE_KEY].astype(float).dropna() if NOISE_KEY in done else []
                 points.append({"batch_size": int(bs), "steps": _ci(steps), "epochs": _ci(done["epoch"].astype(float)),
                                "grad_evals": _ci([s * evals for s in steps]), "missed": int(len(at_b) - len(done)),
-                               "b_simple": float(np.mean(b_simple)) if len(b_simple) else None})
+                               NOISE_KEY: float(np.mean(b_simple)) if len(b_simple) else None})
             fit = fit_critical_batch(reached["batch_size"].astype(float), reached["step"].astype(float)) \
                 if reached["batch_size"].nunique() >= MIN_CURVE_SIZES else None  # two points fit any S(B)
             out.append({"dataset": selections.dataset_label(dataset), "method": method.label, **method.fields(),

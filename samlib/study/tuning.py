@@ -117,7 +117,7 @@ def _tried(rows: Sequence[Mapping[str, Any]], method: Mapping[str, Any]) -> dict
 def _choice_line(method: Mapping[str, Any], tried: Mapping[float, Any], max_lrs: int) -> str:
     choice = chosen_lr(tried)
     name = ",".join(f"{k}={v}" for k, v in method.items()) or "(base)"
-    grid = ", ".join(f"{lr:g}: {'failed' if v is None else f'{v:.4f}'}" for lr, v in sorted(tried.items()))
+    grid = ", ".join(f"{lr:g}: {'✕' if v is None else f'{v:.4f}'}" for lr, v in sorted(tried.items()))
     how = ("interior" if choice["interior"] else "bounded by a failed lr" if choice["bounded_by_failure"]
            else f"at the grid's edge after {max_lrs} lrs" if len(tried) >= max_lrs else "at the grid's edge")
     return f"{name}: lr {choice['lr']:g} ({how}); validation loss by lr: {grid}" if choice["lr"] else \
@@ -126,7 +126,8 @@ def _choice_line(method: Mapping[str, Any], tried: Mapping[float, Any], max_lrs:
 
 def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
     """The tuning runs of a results table, one entry per (data set, optimizer, SAM mode, m, batch size):
-    ``grid`` (per lr: mean validation loss and error over its seeds, seeds, failed seeds), ``choice``
+    ``grid`` (per lr: mean validation loss and error over its seeds, ``seeds``, and ``seeds_out``: the seeds
+    that diverged, collapsed or missed the milestone), ``choice``
     (`curve.chosen_lr`: lr, its validation loss, interior / bounded_by_failure / at_edge). Each grid entry
     also has the mean ``steps`` its seeds took to the tuning milestone, so a reader sees what the choice
     costs in speed (the lr is chosen by validation loss, not by speed)."""
@@ -141,7 +142,7 @@ def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
             records = at.to_dict("records")
             failed = sum(score(r) is None for r in records)
             tried[float(lr)] = _mean_scores(records)
-            grid.append({"lr": float(lr), "seeds": len(records), "failed": failed,
+            grid.append({"lr": float(lr), "seeds": len(records), "seeds_out": failed,
                          "val_loss": tried[float(lr)],
                          "val_error": None if failed else float(1 - at["val_accuracy"].astype(float).mean()),
                          "steps": None if failed else float(at["steps"].astype(float).mean())})
@@ -154,7 +155,7 @@ def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
 
 def choices_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """`tuning_table` as a table for a notebook: one row per method and batch size, the chosen lr, why it
-    is settled, and the grid (lr: mean validation loss, or 'failed')."""
+    is settled, and the grid (lr: mean validation loss, or ✕ where a seed diverged, collapsed or missed)."""
     from samlib.study.selections import method_label
 
     rows = []
@@ -163,7 +164,7 @@ def choices_frame(runs: pd.DataFrame) -> pd.DataFrame:
         how = "interior" if c["interior"] else "bounded by a failed lr" if c["bounded_by_failure"] else "at the edge"
         rows.append({"method": method_label(t["optimizer"], t["sam"], t["m"]), "batch_size": t["batch_size"],
                      "lr": c["lr"], "settled": how,
-                     "grid": ", ".join(f"{g['lr']:g}: " + ("failed" if g["val_loss"] is None else f"{g['val_loss']:.4f}")
+                     "grid": ", ".join(f"{g['lr']:g}: " + ("✕" if g["val_loss"] is None else f"{g['val_loss']:.4f}")
                                        for g in t["grid"])})
     return pd.DataFrame(rows, columns=["method", "batch_size", "lr", "settled", "grid"])
 
@@ -175,7 +176,7 @@ def choices_of(study_dir: str | Path) -> dict[tuple, float]:
     from samlib import io
 
     out = {}
-    for t in io.read_json_dict(Path(study_dir) / "findings.json").get("tuning", []):
+    for t in io.read_json_dict(Path(study_dir) / layout.FINDINGS).get("tuning", []):
         if t["choice"]["lr"] is not None:
             out[(t["dataset"], t["optimizer"], t["sam"], t["m"], t["batch_size"])] = float(t["choice"]["lr"])
     return out
