@@ -589,3 +589,24 @@ def test_the_committed_fashion_study_is_what_the_code_computes_and_tests_on_1000
     for run in layout.run_dirs(copy):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["n_test"] == 10000, run
+
+
+def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_curve_study(tmp_path):
+    """docs/results/cpu_tuning: its tuning recomputes from its runs; every method at every batch size has
+    a choice that is interior or bounded by an lr that failed (never at a grid edge), each lr with both
+    seeds; and params/cpu_curve.yaml plans each of its runs at exactly that choice."""
+    from samlib.study import load_params, plan_cells
+
+    committed, copy, df, saved = _recomputed("cpu_tuning", tmp_path, ("tuning",))
+    table = saved["tuning"]
+    assert {(t["sam"], t["batch_size"]) for t in table} == {(s, b) for s in ("none", "sam")
+                                                            for b in (32, 64, 128, 256, 512, 1024)}
+    for t in table:
+        choice = t["choice"]
+        assert choice["lr"] is not None and (choice["interior"] or choice["bounded_by_failure"]), t
+        assert all(g["seeds"] == 2 for g in t["grid"])
+    repo = Path(__file__).resolve().parents[1]
+    cells = plan_cells(load_params(repo / "params" / "cpu_curve.yaml", repo / "notebooks"), tmp_path / "out")
+    chosen = {(t["sam"], t["batch_size"]): t["choice"]["lr"] for t in table}
+    planned = {(c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
+    assert planned == chosen and all(c.lr_tuned for cell in cells for c in cell.configs)
