@@ -118,7 +118,12 @@ def answer_cells(table: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def answer_table_html(table: list[dict[str, Any]]) -> str:
+TUNING_ONLY = ("This is a tuning study: it compares no methods, it chooses each method's learning rate at each "
+               "batch size on the validation split (the details list every choice), for a study that compares "
+               "them.")
+
+
+def answer_table_html(table: list[dict[str, Any]], tuning_only: bool = False) -> str:
     """The answer table as an HTML ``<table class='answer'>`` (one row per regime; an empty table says
     why it is empty)."""
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ANSWER_HEADER) + "</tr>"
@@ -135,8 +140,9 @@ def answer_table_html(table: list[dict[str, Any]]) -> str:
                "did not reach the milestone or did not finish ok (diverged, collapsed), counted, not compared."
                "</caption>")
     if not table:
-        body = (f"<tr><td class='regime' colspan='{len(ANSWER_HEADER)}'>No milestone snapshots in this study (its "
-                "runs predate them): the answer table is empty until the study is re-run.</td></tr>")
+        why = TUNING_ONLY if tuning_only else ("No milestone snapshots in this study (its runs predate them): the "
+                                               "answer table is empty until the study is re-run.")
+        body = f"<tr><td class='regime' colspan='{len(ANSWER_HEADER)}'>{html.escape(why)}</td></tr>"
         return f"<table class='answer'>{caption}{head}{body}</table>"
     rows = ["<tr>" + "".join(f"<td class='regime'>{html.escape(c)}</td>" if i == 0 else f"<td>{html.escape(c)}</td>"
                              for i, c in enumerate(cells)) + "</tr>" for cells in answer_cells(table)]
@@ -302,6 +308,8 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     parts = []
     if f.get("seed_result"):
         parts.append(f["seed_result"])
+    elif "answer_table" in f and not f["answer_table"] and f.get("tuning"):
+        parts.append(TUNING_ONLY)
     elif "answer_table" in f and not f["answer_table"]:
         parts.append("This study's runs have no milestone snapshots (they predate them), so its answer table is "
                      "empty until it is re-run; the details below compare each run where it stopped.")

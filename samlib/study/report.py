@@ -144,7 +144,8 @@ def _html_body(rep: Report) -> str:
     parts = ["<h1>Does SAM rescue large-batch training?</h1>",
              f"<div class='subtitle'>Study <code>{html.escape(rep.study_dir.name)}</code>"
              + (f": {html.escape(study['description'])}" if study.get("description") else "") + "</div>"]
-    parts.append("<h2>The answer</h2>" + answer_table_html(rep.findings.get("answer_table", [])))
+    parts.append("<h2>The answer</h2>" + answer_table_html(rep.findings.get("answer_table", []),
+                                                               tuning_only=bool(rep.findings.get("tuning"))))
     parts.append(companions_html(rep.study_dir))
     parts.append(f"<p class='abstract'>{html.escape(rep.headline)}</p>")
     untrained = untrained_figures(rep.results, rep.figures)

@@ -150,7 +150,7 @@ def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
         out.append({"dataset": first["dataset"], "optimizer": first["optimizer"], "sam": first["sam"],
                     "m": None if not present(first["m"]) else int(first["m"]), "batch_size": int(first["batch_size"]),
                     "grid": grid, "choice": chosen_lr(tried)})
-    return out
+    return sorted(out, key=lambda t: (str(t["dataset"]), t["optimizer"], t["sam"], t["m"] or 0, t["batch_size"]))
 
 
 def choices_frame(runs: pd.DataFrame) -> pd.DataFrame:
