@@ -80,31 +80,39 @@ def run_cell(
     run's `samlib.train.load_data`). Rows are `tables.run_record` of each folder plus ``action``
     (what was done now: trained, measured, skipped, failed) and ``point`` (grid values, e.g. ``m=32``).
     """
-    from samlib import train
-
-    notebook = layout.notebook_of(run_root)
-    settings = settings_of(sharpness)
     configs = cell_configs(base, batch_size, seeds, grid, run_root)
-    cache: dict[tuple, Any] = {}
-    rows = []
-    for config in configs:
-        key = (config.dataset, config.data_dir, config.val_fraction)
-        if key not in cache:
-            cache[key] = data if data is not None else train.load_data(config)
-        run_dir, start = Path(config.run_dir), time.perf_counter()
-        actions = train_and_measure(config, cache[key], settings)
-        row = tables.run_record(run_dir, notebook, batch_size)
-        row["action"] = "+".join(actions) or f"{layout.SKIPPED} (complete)"
-        row["point"] = layout.point_label(run_dir.name)
-        rows.append(row)
-        if log is not None:
-            log(_log_line(row, time.perf_counter() - start))
+    rows = run_configs(configs, layout.notebook_of(run_root), batch_size, settings_of(sharpness), data, log=log)
     df = pd.DataFrame(rows)
     failed = df[df["status"] != layout.OK] if len(df) else df
     if log is not None and len(failed):
         log(f"{len(failed)} of {len(df)} runs not ok: " + ", ".join(f"{r} ({s})" for r, s in
                                                                    zip(failed["run"], failed["status"])))
     return df
+
+
+def run_configs(configs: Sequence[Config], notebook: str, batch_size: int, settings: SharpnessSettings,
+                data=None, cache: dict[tuple, Any] | None = None,
+                log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Train and measure each of `configs` in order (`train_and_measure`), each data set loaded once
+    (`data` for all of them, else each config's `samlib.train.load_data`, kept in `cache`, which a caller
+    may share between calls); one row per run: `tables.run_record` plus ``action`` (what was done now)
+    and ``point`` (its grid values), and a `log` line per run if given."""
+    from samlib import train
+
+    cache = {} if cache is None else cache
+    rows = []
+    for config in configs:
+        key = (config.dataset, config.data_dir, config.val_fraction, config.train_subset)
+        if key not in cache:
+            cache[key] = data if data is not None else train.load_data(config)
+        run_dir, start = Path(config.run_dir), time.perf_counter()
+        actions = train_and_measure(config, cache[key], settings)
+        row = {**tables.run_record(run_dir, notebook, batch_size),
+               "action": "+".join(actions) or f"{layout.SKIPPED} (complete)", "point": layout.point_label(run_dir.name)}
+        rows.append(row)
+        if log is not None:
+            log(_log_line(row, time.perf_counter() - start))
+    return rows
 
 
 def train_and_measure(config: Config, data: Any, settings: SharpnessSettings) -> list[str]:

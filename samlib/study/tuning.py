@@ -29,7 +29,7 @@ import pandas as pd
 from samlib.config import SharpnessSettings
 from samlib.io import present
 from samlib.rundir import settings_of
-from samlib.study import layout, tables
+from samlib.study import layout
 from samlib.study.curve import chosen_lr, next_lr
 from samlib.study.grid import Grid, cell_runs, expand_grid
 from samlib.study.selections import TUNING_NOTEBOOK
@@ -63,23 +63,15 @@ def tune_cell(run_root: str | Path, batch_size: int, seeds: Sequence[int], base:
     """Train the tuning cell's grid, then extend each method's lr grid until its choice is settled
     (module doc); one row per run (`tables.run_record` plus ``action`` and ``point``), resumable like
     `cell.run_cell` (a run folder already complete is not retrained)."""
-    from samlib.study.cell import train_and_measure
+    from samlib.study.cell import run_configs
 
     if len(seeds) < 2:
         raise ValueError(f"tuning needs at least 2 seeds per lr, got {list(seeds)!r}")
     settings, cache, rows = settings_of(sharpness), {}, []
 
     def run(point_grid: Grid) -> None:
-        for point, _, config in cell_runs(base, batch_size, seeds, point_grid, run_root):
-            key = (config.dataset, config.data_dir, config.val_fraction, config.train_subset)
-            if key not in cache:
-                from samlib import train
-
-                cache[key] = data if data is not None else train.load_data(config)
-            actions = train_and_measure(config, cache[key], settings)
-            row = tables.run_record(config.run_dir, TUNING_NOTEBOOK, batch_size)
-            rows.append({**row, "action": "+".join(actions) or f"{layout.SKIPPED} (complete)",
-                         "point": layout.point_label(Path(config.run_dir).name)})
+        configs = [config for _, _, config in cell_runs(base, batch_size, seeds, point_grid, run_root)]
+        rows.extend(run_configs(configs, TUNING_NOTEBOOK, batch_size, settings, data, cache))
 
     run(grid)
     for method in _methods_of(grid):
