@@ -38,7 +38,16 @@ from samlib.study.more_figures import (
     fig_sharpness_vs_error,
     fig_sharpness_vs_loss,
 )
-from samlib.study.plotting import NO_MEASURE, Style, empty_panel, figure_function, panels, rules_title, setup_matplotlib, vs_batch
+from samlib.study.plotting import (
+    NO_MEASURE,
+    Style,
+    empty_panel,
+    figure_function,
+    panels,
+    rules_title,
+    setup_matplotlib,
+    vs_batch,
+)
 from samlib.study.selections import FAMILIES, at_milestone, comparable_snapshots, in_family, main_runs
 
 # --------------------------------------------------------------------------------------- constants
@@ -206,6 +215,7 @@ _MAKERS: dict[str, Callable[..., Any]] = {
 }
 #: drawn from the snapshots table alone
 SNAPSHOT_FIGURES = ("fig11_sharpness_vs_error", "fig12_steps_vs_batch", "fig13_matched_vs_batch")
+PREDICTORS = "fig11_sharpness_vs_error"  #: the figure of findings.json's sharpness_vs_generalization
 MATCHED_LOSS = "fig9_matched_loss"  # the figure the findings refer to for matched-loss sharpness
 
 
@@ -216,15 +226,18 @@ def number(name: str) -> int:
 
 
 def figure(name: str, results: pd.DataFrame, style: Style | None = None, snapshots: pd.DataFrame | None = None,
-           table: Sequence[dict[str, Any]] | None = None):
+           table: Sequence[dict[str, Any]] | None = None, predictors: list | None = None):
     """Draw the figure `name` of `FIGURES` from a results table (and the snapshots table, for the
-    headline figure and the seed figures; `table`: its answer table, if at hand); returns the Figure."""
+    headline figure, the seed figures and `SNAPSHOT_FIGURES`; `table`: its answer table, `predictors`:
+    its sharpness_vs_generalization, if at hand); returns the Figure."""
     if name == ANSWER:
         return fig_answer(table if table is not None else answer_table(snapshots), style)
     if name not in _MAKERS:
         raise ValueError(f"figure has value {name!r}; allowed: {', '.join(FIGURES)}")
     if name in SNAPSHOT_FIGURES:
-        return _MAKERS[name](snapshots if snapshots is not None else pd.DataFrame(), style=style or Style.of(results))
+        extra = {"predictors": predictors} if name == PREDICTORS else {}
+        return _MAKERS[name](snapshots if snapshots is not None else pd.DataFrame(), style=style or Style.of(results),
+                             **extra)
     milestone = seed_milestone(snapshots) if name in SEED_FIGURES else None
     if milestone is not None:
         return _MAKERS[name](at_milestone(main_runs(snapshots), milestone), style=style or Style.of(results))
@@ -232,7 +245,7 @@ def figure(name: str, results: pd.DataFrame, style: Style | None = None, snapsho
 
 
 def make_figures(results: pd.DataFrame, out_dir: str | Path, snapshots: pd.DataFrame | None = None,
-                 table: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 table: Sequence[dict[str, Any]] | None = None, predictors: list | None = None) -> dict[str, Any]:
     """Every figure of `FIGURES` as ``out_dir/<name>.png`` and ``.svg``; returns name -> Figure. The same
     tables give the same files (the svg has no date and fixed ids), so a rewritten report of unchanged
     runs changes no figure."""
@@ -244,7 +257,7 @@ def make_figures(results: pd.DataFrame, out_dir: str | Path, snapshots: pd.DataF
     table = list(table) if table is not None else answer_table(snapshots)
     figures = {}
     for name in FIGURES:
-        fig = figure(name, results, style, snapshots=snapshots, table=table)
+        fig = figure(name, results, style, snapshots=snapshots, table=table, predictors=predictors)
         for ext in ("png", "svg"):
             meta = {"Date": None} if ext == "svg" else None
             with matplotlib.rc_context({"svg.hashsalt": name}):

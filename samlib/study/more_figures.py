@@ -260,16 +260,18 @@ def fig_sharpness_vs_loss(plt, df: pd.DataFrame, *, style: Style):
 
 
 @figure_function
-def fig_sharpness_vs_error(plt, snapshots: pd.DataFrame, *, style: Style):
+def fig_sharpness_vs_error(plt, snapshots: pd.DataFrame, *, style: Style, predictors: list | None = None):
     """Is a sharper minimum a worse one? Each sharpness measure (rows: λ_max first where measured) vs test
     error at each loss milestone (columns), every main run's comparable snapshot a point, with Kendall's
-    τ and its bootstrap CI in the panel's title (`answer.sharpness_vs_generalization`)."""
+    τ and its bootstrap CI in the panel's title: `predictors`, findings.json's
+    ``sharpness_vs_generalization`` if at hand (so the figure quotes the findings' very numbers), else
+    `answer.sharpness_vs_generalization` of `snapshots`."""
     import seaborn as sns
 
     from samlib.study.answer import sharpness_vs_generalization
 
-    taus = {(r["milestone"], r["measure"]): r for r in sharpness_vs_generalization(snapshots, n_boot=300)
-            if r["target"] == "test_error"}
+    entries = predictors if predictors is not None else sharpness_vs_generalization(snapshots)
+    taus = {(r["milestone"], r["measure"]): r for r in entries if r["target"] == "test_error"}
     runs = main_runs(snapshots) if len(snapshots) else snapshots
     runs = runs[comparable_snapshots(runs) & (runs["kind"] == "loss")] if len(runs) else runs
     milestones = sorted({m for m, _ in taus}, key=lambda m: -float(m.split("=")[1]))

@@ -68,9 +68,11 @@ def make_report(study_dir: str | Path) -> Report:
     df = collect(study_dir)
     snapshots = collect_snapshots(study_dir)
     io.write_text(study_dir / layout.RESULTS, df.to_csv(index=False))
-    io.write_text(study_dir / layout.SNAPSHOTS, snapshots.drop(columns=list(tables.PREDICTIONS)).to_csv(index=False))
+    csv = snapshots.drop(columns=list(tables.PREDICTIONS)).to_csv(index=False)  # predictions stay in the runs
+    io.write_text(study_dir / layout.SNAPSHOTS, csv)
     findings = {**compute_findings(df, snapshots), "time_split": timing.study_split(study_dir)}
-    figures.make_figures(df, study_dir / layout.FIGURES, snapshots=snapshots, table=findings["answer_table"])
+    figures.make_figures(df, study_dir / layout.FIGURES, snapshots=snapshots, table=findings["answer_table"],
+                         predictors=findings["sharpness_vs_generalization"])
     text = findings_text(findings) + [timing.sentence(findings["time_split"])]
     head = headline(findings, matched_figure=figures.number(figures.MATCHED_LOSS))
     io.write_json(study_dir / layout.FINDINGS, {**findings, "headline": head, "text": text}, first=("answer_table",))
