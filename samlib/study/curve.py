@@ -113,21 +113,21 @@ def curve_table(snapshots: Any) -> list[dict[str, Any]]:
     milestone) with at least two batch sizes, each batch size's steps, epochs and gradient evaluations to
     that milestone (mean and t-CI over the seeds that reached it; ``missed`` counts the others), its mean
     B_simple there where measured, and the fit S(B) = S_min·(1 + B_crit/B) over every (B, seed) point
-    (`fit_critical_batch`; None with fewer than `MIN_CURVE_SIZES` batch sizes). Main runs only (`selections.main_runs`); lr rules as `selections.lr_rule_of`."""
+    (`fit_critical_batch`; None with fewer than `MIN_CURVE_SIZES` batch sizes). Main runs only
+    (`selections.main_runs`); each run in its own lr rule (`selections.own_lr_rules`)."""
     from samlib.study import selections
 
     if snapshots is None or not len(snapshots) or "milestone" not in snapshots:
         return []
     runs = selections.main_runs(snapshots)
-    runs = runs[runs["kind"] == "loss"].assign(lr_rule=[selections.lr_rule_of(r) for r in
-                                                         runs[runs["kind"] == "loss"].to_dict("records")])
-    ok = selections.comparable_snapshots(runs)
+    runs = runs[runs["kind"] == "loss"]
+    runs = runs.assign(lr_rule=selections.own_lr_rules(runs), comparable=selections.comparable_snapshots(runs))
     out = []
     for (dataset, rule, at), g in runs.groupby(["dataset", "lr_rule", runs["at"].astype(float)], sort=True):
         for method, rows in selections.by_method(g):
             if rows["batch_size"].nunique() < 2:
                 continue
-            reached = rows[ok.reindex(rows.index, fill_value=False)]
+            reached = rows[rows["comparable"]]
             evals = grad_evals_per_step(method.sam, rows["looksam_k"].iloc[0] if "looksam_k" in rows else None)
             points = []
             for bs, at_b in rows.groupby("batch_size"):

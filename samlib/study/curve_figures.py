@@ -71,7 +71,7 @@ def fig_matched_vs_batch(plt, snapshots: pd.DataFrame, *, style: Style):
     runs = runs[selections.comparable_snapshots(runs) & (runs["kind"] == "loss")] if len(runs) else runs
     milestone = f"loss={runs['at'].astype(float).min():g}" if len(runs) else None
     runs = runs[runs["milestone"] == milestone] if len(runs) else runs
-    runs = runs.assign(lr_rule=[selections.lr_rule_of(r) for r in runs.to_dict("records")],
+    runs = runs.assign(lr_rule=selections.own_lr_rules(runs),
                        method=[m.label for m in selections.methods(runs)]) if len(runs) else runs
     rules = sorted(set(runs["lr_rule"])) if len(runs) else ["(none)"]
     fig, axes = plt.subplots(2, len(rules), figsize=(4.6 * len(rules), 6.6), squeeze=False)

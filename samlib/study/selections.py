@@ -1,4 +1,4 @@
-"""The study's selections of a results table (one row per run, `layout.run_record`), in one place.
+"""The study's selections of a results table (one row per run, `tables.run_record`), in one place.
 
 Everything here selects or orders by the table's fields (``notebook``, ``optimizer``, ``sam``, ``m``,
 ``status``, ``converged``, ...), never by parsing the ``method`` label: a label is made from the fields
@@ -12,10 +12,11 @@ Everything here selects or orders by the table's fields (``notebook``, ``optimiz
   none), `comparable` (finished ok and converged: never a diverged, failed, missing or `COLLAPSED` run),
   `comparable_runs`, `compared` (the main runs that are comparable), `not_compared`, `excluded` (not
   comparable, the status saying why), `reached_target`.
-- Snapshots (one row per (run, milestone), `layout.snapshot_records`): `comparable_snapshots` (the run
+- Snapshots (one row per (run, milestone), `tables.snapshot_records`): `comparable_snapshots` (the run
   finished ok and reached the milestone), `at_milestone`.
-- Learning-rate rules: `LR_RULES` (``same``: no lr scaling; ``scaled``: any scaling), `lr_rules_of` (a
-  run at its base batch size belongs to both: there the rules coincide), `in_lr_rule`.
+- Learning-rate rules: `LR_RULES` (``same``: no lr scaling; ``scaled``: any scaling; ``tuned``: its lr
+  tuned for its batch size), `lr_rule_of` and `own_lr_rules` (a run's own), `lr_rules_of` (a same or
+  scaled run at its base batch size belongs to both: there they coincide), `in_lr_rule`.
 - Data sets: `dataset_label` (a reader's name: 'MNIST (mnist5k)', 'Fashion-MNIST').
 - Base optimizer vs SAM: `is_base`, `is_sam`, `is_plain_sam` (SAM on the whole batch).
 - Methods: `Method` (optimizer, SAM variant, m; what each is and its label: the registries of
@@ -151,7 +152,7 @@ def not_compared(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparable_snapshots(snapshots: pd.DataFrame) -> pd.Series:
-    """True for the rows of a snapshots table (`layout.snapshot_records`) that enter means and
+    """True for the rows of a snapshots table (`tables.snapshot_records`) that enter means and
     comparisons: the run finished ok (not diverged, failed or collapsed) and reached the milestone."""
     if not len(snapshots):
         return pd.Series([], index=snapshots.index, dtype=bool)
@@ -183,6 +184,11 @@ def lr_rule_of(row: Any) -> str:
         return TUNED_LR
     scaling = row.get("lr_scaling")
     return SAME_LR if not present(scaling) or scaling == "none" else SCALED_LR
+
+
+def own_lr_rules(df: pd.DataFrame) -> list[str]:
+    """Each row's own lr rule (`lr_rule_of`), in order: a column for tables grouped by rule."""
+    return [lr_rule_of(r) for r in df.to_dict("records")]
 
 
 def lr_rules_of(row: Any) -> tuple[str, ...]:

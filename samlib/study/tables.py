@@ -40,8 +40,9 @@ is_measure = measures.is_measure  #: a results column holding a sharpness value
 
 
 def _known_train_size(dataset: Any) -> int | None:
-    """The training images of a named data set (`samlib.data.train_size`, no file read); None for an
-    IDX folder or anything unknown (a run's metrics.json records its own ``n_train``)."""
+    """The training images of a named data set (`samlib.data.train_size`: its known class counts, or for
+    fashion_mnist the labels file of Debian's folder when installed); None for an IDX folder or anything
+    unknown. Only a run without metrics.json needs it: a run records its own ``n_train``."""
     if dataset not in data.KERAS_NAMES + ("mnist5k",):
         return None
     return data.train_size(dataset)
@@ -277,7 +278,7 @@ def snapshot_records(
 
 # ---------------------------------------------------------------------- a whole study
 def _runs(study_dir: Path) -> list[tuple[dict[str, Any], Path, str | None, int | None, dict | None]]:
-    """(its `layout.run_record`, folder, notebook, batch size, planned config) of every run folder, then
+    """(its `run_record`, folder, notebook, batch size, planned config) of every run folder, then
     of every run study.json planned that has no folder."""
     out: list[tuple[dict[str, Any], Path, str | None, int | None, dict | None]] = []
     seen: set[str] = set()
@@ -314,7 +315,7 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
 
 
 def collect_snapshots(study_dir: str | Path) -> pd.DataFrame:
-    """One row per (run, milestone) of the study (`layout.snapshot_records`; snapshots.csv): the run's
+    """One row per (run, milestone) of the study (`snapshot_records`; snapshots.csv): the run's
     identity columns, the milestone, whether it was reached, and the snapshot's numbers; then the
     sharpness measures. Planned runs without a folder count with every milestone of their config not
     reached; runs without snapshot records (they predate them) have no rows."""
