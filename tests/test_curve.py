@@ -32,6 +32,18 @@ def test_a_diverged_neighbour_bounds_the_grid_and_all_failed_goes_lower():
     assert next_lr({0.1: 0.3, 0.316: 0.2}) == pytest.approx(0.316 * GRID_FACTOR)  # best at the high edge
 
 
+def test_with_steps_the_choice_is_the_fastest_lr_within_the_tolerance():
+    losses = {0.01: 0.160, 0.0316: 0.158, 0.1: 0.161, 0.316: 0.30}
+    steps = {0.01: 700, 0.0316: 300, 0.1: 100, 0.316: 50}
+    choice = chosen_lr(losses, steps, tolerance=0.005)  # 0.01 and 0.1 are within 0.005 of 0.158; 0.1 is fastest
+    assert choice["lr"] == 0.1 and choice["best_lr"] == 0.0316 and choice["interior"]
+    assert chosen_lr(losses, steps, tolerance=0.001)["lr"] == 0.0316  # only the best is within 0.001
+    assert chosen_lr(losses)["lr"] == 0.0316  # without steps: the lowest loss
+    del losses[0.316], steps[0.316]  # the fastest at the grid's top edge: one step past it
+    assert next_lr(losses, steps=steps, tolerance=0.005) == pytest.approx(0.1 * GRID_FACTOR)
+    assert chosen_lr({0.1: 0.2, 0.316: 0.2}, {0.1: 50, 0.316: 50})["lr"] == 0.316  # a tie: the larger lr
+
+
 def test_the_critical_batch_fit_recovers_known_parameters():
     s_min, b_crit = 200.0, 256.0
     sizes = [32, 64, 128, 256, 512, 1024, 2048] * 3

@@ -14,7 +14,7 @@ from scipy import stats
 from samlib import io
 from samlib.config import Config
 from samlib.study import timing
-from samlib.study import answer_text, details, figures, findings, layout, report, tables
+from samlib.study import answer_text, details, figures, findings, layout, report, tables, tuning
 from samlib.study import stats as study_stats
 from samlib.study.grid import cell_runs
 from samlib.study.layout import run_dirname
@@ -509,7 +509,7 @@ def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
     shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.h5", "*.ipynb", "kernel.log", "figures"))
     df = tables.collect(copy)
     snapshots = tables.collect_snapshots(copy)
-    f = {**findings.compute_findings(df, snapshots), "time_split": timing.study_split(copy)}
+    f = {**findings.compute_findings(df, snapshots, tuning.planned_with(copy)), "time_split": timing.study_split(copy)}
     saved = json.loads((committed / "findings.json").read_text())
     assert list(saved)[0] == "answer_table"
     for key in ("answer_table", "gap_closure", "seed_result", "sharpness_vs_generalization", "time_split", "cost_ratio",
@@ -591,7 +591,7 @@ def test_the_committed_fashion_study_is_what_the_code_computes_and_tests_on_1000
         assert metrics["n_test"] == 10000, run
 
 
-def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_curve_study(tmp_path):
+def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_curve_study(tmp_path, monkeypatch):
     """docs/results/cpu_tuning: its tuning recomputes from its runs; every method at every batch size has
     a choice that is interior or bounded by an lr that failed (never at a grid edge), each lr with both
     seeds; and params/cpu_curve.yaml plans each of its runs at exactly that choice."""
@@ -606,7 +606,16 @@ def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_cur
         assert choice["lr"] is not None and (choice["interior"] or choice["bounded_by_failure"]), t
         assert all(g["seeds"] == 2 for g in t["grid"])
     repo = Path(__file__).resolve().parents[1]
-    cells = plan_cells(load_params(repo / "params" / "cpu_curve.yaml", repo / "notebooks"), tmp_path / "out")
+    params = load_params(repo / "params" / "cpu_curve.yaml", repo / "notebooks")
+    cells = plan_cells(params, tmp_path / "out")
     chosen = {(t["sam"], t["batch_size"]): t["choice"]["lr"] for t in table}
     planned = {(c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
     assert planned == chosen and all(c.lr_tuned for cell in cells for c in cell.configs)
+    # the curve study carries the choices it was planned with: study.json, then its findings' tuning
+    from samlib.study import runner
+
+    monkeypatch.chdir(repo)  # the params file names the tuning study relative to the repository
+    runner._write_plan(params, tmp_path / "out" / "cpu_curve", cells)
+    carried = tuning.planned_with(tmp_path / "out" / "cpu_curve")
+    assert [{k: v for k, v in t.items() if k != "source"} for t in carried] == table
+    assert {t["source"] for t in carried} == {"docs/results/cpu_tuning"}

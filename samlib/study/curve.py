@@ -1,8 +1,9 @@
 """The batch-size curve and the tuning that feeds it: pure functions on plain numbers, no TensorFlow.
 
 - `next_lr` / `chosen_lr`: the tuning rule (Shallue et al. 2019): an lr is chosen on the validation
-  split from a log-spaced grid that extends itself until its best value is interior, or its next
-  value diverged or collapsed (a failed lr bounds the grid as well as a worse one does).
+  split from a log-spaced grid: the fastest of the lrs whose validation loss is within the seeds'
+  noise of the best; the grid extends itself until that choice is interior, or its next value
+  diverged or collapsed (a failed lr bounds the grid as well as a worse one does).
 - `fit_critical_batch`: steps to a target vs batch size, S(B) = S_min·(1 + B_crit/B) (McCandlish et
   al. 2018: perfect scaling below B_crit, none above), by least squares of S on 1/B (S = α + β/B, so
   S_min = α and B_crit = β/α), with a Fieller CI of B_crit from the fit's covariance.
@@ -23,31 +24,43 @@ from samlib.io import is_finite
 GRID_FACTOR = math.sqrt(10)  #: two grid values a decade: 0.01, 0.0316, 0.1, 0.316, ...
 
 
-def chosen_lr(results: Mapping[float, Any]) -> dict[str, Any]:
-    """The lr with the lowest validation loss of `results` (lr → mean validation loss over seeds; None or
-    NaN for an lr that diverged or collapsed), and why the grid bounds it: ``interior`` (a finite worse
-    value on both sides), ``bounded_by_failure`` (a side's neighbour diverged or collapsed), or
-    ``at_edge`` (the smallest or largest lr tried: the grid must extend)."""
+def chosen_lr(results: Mapping[float, Any], steps: Mapping[float, Any] | None = None,
+              tolerance: float = 0.0) -> dict[str, Any]:
+    """The tuning rule's choice among `results` (lr → mean validation loss over seeds; None or NaN for an
+    lr that diverged or collapsed). Without `steps`: the lr with the lowest validation loss. With `steps`
+    (lr → mean steps to the tuning milestone), Shallue et al.'s (2019) rule: of the lrs whose validation
+    loss is within `tolerance` of the lowest (the seeds' noise), the fastest; ties go to the larger lr.
+    Also why the grid bounds it: ``interior`` (a tried value on both sides), ``bounded_by_failure`` (a
+    side's neighbour diverged or collapsed), or ``at_edge`` (the smallest or largest lr tried: the grid
+    must extend). ``best_lr`` is the lowest-loss lr, ``tolerance`` the one used."""
     lrs = sorted(float(lr) for lr in results)
     finite = {float(lr): float(v) for lr, v in results.items() if is_finite(v)}
     if not finite:
-        return {"lr": None, "val_loss": None, "interior": False, "bounded_by_failure": False, "at_edge": True}
+        return {"lr": None, "val_loss": None, "best_lr": None, "tolerance": tolerance,
+                "interior": False, "bounded_by_failure": False, "at_edge": True}
     best = min(finite, key=lambda lr: (finite[lr], lr))
-    i = lrs.index(best)
+    chosen = best
+    if steps is not None:
+        near = [lr for lr, v in finite.items() if v <= finite[best] + tolerance and is_finite(steps.get(lr))]
+        chosen = min(near, key=lambda lr: (float(steps[lr]), -lr), default=best)
+    i = lrs.index(chosen)
     sides = [lrs[i - 1] if i > 0 else None, lrs[i + 1] if i + 1 < len(lrs) else None]
     at_edge = any(s is None for s in sides)
     failed = any(s is not None and s not in finite for s in sides)
-    return {"lr": best, "val_loss": finite[best], "interior": not at_edge and not failed,
-            "bounded_by_failure": failed and not at_edge, "at_edge": at_edge}
+    return {"lr": chosen, "val_loss": finite[chosen], "best_lr": best, "tolerance": tolerance,
+            "interior": not at_edge and not failed, "bounded_by_failure": failed and not at_edge,
+            "at_edge": at_edge}
 
 
-def next_lr(results: Mapping[float, Any], factor: float = GRID_FACTOR) -> float | None:
-    """The next lr to try, or None when the choice is settled (interior, or bounded by a failed lr).
-    Every lr failed: one step below the smallest. The best at the grid's edge: one step past it."""
+def next_lr(results: Mapping[float, Any], factor: float = GRID_FACTOR, steps: Mapping[float, Any] | None = None,
+            tolerance: float = 0.0) -> float | None:
+    """The next lr to try, or None when the choice (`chosen_lr` with `steps` and `tolerance`) is settled
+    (interior, or bounded by a failed lr). Every lr failed: one step below the smallest. The choice at
+    the grid's edge: one step past it."""
     if not results:
         raise ValueError("next_lr needs at least one lr tried")
     lrs = sorted(float(lr) for lr in results)
-    choice = chosen_lr(results)
+    choice = chosen_lr(results, steps, tolerance)
     if choice["lr"] is None:
         return lrs[0] / factor
     if not choice["at_edge"]:

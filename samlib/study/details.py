@@ -127,8 +127,8 @@ def _tuning_lines(f: Mapping[str, Any]) -> list[str]:
         lr = "every lr failed" if c["lr"] is None else f"{c['lr']:g}{how}"
         by.setdefault((t["dataset"], method_label(t["optimizer"], t["sam"], t["m"])), []).append(
             f"B={t['batch_size']}: {lr}")
-    return [f"Tuned lr of {m} on {ds} (lowest mean validation loss over seeds at the tuning milestone, "
-            f"half-decade grid): " + "; ".join(parts) + "." for (ds, m), parts in by.items()]
+    return [f"Tuned lr of {m} on {ds} (half-decade grid; the fastest to the tuning milestone of the lrs whose mean "
+            f"validation loss there is within the seeds' noise of the lowest): " + "; ".join(parts) + "." for (ds, m), parts in by.items()]
 
 
 def _curve_lines(f: Mapping[str, Any]) -> list[str]:

@@ -114,9 +114,11 @@ def left_out(df: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return not_compared, not_ok
 
 
-def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) -> dict[str, Any]:
+def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None,
+                     planned_tuning: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The numbers the findings state (module doc), from the results table `df` and the snapshots
-    table (the answer table is empty without snapshots; ``seed_result`` is then None)."""
+    table (the answer table is empty without snapshots; ``seed_result`` is then None). `planned_tuning`:
+    the tuning entries the study's runs took their lrs from (`tuning.planned_with`), put after its own."""
     table = answer.answer_table(snapshots)
     out: dict[str, Any] = {"answer_table": table, "seed_result": answer_text.seed_result(table),
                            "sharpness_vs_generalization": answer.sharpness_vs_generalization(snapshots),
@@ -133,7 +135,7 @@ def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) ->
     out["sharpness_by_batch"], out["sharpness_trend"] = sharpness_by_batch(df, measures)
     out["cost_ratio"] = cost(df)
     out["lr_scaling"] = lr_scaling(df)
-    out["tuning"] = tuning.tuning_table(df)
+    out["tuning"] = tuning.tuning_table(df) + list(planned_tuning or [])
     out["not_compared"], out["not_ok"] = left_out(df)
     return out
 

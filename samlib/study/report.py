@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from samlib import io
-from samlib.study import figures, layout, timing
+from samlib.study import figures, layout, timing, tuning
 from samlib.study.answer_text import answer_table_html, headline
 from samlib.study.details import findings_text
 from samlib.study.findings import compute_findings
@@ -70,7 +70,8 @@ def make_report(study_dir: str | Path) -> Report:
     io.write_text(study_dir / layout.RESULTS, df.to_csv(index=False))
     csv = snapshots.drop(columns=list(tables.PREDICTIONS)).to_csv(index=False)  # predictions stay in the runs
     io.write_text(study_dir / layout.SNAPSHOTS, csv)
-    findings = {**compute_findings(df, snapshots), "time_split": timing.study_split(study_dir)}
+    findings = {**compute_findings(df, snapshots, tuning.planned_with(study_dir)),
+                "time_split": timing.study_split(study_dir)}
     figures.make_figures(df, study_dir / layout.FIGURES, snapshots=snapshots, table=findings["answer_table"],
                          predictors=findings["sharpness_vs_generalization"])
     text = findings_text(findings) + [timing.sentence(findings["time_split"])]

@@ -30,6 +30,7 @@ from typing import Any
 from samlib import io
 from samlib.study import layout
 from samlib.study.executors import notebook_task
+from samlib.study.selections import TUNING_NOTEBOOK
 from samlib.validate import choice, integer
 from samlib.study.params import (
     Cell,
@@ -89,6 +90,15 @@ def _all_measured(cell: Cell) -> bool:
 
 def _notebook_ok(cell: Cell) -> bool:
     return io.read_json_dict(cell.status_path).get("status") == layout.OK and cell.output.is_file()
+
+
+def _tuning_settled(cell: Cell) -> bool:
+    """A tuning cell is done only when the tuning rule calls each of its choices settled (`tuning.settled`)."""
+    if cell.notebook != TUNING_NOTEBOOK:
+        return True
+    from samlib.study import tuning
+
+    return tuning.settled(cell.run_root, [point for point, _, _ in cell.runs])
 
 
 def _sha256(path: Path) -> str:
@@ -224,7 +234,7 @@ def _plan(cells: list[Cell]) -> tuple[dict[str, CellResult], list[Cell]]:
     todo: list[Cell] = []
     for cell in cells:
         done = complete_runs(cell)
-        skip = done == len(cell.configs) and _notebook_ok(cell) and _all_measured(cell)
+        skip = done == len(cell.configs) and _notebook_ok(cell) and _all_measured(cell) and _tuning_settled(cell)
         state = layout.SKIPPED if skip else layout.TO_RUN
         results[cell.name] = CellResult(cell.name, state, cell.output, cell.status_path, len(cell.configs), done)
         if not skip:
@@ -330,7 +340,12 @@ def _secs(seconds: float | None) -> str:
 def _write_plan(params: StudyParams, sdir: Path, cells: Sequence[Cell]) -> None:
     """``study.json``: the params and every cell's runs with their full configs, for the summary (all
     cells, not just this shard's, so every shard writes the same file)."""
+    from samlib.study import tuning
+
     header = {"params_file": _shown(params.path), "notebooks_dir": _shown(params.notebooks_dir), **params.to_dict()}
+    sources = {spec.tuned_lr for spec in params.notebooks.values() if spec.tuned_lr}
+    if sources:  # the lr choices the runs were planned with travel with the study (findings' ``tuning``)
+        header[tuning.PLANNED_WITH] = {str(src): tuning.tuning_of(src) for src in sorted(sources)}
     layout.write_study(sdir, header, [c.record() for c in cells])
 
 

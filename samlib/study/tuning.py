@@ -5,11 +5,19 @@ batch measures the lr, not the batch).
 A tuning cell (notebook ``tuning``) is one batch size. Its grid names the methods (``sam``, ``m``,
 ``optimizer`` ...) and a starting ``lr`` list; `tune_cell` trains every (method, lr, seed) run, then, per
 method, asks `curve.next_lr` for the next lr of the half-decade grid (…, 0.01, 0.0316, 0.1, 0.316, …)
-until the best is interior or bounded by an lr that failed, or `max_lrs` were tried. A run's score is
-its validation loss where it stopped (the runs stop at their loss milestones: every lr is scored at
+until the choice is interior or bounded by an lr that failed, or `max_lrs` were tried. A run's score
+is its validation loss where it stopped (the runs stop at their loss milestones: every lr is scored at
 the same training loss); a run that diverged, collapsed or did not reach its milestones by its cap
 failed, and a failed lr bounds the grid like a worse one. Every lr is run with every seed of the
 cell (at least two) and scored by their mean.
+
+The choice weighs speed (Shallue et al. 2019 tune for the fewest steps to a validation target): of
+the lrs whose mean validation loss is within the seeds' noise of the lowest, the one that reached the
+milestone in the fewest steps. The noise is `seed_noise`: the seeds' standard deviation of the
+validation loss, pooled over the method's lrs that did not fail, and at least `NOISE_FLOOR` (5 %) of the
+lowest validation loss. (At a matched training loss the
+validation loss is nearly flat in the lr — the MNIST tuning study found the two best lrs within the
+seeds' difference in 9 of 12 cells — so the loss alone chose by the seeds' draw.)
 
 `tuning_table(results)` reads the choices back from a study's results table: one entry per (data
 set, optimizer, SAM mode, m, batch size) with the grid (each lr's mean validation loss and error over
@@ -34,6 +42,9 @@ from samlib.study.curve import chosen_lr, next_lr
 from samlib.study.grid import Grid, cell_runs, expand_grid
 from samlib.study.selections import TUNING_NOTEBOOK
 
+#: the tolerance's floor, relative to the lowest validation loss: two seeds' standard deviation is itself
+#: a noisy estimate (the MNIST tuning study's median seed difference was 4 % of the validation loss)
+NOISE_FLOOR = 0.05
 MAX_LRS = 8  #: a method's grid stops growing after this many lrs, settled or not (then said so)
 METHOD_KEYS = ("dataset", "optimizer", "sam", "m", "batch_size")  #: what a tuned lr belongs to
 
@@ -57,6 +68,34 @@ def _mean_scores(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return None if not scores or any(s is None for s in scores) else float(np.mean(scores))
 
 
+def _mean_steps(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The mean steps an lr's seeds took to the tuning milestone; None if any seed failed."""
+    ok = [score(r) is not None and present(r.get("steps")) for r in rows]
+    return float(np.mean([float(r["steps"]) for r in rows])) if rows and all(ok) else None
+
+
+def seed_noise(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> float:
+    """The seeds' standard deviation of the validation loss, pooled over the lrs none of whose seeds
+    failed (the square root of the mean of their sample variances, weighted by degrees of freedom);
+    0 when no lr has two scored seeds."""
+    ss, dof = 0.0, 0
+    for rows in by_lr.values():
+        scores = [score(r) for r in rows]
+        if len(scores) >= 2 and all(v is not None for v in scores):
+            ss += float(np.var(scores, ddof=1)) * (len(scores) - 1)
+            dof += len(scores) - 1
+    return math.sqrt(ss / dof) if dof else 0.0
+
+
+def choose(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """`curve.chosen_lr` on one method's runs grouped by lr: mean validation loss and steps per lr, and
+    the seeds' pooled noise, with its floor, as the tolerance (module doc)."""
+    losses = {lr: _mean_scores(rs) for lr, rs in by_lr.items()}
+    lowest = min((v for v in losses.values() if v is not None), default=0.0)
+    tolerance = max(seed_noise(by_lr), NOISE_FLOOR * lowest)
+    return chosen_lr(losses, {lr: _mean_steps(rs) for lr, rs in by_lr.items()}, tolerance)
+
+
 def tune_cell(run_root: str | Path, batch_size: int, seeds: Sequence[int], base: Mapping[str, Any],
               grid: Grid = None, sharpness: SharpnessSettings | Mapping[str, Any] | None = None, data=None,
               max_lrs: int = MAX_LRS, log: Callable[[str], None] | None = print) -> pd.DataFrame:
@@ -76,14 +115,26 @@ def tune_cell(run_root: str | Path, batch_size: int, seeds: Sequence[int], base:
     run(grid)
     for method in _methods_of(grid):
         while True:
-            tried = _tried(rows, method)
-            lr = next_lr(tried)
-            if lr is None or len(tried) >= max_lrs:
+            by_lr = _runs_by_lr(rows, method)
+            lr = _next(by_lr)
+            if lr is None or len(by_lr) >= max_lrs:
                 break
             run({**{k: [v] for k, v in method.items()}, "lr": [half_decade(lr)]})
         if log is not None:
-            log(_choice_line(method, _tried(rows, method), max_lrs))
+            log(_choice_line(method, _runs_by_lr(rows, method), max_lrs))
     return pd.DataFrame(rows)
+
+
+def settled(cell_dir: str | Path, points: Sequence[Mapping[str, Any]], max_lrs: int = MAX_LRS) -> bool:
+    """Whether every method of a tuning cell (`points`: its planned grid points) has a choice that the
+    current rule (`choose`) calls settled, from the run folders in `cell_dir` — so a study re-run after
+    the rule changed extends the grids it no longer calls settled, instead of skipping the cell."""
+    from samlib.study.tables import run_record
+
+    rows = [{**run_record(d), "run": d.name} for d in sorted(Path(cell_dir).iterdir()) if d.is_dir()]
+    methods = _methods_of({k: [p[k] for p in points] for k in points[0]} if points else {})
+    return all(len(by_lr) >= max_lrs or _next(by_lr) is None
+               for by_lr in (_runs_by_lr(rows, m) for m in methods))
 
 
 def _methods_of(grid: Grid) -> list[dict[str, Any]]:
@@ -96,23 +147,31 @@ def _methods_of(grid: Grid) -> list[dict[str, Any]]:
     return out
 
 
-def _tried(rows: Sequence[Mapping[str, Any]], method: Mapping[str, Any]) -> dict[float, float | None]:
-    """lr → mean validation loss over seeds (None: failed) of the rows of one method."""
+def _next(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> float | None:
+    """`curve.next_lr` for `choose`'s rule: the next lr of one method's grid, None once settled."""
+    return next_lr({lr: _mean_scores(rs) for lr, rs in by_lr.items()}, steps={lr: _mean_steps(rs) for lr, rs in
+                   by_lr.items()}, tolerance=choose(by_lr)["tolerance"])
+
+
+def _runs_by_lr(rows: Sequence[Mapping[str, Any]], method: Mapping[str, Any]) -> dict[float, list]:
+    """lr → the rows of one method's runs at that lr."""
     by_lr: dict[float, list[Mapping[str, Any]]] = {}
     for r in rows:
         point = layout.point_label(str(r["run"]))
         if all(f"{k}=" + layout.fmt_value(v) in point.split(",") for k, v in method.items()):
             by_lr.setdefault(float(r["lr"]), []).append(r)
-    return {lr: _mean_scores(rs) for lr, rs in by_lr.items()}
+    return by_lr
 
 
-def _choice_line(method: Mapping[str, Any], tried: Mapping[float, Any], max_lrs: int) -> str:
-    choice = chosen_lr(tried)
+def _choice_line(method: Mapping[str, Any], by_lr: Mapping[float, Sequence[Mapping[str, Any]]], max_lrs: int) -> str:
+    choice, tried = choose(by_lr), {lr: (_mean_scores(rs), _mean_steps(rs)) for lr, rs in by_lr.items()}
     name = ",".join(f"{k}={v}" for k, v in method.items()) or "(base)"
-    grid = ", ".join(f"{lr:g}: {'✕' if v is None else f'{v:.4f}'}" for lr, v in sorted(tried.items()))
+    grid = ", ".join(f"{lr:g}: " + ("✕" if v is None else f"{v:.4f} in {n:.0f} steps")
+                     for lr, (v, n) in sorted(tried.items()))
     how = ("interior" if choice["interior"] else "bounded by a failed lr" if choice["bounded_by_failure"]
            else f"at the grid's edge after {max_lrs} lrs" if len(tried) >= max_lrs else "at the grid's edge")
-    return f"{name}: lr {choice['lr']:g} ({how}); validation loss by lr: {grid}" if choice["lr"] else \
+    return f"{name}: lr {choice['lr']:g} ({how}; noise {choice['tolerance']:.4f}); validation loss by lr: {grid}" \
+        if choice["lr"] else \
         f"{name}: every lr failed ({grid})"
 
 
@@ -120,28 +179,27 @@ def tuning_table(results: pd.DataFrame) -> list[dict[str, Any]]:
     """The tuning runs of a results table, one entry per (data set, optimizer, SAM mode, m, batch size):
     ``grid`` (per lr: mean validation loss and error over its seeds, ``seeds``, and ``seeds_out``: the seeds
     that diverged, collapsed or missed the milestone), ``choice``
-    (`curve.chosen_lr`: lr, its validation loss, interior / bounded_by_failure / at_edge). Each grid entry
-    also has the mean ``steps`` its seeds took to the tuning milestone, so a reader sees what the choice
-    costs in speed (the lr is chosen by validation loss, not by speed)."""
+    (`choose`: lr, its validation loss, the lowest-loss lr, the tolerance, interior / bounded_by_failure /
+    at_edge). Each grid entry also has the mean ``steps`` its seeds took to the tuning milestone, which
+    the choice weighs within the seeds' noise (module doc)."""
     runs = results[results["notebook"] == TUNING_NOTEBOOK] if len(results) else results
     out = []
     if not len(runs):
         return out
     keys = [runs[k].map(lambda v: str(v) if present(v) else "") for k in METHOD_KEYS]
     for _, g in runs.groupby(keys, sort=True):
-        grid, tried = [], {}
+        grid, by_lr = [], {}
         for lr, at in g.groupby(g["lr"].astype(float)):
-            records = at.to_dict("records")
+            records = by_lr[float(lr)] = at.to_dict("records")
             failed = sum(score(r) is None for r in records)
-            tried[float(lr)] = _mean_scores(records)
             grid.append({"lr": float(lr), "seeds": len(records), "seeds_out": failed,
-                         "val_loss": tried[float(lr)],
+                         "val_loss": _mean_scores(records),
                          "val_error": None if failed else float(1 - at["val_accuracy"].astype(float).mean()),
                          "steps": None if failed else float(at["steps"].astype(float).mean())})
         first = g.iloc[0]
         out.append({"dataset": first["dataset"], "optimizer": first["optimizer"], "sam": first["sam"],
                     "m": None if not present(first["m"]) else int(first["m"]), "batch_size": int(first["batch_size"]),
-                    "grid": grid, "choice": chosen_lr(tried)})
+                    "grid": grid, "choice": choose(by_lr)})
     return sorted(out, key=lambda t: (str(t["dataset"]), t["optimizer"], t["sam"], t["m"] or 0, t["batch_size"]))
 
 
@@ -162,13 +220,28 @@ def choices_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------- a study that uses the choices
+PLANNED_WITH = "tuned_lrs"  #: study.json's key: tuning study folder → its ``tuning`` entries the runs were planned with
+
+
+def tuning_of(study_dir: str | Path) -> list[dict[str, Any]]:
+    """A tuning study's ``tuning`` entries (its findings.json); [] when it has none."""
+    from samlib import io
+
+    return list(io.read_json_dict(Path(study_dir) / layout.FINDINGS).get("tuning", []))
+
+
+def planned_with(study_dir: str | Path) -> list[dict[str, Any]]:
+    """The tuning entries a study's runs took their lrs from (study.json's `PLANNED_WITH`), each with its
+    ``source`` (the tuning study's folder as the params file named it); [] for a study that tuned none."""
+    planned = layout.read_study(study_dir).get(PLANNED_WITH, {})
+    return [{**t, "source": src} for src, entries in planned.items() for t in entries]
+
+
 def choices_of(study_dir: str | Path) -> dict[tuple, float]:
     """(dataset, optimizer, sam, m, batch size) → the tuned lr, from a tuning study's findings.json
     (``tuning``); {} when it has none. Entries whose grid never settled (every lr failed) are left out."""
-    from samlib import io
-
     out = {}
-    for t in io.read_json_dict(Path(study_dir) / layout.FINDINGS).get("tuning", []):
+    for t in tuning_of(study_dir):
         if t["choice"]["lr"] is not None:
             out[(t["dataset"], t["optimizer"], t["sam"], t["m"], t["batch_size"])] = float(t["choice"]["lr"])
     return out
