@@ -291,6 +291,11 @@ def test_the_tuned_rule_compares_every_batch_size_with_the_smallest_and_borrows_
     others = [r for r in t if r["lr_rule"] != "tuned" and r["compare_at"] == "loss"]
     assert {r["large_batch"] for r in others} == {1000}
     assert _row([r for r in t if r["lr_rule"] != "tuned"], "scaled", "loss")["test_error"]["sb"] == pytest.approx(0.032)
+    # the compact table: one line per large batch of the tuned regime, named; the others one line a regime
+    compact = answer_text.answer_rows_markdown(t, ["regime", "gap@loss"]).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in compact] == [
+        "| MNIST (mnist5k): SGD, same lr", "| MNIST (mnist5k): SGD, scaled lr",
+        "| MNIST (mnist5k): SGD, tuned lr, batch 128 vs 32", "| MNIST (mnist5k): SGD, tuned lr, batch 512 vs 32"]
 
 
 def _encode(correct) -> str:

@@ -176,10 +176,11 @@ KINDS = {EPOCHS: "same epochs", LOSS: "same loss"}  #: a milestone kind, in a he
 
 
 def answer_rows_markdown(table: list[dict], columns: list[str]) -> str:
-    """A compact answer table as Markdown: one row per regime (data set, optimizer, lr rule) of the
-    answer `table`, in its order, one column per entry of `columns`:
+    """A compact answer table as Markdown: one row per regime (data set, optimizer, lr rule) and pair of
+    batch sizes of the answer `table`, in its order, one column per entry of `columns`:
 
-    - ``regime``: 'MNIST (mnist5k): SGD, same lr';
+    - ``regime``: 'MNIST (mnist5k): SGD, same lr' (', batch 1024 vs 32' added where the regime compares
+      several large batches with its small one, as the ``tuned`` rule does);
     - ``at@KIND`` (KIND ``epochs`` or ``loss``): the regime's last milestone of that kind, the one
       quoted by the columns ``NAME@KIND`` (the most epochs; the lowest loss, nearest to interpolation:
       a table lists a regime's milestones in the order training reaches them);
@@ -189,15 +190,19 @@ def answer_rows_markdown(table: list[dict], columns: list[str]) -> str:
     A regime without a milestone of that kind gets '–'."""
     regimes: dict[tuple, dict[str, tuple[dict, list[str]]]] = {}
     for row, cells in zip(table, answer_cells(table)):
-        key = (row["dataset"], row["optimizer"], row["lr_rule"])
+        key = (row["dataset"], row["optimizer"], row["lr_rule"], row["small_batch"], row["large_batch"])
         regimes.setdefault(key, {})[row["compare_at"]] = (row, cells)  # the last milestone of a kind wins
+    sizes: dict[tuple, int] = {}  # a regime compared at several large batches names each row's
+    for key in regimes:
+        sizes[key[:3]] = sizes.get(key[:3], 0) + 1
     header, rows = [], [[] for _ in regimes]
     for column in columns:
         name, _, kind = column.partition("@")
         if name == "regime" and not kind:
             header.append("regime")
-            for out, (dataset, family, rule) in zip(rows, regimes):
-                out.append(f"{dataset}: {FAMILY_LABELS[family]}, {rule} lr")
+            for out, (dataset, family, rule, small, large) in zip(rows, regimes):
+                batches = f", batch {large:g} vs {small:g}" if sizes[(dataset, family, rule)] > 1 else ""
+                out.append(f"{dataset}: {FAMILY_LABELS[family]}, {rule} lr{batches}")
             continue
         assert kind in KINDS, f"answer-rows column {column!r}: NAME@KIND with KIND one of {', '.join(KINDS)}"
         assert name == "at" or name in ANSWER_COLUMNS, \
