@@ -36,6 +36,8 @@ def fig_steps_vs_batch(plt, snapshots: pd.DataFrame, *, style: Style):
             continue
         for e in entries:
             pts = [p for p in e["points"] if p["steps"]["mean"] is not None]
+            if not pts:  # no batch size of this method reached the milestone yet (a study part-way)
+                continue
             b = np.array([p["batch_size"] for p in pts], dtype=float)
             s = np.array([p["steps"]["mean"] for p in pts], dtype=float)
             err = np.array([[p["steps"]["mean"] - (p["steps"]["lo"] or p["steps"]["mean"]) for p in pts],
