@@ -599,6 +599,8 @@ def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_cur
 
     committed, copy, df, saved = _recomputed("cpu_tuning", tmp_path, ("tuning",))
     table = saved["tuning"]
+    # a tuning study says what it is, and nothing of comparisons it does not make
+    assert saved["headline"] == answer_text.TUNING_ONLY and "Stop rule" not in " ".join(saved["text"])
     assert {(t["sam"], t["batch_size"]) for t in table} == {(s, b) for s in ("none", "sam")
                                                             for b in (32, 64, 128, 256, 512, 1024)}
     for t in table:

@@ -311,9 +311,10 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     `compute_findings`) in words the findings' bullets (`details.findings_text`) do not repeat;
     `matched_figure`: the number of the matched-loss figure, if the reader has it."""
     parts = []
+    tuning_only = not f.get("seed_result") and "answer_table" in f and not f["answer_table"] and bool(f.get("tuning"))
     if f.get("seed_result"):
         parts.append(f["seed_result"])
-    elif "answer_table" in f and not f["answer_table"] and f.get("tuning"):
+    elif tuning_only:
         parts.append(TUNING_ONLY)
     elif "answer_table" in f and not f["answer_table"]:
         parts.append("This study's runs have no milestone snapshots (they predate them), so its answer table is "
@@ -339,6 +340,8 @@ def headline(f: Mapping[str, Any], matched_figure: int | None = None) -> str:
     if cost:
         parts.append(f"SAM costs {fmt_ci(cost['all'], 2)} times {sgd}'s seconds per step.")
     left = f.get("not_compared", [])
+    if tuning_only:  # it has no comparisons whose runs could miss their target
+        return " ".join(parts)
     parts.append(f"{len(left)} run(s) of the comparisons did not reach their target or did not finish and are "
                  "listed, not compared" + (f" (Fig. {matched_figure} shows the training loss each reached)."
                                            if matched_figure else ".") if left else

@@ -83,9 +83,10 @@ def _lr_and_cost_lines(f: Mapping[str, Any]) -> list[str]:
 
 def _run_lines(f: Mapping[str, Any]) -> list[str]:
     """How many runs, how they stopped, and which were left out of the comparisons or the lr sweep."""
-    rules = f.get("stop_rules") or ["n/a"]
+    rules = f.get("stop_rules")
     counts = ", ".join(f"{v} {k}" for k, v in sorted(f.get("status_counts", {}).items()))
-    lines = [f"{f.get('n_runs', 0)} runs ({counts}). Stop rule of the comparisons: {'; '.join(rules)}."]
+    lines = [f"{f.get('n_runs', 0)} runs ({counts})." + (f" Stop rule of the comparisons: {'; '.join(rules)}."
+                                                         if rules else "")]
     left = f.get("not_compared", [])
     if left:
         lines.append(f"{len(left)} run(s) of the comparisons are shown but not compared (not ok, or stopped at "
