@@ -62,10 +62,12 @@ class Config:
     loss_milestones: tuple[float, ...] = checked((), list_of(number(0, lo_open=True), non_empty=False, distinct=True))
     #: snapshot the weights after exactly this many epochs each (at most `epochs`)
     epoch_milestones: tuple[int, ...] = checked((), list_of(integer(1), non_empty=False, distinct=True))
-    optimizer: str = checked("sgd", choice(OPTIMIZERS))  #: sgd | momentum | adam | adamw
+    optimizer: str = checked("sgd", choice(OPTIMIZERS))  #: sgd | momentum | adam | adamw | lars | lamb
     lr: float = checked(0.01, number(0, lo_open=True))  #: learning rate at `base_batch_size` (before scaling)
-    momentum: float = checked(0.9, number(0, 1, hi_open=True))  #: used by `momentum` only
-    weight_decay: float = checked(0.0, number(0))  #: decoupled for adamw, L2 on the kernels otherwise
+    momentum: float = checked(0.9, number(0, 1, hi_open=True))  #: used by `momentum` and `lars`
+    #: the optimizer's own for adamw, lars and lamb (`samlib.optimizers`), L2 on the kernels otherwise
+    weight_decay: float = checked(0.0, number(0))
+    lars_eta: float = checked(0.001, number(0, lo_open=True))  #: LARS: trust coefficient η (You et al. 2017)
     lr_scaling: str = checked("none", choice(LR_SCALINGS))  #: none | linear | sqrt
     #: the lr was chosen on validation for this method at this batch size (a study's `tuned` lr rule, set by
     #: the planner from a tuning study: `samlib.study.tuning`); a label, it changes nothing in training

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from samlib.optimizers import BASE_OPTIMIZERS
+
 if TYPE_CHECKING:
     from samlib.config import Config
     from samlib.data import Data
@@ -42,6 +44,7 @@ def build_cnn(
 
 def build_network(config: Config, data: Data) -> keras.Model:
     """The CNN of a run: `build_cnn` for `data`'s image shape and classes with `config`'s dropout;
-    weight decay is an L2 term in the loss except for AdamW, where the optimizer decouples it."""
-    l2 = 0.0 if config.optimizer == "adamw" else config.weight_decay
+    weight decay is an L2 term in the loss except for the optimizers that apply it themselves (AdamW,
+    LARS, LAMB: `samlib.optimizers.BaseOptimizer.own_weight_decay`)."""
+    l2 = 0.0 if BASE_OPTIMIZERS[config.optimizer].own_weight_decay else config.weight_decay
     return build_cnn(data.input_shape, data.num_classes, dropout=config.dropout, weight_decay=l2)

@@ -7,13 +7,22 @@ name            label           built from the config (and the lr schedule, or t
 ``sgd``         SGD             ``keras.optimizers.SGD(lr)``
 ``momentum``    SGD+momentum    ``SGD(lr, momentum=momentum)``
 ``adam``        Adam            ``Adam(lr)``
-``adamw``       AdamW           ``AdamW(lr, weight_decay=weight_decay)`` (decoupled; the others get
-                                ``weight_decay`` as an L2 term, `samlib.models.build_network`)
+``adamw``       AdamW           ``AdamW(lr, weight_decay=weight_decay)`` (decoupled)
+``lars``        LARS            `samlib.lars.LARS` ``(lr, momentum=momentum, weight_decay=weight_decay,
+                                eta=lars_eta)`` (You et al. 2017; decay inside the update, scaled by
+                                the trust ratio; λ = 1 and no decay on biases and BatchNorm)
+``lamb``        LAMB            ``keras.optimizers.Lamb(lr, weight_decay=weight_decay)`` (Keras' decay
+                                is decoupled, outside the trust ratio: first ``w ← w − lr·wd·w`` on
+                                every variable, biases too, then ``w ← w − lr·(‖w‖/‖r‖)·r`` with
+                                ``r = m̂/(√v̂ + ε)``; You et al. 2020 put ``wd·w`` into ``r`` instead)
 ``none``        (no SAM)        the bare network
 ``sam``         SAM             `samlib.sam.SAM` (``rho``, ``m``, ``sync_perturbation``)
 ``asam``        ASAM            SAM with ``adaptive=True`` and ``eta = asam_eta`` (Kwon et al. 2021)
 ``looksam``     LookSAM         `samlib.looksam.LookSAM` (``rho``, ``looksam_k``, ``looksam_alpha``)
 ==============  ==============  ==========================================================================
+
+AdamW, LARS and LAMB apply ``weight_decay`` themselves (`BaseOptimizer.own_weight_decay`); the others
+get it as an L2 term in the loss (`samlib.models.build_network`).
 
 `BASE_OPTIMIZERS` and `SAM_MODES_REGISTRY` hold one small frozen entry each (as `samlib.measures` does
 for the sharpness measures); `OPTIMIZERS` and `SAM_MODES` are their names, which `samlib.config.Config`
@@ -40,12 +49,14 @@ from samlib.io import present
 @dataclasses.dataclass(frozen=True)
 class BaseOptimizer:
     """One base optimizer: its `name` (``Config.optimizer``), its `label`, the Config `fields` it reads
-    besides the learning rate, and `build(config, lr)`, the Keras optimizer on the lr schedule `lr`."""
+    besides the learning rate, and `build(config, lr)`, the Keras optimizer on the lr schedule `lr`;
+    `own_weight_decay`: it applies ``weight_decay`` itself, so the network gets no L2 term."""
 
     name: str
     label: str
     fields: tuple[str, ...]
     build: Callable[[Any, Any], Any]
+    own_weight_decay: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +74,12 @@ def _keras_optimizers():
     import keras
 
     return keras.optimizers
+
+
+def _lars(config: Any, lr: Any) -> Any:
+    from samlib.lars import LARS
+
+    return LARS(lr, momentum=config.momentum, weight_decay=config.weight_decay, eta=config.lars_eta)
 
 
 def _sam(config: Any, network: Any, adaptive: bool = False) -> Any:
@@ -87,7 +104,12 @@ BASE_OPTIMIZERS: dict[str, BaseOptimizer] = {
                       lambda config, lr: _keras_optimizers().SGD(lr, momentum=config.momentum)),
         BaseOptimizer("adam", "Adam", (), lambda config, lr: _keras_optimizers().Adam(lr)),
         BaseOptimizer("adamw", "AdamW", ("weight_decay",),
-                      lambda config, lr: _keras_optimizers().AdamW(lr, weight_decay=config.weight_decay)),
+                      lambda config, lr: _keras_optimizers().AdamW(lr, weight_decay=config.weight_decay),
+                      own_weight_decay=True),
+        BaseOptimizer("lars", "LARS", ("momentum", "weight_decay", "lars_eta"), _lars, own_weight_decay=True),
+        BaseOptimizer("lamb", "LAMB", ("weight_decay",),
+                      lambda config, lr: _keras_optimizers().Lamb(lr, weight_decay=config.weight_decay),
+                      own_weight_decay=True),
     )
 }
 SAM_MODES_REGISTRY: dict[str, SamMode] = {

@@ -26,7 +26,7 @@ def test_the_newer_keys_are_off_by_default_and_keep_their_values():
 @pytest.mark.parametrize(
     "key, value, allowed",
     [
-        ("optimizer", "rmsprop", "sgd, momentum, adam, adamw"),
+        ("optimizer", "rmsprop", "sgd, momentum, adam, adamw, lars, lamb"),
         ("lr_scaling", "cubic", "none, linear, sqrt"),
         ("sam", "gsam", "none, sam, asam"),
         ("strategy", "tpu", "auto, none, mirrored"),

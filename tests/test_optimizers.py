@@ -11,6 +11,7 @@ import pytest
 from samlib import config as C
 from samlib import optimizers as O
 from samlib.config import Config
+from samlib.lars import LARS
 from samlib.looksam import LookSAM
 from samlib.optimizers import WarmupSchedule, make_optimizer, method_label, wrap
 from samlib.sam import SAM
@@ -21,9 +22,10 @@ def network() -> keras.Model:
 
 
 def test_config_allows_exactly_the_registered_names():
-    assert C.OPTIMIZERS == O.OPTIMIZERS == ("sgd", "momentum", "adam", "adamw")
+    assert C.OPTIMIZERS == O.OPTIMIZERS == ("sgd", "momentum", "adam", "adamw", "lars", "lamb")
     assert C.SAM_MODES == O.SAM_MODES == ("none", "sam", "asam", "looksam")
-    assert O.OPTIMIZER_LABELS == {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW"}
+    assert O.OPTIMIZER_LABELS == {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam", "adamw": "AdamW",
+                                  "lars": "LARS", "lamb": "LAMB"}
     assert O.SAM_LABELS == {"sam": "SAM", "asam": "ASAM", "looksam": "LookSAM"}
 
 
@@ -32,6 +34,8 @@ def test_config_allows_exactly_the_registered_names():
     ("momentum", keras.optimizers.SGD, 0.8, None),
     ("adam", keras.optimizers.Adam, None, None),
     ("adamw", keras.optimizers.AdamW, None, 0.02),
+    ("lars", LARS, 0.8, 0.02),
+    ("lamb", keras.optimizers.Lamb, None, 0.02),
 ])
 def test_each_base_optimizer_is_the_keras_class_with_the_configs_values(name, cls, momentum, weight_decay):
     config = Config(optimizer=name, lr=0.03, momentum=0.8, weight_decay=0.02)
@@ -87,6 +91,8 @@ def test_each_entry_reads_only_the_fields_it_lists():
     ("momentum", "sam", 32.0, "SGD+momentum+SAM (m=32)"),  # as results.csv holds m
     ("adam", "asam", math.nan, "Adam+ASAM"),
     ("adamw", "looksam", None, "AdamW+LookSAM"),
+    ("lars", "sam", 64, "LARS+SAM (m=64)"),
+    ("lamb", "none", None, "LAMB"),
     ("sgd", None, 16, "SGD"),  # no SAM: m does not show
     ("momentum", math.nan, None, "SGD+momentum"),
     ("rmsprop", "gsam", None, "rmsprop+gsam"),  # unknown names as given
