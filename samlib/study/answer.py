@@ -4,8 +4,9 @@ From the snapshots table (one row per (run, milestone), `tables.snapshot_records
 row per (data set, optimizer family, lr rule, compare_at, at):
 
 - ``dataset``: a reader's name (`selections.dataset_label`); ``optimizer``: the family (`selections.FAMILIES`:
-  ``sgd``, ``adam``); ``lr_rule``: ``same`` (no lr scaling) or ``scaled`` (`selections.in_lr_rule`: a rule
-  without small-batch runs of its own shares the other rule's, as both give the same lr there);
+  ``sgd``, ``adam``, ``lars``, ``lamb``); ``lr_rule``: ``same`` (no lr scaling) or ``scaled``
+  (`selections.in_lr_rule`: a rule without small-batch runs of its own shares the other rule's, as both
+  give the same lr there);
   ``compare_at``: ``epochs`` (after the same number of epochs) or ``loss`` (at the same inference-mode
   training loss); ``at``: the epoch count or the loss.
 - ``small_batch`` / ``large_batch``: the smallest / largest batch size of the family's main runs (the

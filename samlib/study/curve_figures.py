@@ -1,6 +1,7 @@
 """The batch-size curve drawn (`curve.curve_table`): steps to a loss milestone vs batch size on log-log
 axes against perfect scaling (Shallue et al. 2019; McCandlish et al. 2018), and test error and λ_max at
-that matched loss vs batch size; one panel per lr rule, one line per method, with and without SAM.
+that matched loss vs batch size; one panel per lr rule, one line per method, with and without SAM. And
+the remedies at matched cost (`remedies.remedies_table`): test error vs gradient evaluations.
 """
 
 from __future__ import annotations
@@ -93,5 +94,47 @@ def fig_matched_vs_batch(plt, snapshots: pd.DataFrame, *, style: Style):
             ax.set_ylabel(label)
             ax.set_title(f"{rule} lr, at {milestone}", fontsize=10)
     fig.suptitle("At the same training loss: test error and λ_max vs batch size", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+
+def _errorbar(ci: dict, scale: float = 1.0) -> tuple[float, list[list[float]]]:
+    """(mean, [[below], [above]]) of a ``{mean, lo, hi}`` interval times `scale`; no bar without a CI."""
+    mean = scale * ci["mean"]
+    lo, hi = (mean, mean) if ci["lo"] is None else (scale * ci["lo"], scale * ci["hi"])
+    return mean, [[mean - lo], [hi - mean]]
+
+
+@figure_function
+def fig_remedies(plt, snapshots: pd.DataFrame, *, style: Style):
+    """The remedies at matched cost (`remedies.remedies_table`): test error at the largest batch size vs
+    gradient evaluations to the lowest loss milestone, one point per method with t-based 95 % CIs in both
+    directions, log x, one panel per data set; ★ the reference (tuned SGD at the smallest batch)."""
+    from samlib.study.remedies import at_largest, has_remedies, remedies_table
+
+    table = remedies_table(snapshots)
+    datasets = list(dict.fromkeys(r["dataset"] for r in table)) if has_remedies(table) else ["(none)"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows, ref = at_largest(table, dataset)
+        shown = [r for r in [*(r for r in rows if not r["reference"]), *([ref] if ref else [])]
+                 if r["grad_evals"]["mean"] is not None and r["test_error"]["mean"] is not None]
+        if not shown or all(r["reference"] for r in shown):
+            empty_panel(ax, "no tuned method at the largest batch size reached the milestone" if rows else
+                        "no tuned methods besides the reference in this study")
+            continue
+        for r in shown:
+            (x, xerr), (y, yerr) = _errorbar(r["grad_evals"]), _errorbar(r["test_error"], 100.0)
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="*" if r["reference"] else "o",
+                        color="k" if r["reference"] else style.palette.get(r["method"], "0.3"), capsize=3,
+                        markersize=10 if r["reference"] else 6,
+                        label=f"{r['method']}, batch {r['batch_size']}" + (" (reference)" if r["reference"] else ""))
+        ax.set_xscale("log")
+        ax.set_xlabel(f"gradient evaluations to {shown[0]['milestone']} (log)")
+        ax.set_ylabel(f"test error at {shown[0]['milestone']} (%)")
+        ax.set_title(f"{dataset}, batch {rows[0]['batch_size']}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle("Remedies at matched cost (tuned lr, 95 % CIs)", fontsize=11)
     fig.tight_layout()
     return fig

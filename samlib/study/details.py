@@ -11,6 +11,7 @@ import numpy as np
 
 from samlib import measures as registry
 from samlib.study.answer_text import METRIC_LABELS, methods_of
+from samlib.study.remedies import remedies_lines
 from samlib.study.selections import LR_NOTEBOOK
 from samlib.study.stats import fmt_ci
 
@@ -150,5 +151,5 @@ def _curve_lines(f: Mapping[str, Any]) -> list[str]:
 def findings_text(f: Mapping[str, Any]) -> list[str]:
     """The findings as sentences (the report's Details), the direct answer first; every number comes from
     `samlib.study.findings.compute_findings`."""
-    return (list(f.get("answer", [])) + _curve_lines(f) + _tuning_lines(f) + _predictor_lines(f)
-            + _largest_batch_lines(f) + _sharpness_lines(f) + _lr_and_cost_lines(f) + _run_lines(f))
+    return (list(f.get("answer", [])) + _curve_lines(f) + remedies_lines(f.get("remedies", [])) + _tuning_lines(f)
+            + _predictor_lines(f) + _largest_batch_lines(f) + _sharpness_lines(f) + _lr_and_cost_lines(f) + _run_lines(f))

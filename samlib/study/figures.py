@@ -28,7 +28,7 @@ from samlib.measures import label as measure_label
 from samlib.milestones import EPOCHS, LOSS
 from samlib.study.answer import answer_table
 from samlib.study.answer_text import figure_label
-from samlib.study.curve_figures import fig_matched_vs_batch, fig_steps_vs_batch
+from samlib.study.curve_figures import fig_matched_vs_batch, fig_remedies, fig_steps_vs_batch
 from samlib.study.more_figures import (
     fig_generalization,
     fig_lr_scaling,
@@ -66,6 +66,7 @@ FIGURES = (
     "fig11_sharpness_vs_error",
     "fig12_steps_vs_batch",
     "fig13_matched_vs_batch",
+    "fig14_remedies",
 )
 ANSWER = "fig0_answer"  #: the headline figure: the answer table drawn
 SEED_FIGURES = ("fig1_sgd_loss", "fig2_sgd_sharpness", "fig3_adam_loss", "fig4_adam_sharpness")
@@ -107,6 +108,11 @@ CAPTIONS = {
     "or more batch sizes (findings.json's curve: B_crit with a Fieller CI, gradient evaluations, B_simple).",
     "fig13_matched_vs_batch": "Test error and Hessian λ_max at the lowest loss milestone vs batch size, per method "
     "and lr rule, mean and 95 % CI over seeds: the large batch at the same training loss, with and without SAM.",
+    "fig14_remedies": "The remedies at matched cost: test error at the largest batch size vs gradient evaluations "
+    "to the lowest loss milestone (steps × evaluations per step: 2 for SAM, 1 + 1/k for LookSAM), one point per "
+    "method on the tuned lr rule, t-based 95 % CIs over seeds in both directions, log x; ★ the reference, tuned SGD "
+    "at the smallest batch (findings.json's remedies: the gap to it paired by seed, Holm-adjusted). Empty in a study "
+    "without tuned methods besides the reference.",
     "fig10_sharpness_vs_loss": "Sharpness vs final train loss of every run: minima compared at equal "
     "train loss (sharpness falls as training converges, so compare vertically).",
 }
@@ -212,9 +218,11 @@ _MAKERS: dict[str, Callable[..., Any]] = {
     "fig11_sharpness_vs_error": fig_sharpness_vs_error,
     "fig12_steps_vs_batch": fig_steps_vs_batch,
     "fig13_matched_vs_batch": fig_matched_vs_batch,
+    "fig14_remedies": fig_remedies,
 }
 #: drawn from the snapshots table alone
-SNAPSHOT_FIGURES = ("fig11_sharpness_vs_error", "fig12_steps_vs_batch", "fig13_matched_vs_batch")
+SNAPSHOT_FIGURES = ("fig11_sharpness_vs_error", "fig12_steps_vs_batch", "fig13_matched_vs_batch", "fig14_remedies")
+REMEDIES = "fig14_remedies"  #: the figure of findings.json's remedies
 PREDICTORS = "fig11_sharpness_vs_error"  #: the figure of findings.json's sharpness_vs_generalization
 MATCHED_LOSS = "fig9_matched_loss"  # the figure the findings refer to for matched-loss sharpness
 

@@ -5,7 +5,9 @@
 `compute_findings` gives, in this order: ``answer_table`` (regime by regime, from the snapshots),
 ``seed_result``, ``sharpness_vs_generalization`` (Kendall's τ of each measure against test error and
 the generalization gap over every run at each loss milestone) and ``curve`` (steps, epochs and gradient
-evaluations to each loss milestone per method and batch size, the B_crit fit, B_simple); the run counts and ``methods`` (each method's label → its fields: findings.json names
+evaluations to each loss milestone per method and batch size, the B_crit fit, B_simple), ``remedies``
+(`samlib.study.remedies`: every tuned method at matched loss and cost against tuned SGD at the small
+batch); the run counts and ``methods`` (each method's label → its fields: findings.json names
 methods by label, as a reader sees them); ``gap_closure`` and ``answer`` (final weights); ``paired``;
 ``largest_batch``; ``sharpness_by_batch`` and ``sharpness_trend``; ``cost_ratio``; ``lr_scaling``;
 ``tuning`` (each tuned method and batch size: the lr grid's validation losses and the choice);
@@ -19,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from samlib.io import present
-from samlib.study import answer, answer_text, curve, selections, tuning
+from samlib.study import answer, answer_text, curve, remedies, selections, tuning
 from samlib.study.layout import OK, TARGET_NOT_REACHED
 from samlib.study.selections import FAMILIES, FAMILY_LABELS, by_method, measures_in
 from samlib.study.stats import mean_ci, trend
@@ -123,6 +125,7 @@ def compute_findings(df: pd.DataFrame, snapshots: pd.DataFrame | None = None,
     out: dict[str, Any] = {"answer_table": table, "seed_result": answer_text.seed_result(table),
                            "sharpness_vs_generalization": answer.sharpness_vs_generalization(snapshots),
                            "curve": curve.curve_table(snapshots)}
+    out["remedies"] = remedies.remedies_table(snapshots)  # every tuned method against tuned SGD at the small batch
     out.update(n_runs=int(len(df)), status_counts=df["status"].value_counts().to_dict())
     out["methods"] = {m.label: m.fields() for m in selections.method_order(df)}
     out["stop_rules"] = sorted(set(selections.main_runs(df)["stop_rule"].dropna()))

@@ -8,7 +8,8 @@ planned runs never written included; `collect_snapshots`: one row per (run, mile
     figures/*.png|svg  the figures of `figures.FIGURES`, every one mean ± 95 % CI over seeds
     findings.json      the answer table first (`answer_table`), then the numbers of the findings
     report.html        as a paper: title, the answer table, the paragraph, the headline figure and the
-                       seed study's figures, the details (findings), more figures, the parameters
+                       seed study's figures, the remedies table (where the study has tuned runs), the
+                       details (findings), more figures, the parameters
 
 Statistics. Figures use seaborn's bootstrap CI (``errorbar=("ci", 95)``, 1,000 resamples, seed 0)
 over seeds. The findings use the t-based interval mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (s with ddof=1; no
@@ -34,6 +35,7 @@ from samlib.study import figures, layout, timing, tuning
 from samlib.study.answer_text import answer_table_html, headline
 from samlib.study.details import findings_text
 from samlib.study.findings import compute_findings
+from samlib.study.remedies import remedies_html
 from samlib.study.selections import in_family, main_runs
 from samlib.study import tables
 from samlib.study.tables import collect, collect_snapshots
@@ -159,6 +161,9 @@ def _html_body(rep: Report) -> str:
             f"Fig. {figures.number(n)} ({n})" for n in untrained) + ", of an optimizer family this study did not "
             f"train ({', '.join(sorted({figures.FIGURE_FAMILY[n] for n in untrained}))}); the files are in "
             f"{layout.FIGURES}/.</p>")
+    if rep.findings.get("remedies"):  # tuned runs at loss milestones: every method against tuned SGD at SB
+        parts.append(f"<h2>Remedies at matched cost (Fig. {figures.number(figures.REMEDIES)})</h2>"
+                     + remedies_html(rep.findings["remedies"]))
     parts.append("<h2>Details</h2><ul class='findings'>" + "".join(f"<li>{html.escape(t)}</li>" for t in rep.text)
                  + "</ul>")
     parts.append("<p><small>Gap closure: (L<sub>base,LB</sub> − L<sub>SAM,LB</sub>) / (L<sub>base,LB</sub> − "

@@ -6,8 +6,10 @@ Everything here selects or orders by the table's fields (``notebook``, ``optimiz
 
 - Notebooks: `LR_NOTEBOOK` (the lr sweep), `TUNING_NOTEBOOK` (the tuning cells); `main_runs` (every other
   notebook: the SAM-vs-base comparisons), `lr_runs`, `matched_runs` (runs trained to a loss target).
-- Optimizer families: `FAMILIES` (sgd: SGD with or without momentum; adam: Adam, AdamW),
-  `FAMILY_LABELS`, `family_key`, `in_family`.
+- Optimizer families: `FAMILIES` (sgd: SGD with or without momentum; adam: Adam, AdamW; lars: LARS;
+  lamb: LAMB), `FAMILY_LABELS`, `family_key`, `in_family`. LARS and LAMB are families of their own, not
+  members of sgd and adam: the answer table pools a family's base runs per seed, so LARS in the sgd
+  family would be averaged with SGD; on its own it gets its own gap (and SAM-over-LARS its SAM effect).
 - Which runs are compared, by one convergence test: `converged` (reached its loss target, or had
   none), `comparable` (finished ok and converged: never a diverged, failed, missing or `COLLAPSED` run),
   `comparable_runs`, `compared` (the main runs that are comparable), `not_compared`, `excluded` (not
@@ -64,8 +66,9 @@ def dataset_label(name: Any) -> str:
 LR_NOTEBOOK = "lr_scaling"  #: the notebook of the lr sweep
 TUNING_NOTEBOOK = "tuning"  #: the notebook of the tuning cells (`samlib.study.tuning`)
 NOT_COMPARED = (LR_NOTEBOOK, TUNING_NOTEBOOK)  #: notebooks that choose settings; every other one compares
-FAMILIES: dict[str, tuple[str, ...]] = {"sgd": ("sgd", "momentum"), "adam": ("adam", "adamw")}
-FAMILY_LABELS = {"sgd": "SGD", "adam": "Adam"}
+FAMILIES: dict[str, tuple[str, ...]] = {"sgd": ("sgd", "momentum"), "adam": ("adam", "adamw"), "lars": ("lars",),
+                                         "lamb": ("lamb",)}
+FAMILY_LABELS = {"sgd": "SGD", "adam": "Adam", "lars": "LARS", "lamb": "LAMB"}
 NO_SAM = "none"  #: the ``sam`` field of a base-optimizer run
 PLAIN_SAM = "sam"  #: the ``sam`` field of SAM (Foret et al.), as opposed to ASAM or LookSAM
 
