@@ -3,6 +3,7 @@ and 1024, SAM, LARS and LAMB at 1024, three seeds each on the tuned lr rule, two
 number checked against one computed here by hand (scipy's t quantiles, Holm's rule written out)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -211,3 +212,34 @@ def test_details_report_and_figure_show_the_remedies():
     empty = figures.figure(figures.REMEDIES, snaps, snapshots=snaps.assign(lr_tuned=False))
     assert empty.axes[0].texts  # the placeholder's words
     assert report.remedies_html is remedies.remedies_html
+
+
+def test_the_remedies_params_pair_plans_every_method_at_its_tuned_lr(tmp_path):
+    """params/remedies_tuning.yaml tunes the six methods at batch 32, 512 and 1024; params/remedies_curve.yaml
+    plans each of them there at the lr a tuning study's findings.json chose (here one written in the test)."""
+    import json
+
+    import yaml
+
+    from samlib.study import load_params, plan_cells
+
+    repo = Path(__file__).resolve().parents[1]
+    methods = {("momentum", "none"), ("momentum", "sam"), ("momentum", "looksam"), ("lars", "none"),
+               ("lars", "sam"), ("lamb", "none")}
+    tuning_cells = plan_cells(load_params(repo / "params" / "remedies_tuning.yaml", repo / "notebooks"), tmp_path)
+    planned = {(c.optimizer, c.sam, c.batch_size) for cell in tuning_cells for c in cell.configs}
+    assert planned == {(o, s, b) for o, s in methods for b in (32, 512, 1024)}
+    lrs = {(o, s, b): 0.001 * (i + 1) for i, (o, s, b) in enumerate(sorted(planned))}
+    entries = [{"dataset": "mnist5k", "optimizer": o, "sam": s, "m": None, "batch_size": b, "grid": [],
+                "choice": {"lr": lr, "val_loss": 0.1, "interior": True, "bounded_by_failure": False,
+                           "at_edge": False}} for (o, s, b), lr in lrs.items()]
+    (tmp_path / "tuned").mkdir()
+    (tmp_path / "tuned" / "findings.json").write_text(json.dumps({"tuning": entries}))
+    curve = yaml.safe_load((repo / "params" / "remedies_curve.yaml").read_text())
+    assert curve["notebooks"]["curve"]["tuned_lr"] == "docs/results/remedies_tuning"
+    curve["notebooks"]["curve"]["tuned_lr"] = str(tmp_path / "tuned")
+    (tmp_path / "curve.yaml").write_text(yaml.safe_dump(curve, sort_keys=False))
+    cells = plan_cells(load_params(tmp_path / "curve.yaml", repo / "notebooks"), tmp_path / "out")
+    got = {(c.optimizer, c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
+    assert got == lrs and all(c.lr_tuned and c.record_predictions for cell in cells for c in cell.configs)
+    assert {c.seed for cell in cells for c in cell.configs} == {0, 1, 2, 3, 4}
