@@ -243,3 +243,21 @@ def test_the_remedies_params_pair_plans_every_method_at_its_tuned_lr(tmp_path):
     got = {(c.optimizer, c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
     assert got == lrs and all(c.lr_tuned and c.record_predictions for cell in cells for c in cell.configs)
     assert {c.seed for cell in cells for c in cell.configs} == {0, 1, 2, 3, 4}
+
+
+def test_the_report_shows_the_remedies_table_only_when_there_is_one(tmp_path):
+    import json
+
+    table = remedies.remedies_table(snapshots_table())
+    json.dumps(table)  # findings.json holds it as it is
+    study = tmp_path / "study"
+    study.mkdir()
+
+    def body(found):
+        rep = report.Report(study, pd.DataFrame(), {}, found, [], study / "report.html")
+        return report._html_body(rep)
+
+    with_table = body({"remedies": table})
+    assert "<h2>Remedies at matched cost (Fig. 14)</h2>" in with_table and "table class='answer remedies'" in with_table
+    assert with_table.index("Remedies at matched cost") < with_table.index("<h2>Details</h2>")
+    assert "Remedies" not in body({"remedies": []}) and "Remedies" not in body({})
