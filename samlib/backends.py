@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 
 
@@ -117,3 +118,88 @@ def stateful_step(model: keras.Model, state: tuple, step: Callable[[], Any]) -> 
 def _current(step_scope: keras.StatelessScope, variable: keras.Variable) -> Any:
     value = step_scope.get_current_value(variable)
     return variable.value if value is None else value
+
+
+def compile(function: Callable, **tf_options: Any) -> Callable:  # noqa: A001  (the backend's compile)
+    """A compiled graph function: `tf.function` without XLA (XLA is several times slower on CPU; the
+    `tf_options` are `tf.function`'s), or `jax.jit` (which traces once per argument shape)."""
+    if is_tensorflow():
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=False, **tf_options)
+    import jax
+
+    return jax.jit(function)
+
+
+def hvp(function: Callable, w: Any, v: Any) -> Any:
+    """H v, H the Hessian of the scalar ``function(w)`` at the flat vector `w`: forward-over-reverse (the
+    JVP of the gradient along v, ~2 gradient costs)."""
+    if is_tensorflow():
+        import tensorflow as tf
+
+        with tf.autodiff.ForwardAccumulator(w, v) as acc:
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                value = function(w)
+            grad = tape.gradient(value, w)
+        return acc.jvp(grad)
+    import jax
+
+    return jax.jvp(jax.grad(function), (w,), (v,))[1]
+
+
+def wide_float() -> str:
+    """The widest float the backend computes in: float64, except on JAX without ``jax_enable_x64``
+    (float32; callers then accumulate in Python floats or numpy float64)."""
+    if is_tensorflow():
+        return "float64"
+    import jax
+
+    return "float64" if jax.config.jax_enable_x64 else "float32"
+
+
+def sum64(a: Any, b: Any = None) -> float:
+    """Σ a (Σ a·b with `b`) in float64, as a Python float: TensorFlow's ops on TensorFlow, numpy's on
+    the others (JAX computes float64 only with ``jax_enable_x64``)."""
+    if is_tensorflow():
+        import tensorflow as tf
+
+        a = tf.cast(a, tf.float64)
+        return float(tf.reduce_sum(a if b is None else a * tf.cast(b, tf.float64)))
+    a = np.asarray(a, np.float64)
+    return float(np.sum(a if b is None else a * np.asarray(b, np.float64)))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and the backend's random generators (`keras.utils.set_random_seed`); on
+    TensorFlow also make its ops deterministic (JAX's are on CPU). Off TensorFlow, the steps of
+    `keras.utils.set_random_seed` less its seeding of TensorFlow, which would import it when installed."""
+    if is_tensorflow():
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+        return
+    import random
+
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def add_n(tensors: list) -> Any:
+    """The sum of same-shaped tensors: `tf.add_n` on TensorFlow (its summation order), else left to right."""
+    if is_tensorflow():
+        import tensorflow as tf
+
+        return tf.add_n(tensors)
+    total = tensors[0]
+    for t in tensors[1:]:
+        total = total + t
+    return total
