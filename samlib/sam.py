@@ -29,6 +29,11 @@ updates are collected by the scope and thrown away.
 - Data parallel (`tf.distribute`): each replica perturbs with its own gradient (m-sharpness with m =
   per-replica batch, as the official implementation does) unless `sync_perturbation=True`, which
   all-reduces the ascent gradient so the step equals single-device SAM on the global batch.
+- Backends: TensorFlow and JAX. Only the gradient call and the train step's signature differ
+  (`samlib.backends`: on JAX the step runs on the state Keras passes and returns the new state); on JAX
+  `keras.distribution.DataParallel` takes the global batch's step (ε̂ from the global gradient).
+- Gradient accumulation (`gradient_accumulation_steps` on the base optimizer): each micro-batch
+  perturbs from the unchanged w with its own ε̂; the update is the mean of their SAM gradients.
 """
 
 from __future__ import annotations
