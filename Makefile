@@ -8,7 +8,7 @@ JOBS   ?=
 # quiet TensorFlow's C++ start-up chatter
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install constraints study test docs lab bench clean
+.PHONY: install constraints study test test-jax docs lab bench clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ study: install  ## run the quick study end to end (offline) and write outputs/qu
 
 test: install  ## the whole test suite, notebooks included
 	$(PY) -m pytest
+
+# the backend-neutral tests, run again on Keras' JAX backend: Keras picks its backend when imported, so
+# this is a second pytest process (tests marked tensorflow_only are skipped there)
+JAX_TESTS ?= tests/test_sam.py tests/test_looksam.py tests/test_sharpness.py tests/test_precision.py
+test-jax: install  ## the SAM family's references (and what else runs on JAX) under KERAS_BACKEND=jax
+	KERAS_BACKEND=jax $(PY) -m pytest $(JAX_TESTS)
 
 docs: install  ## the documentation site from docs/ and the docstrings into site/; strict: a warning (a broken link) fails
 	$(PY) -m mkdocs build --strict --site-dir site

@@ -35,7 +35,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from samlib import backends
 
 
 def make_loss() -> keras.losses.Loss:
@@ -66,7 +68,7 @@ def _per_example(loss: Any) -> Any:
     return loss
 
 
-def _mean(values: tf.Tensor) -> tf.Tensor:
+def _mean(values: Any) -> Any:
     """The mean of per-example loss values, as Keras's "sum_over_batch_size" reduction computes it
     (`keras.src.losses.loss.reduce_values`, the same ops in the same order) but with no scaling by the
     distribution strategy's replica count. A scalar (an already reduced loss) is returned as it is."""
@@ -78,15 +80,15 @@ def _mean(values: tf.Tensor) -> tf.Tensor:
     return keras.ops.divide_no_nan(total, count)
 
 
-def _hits(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+def _hits(logits: Any, labels: Any) -> Any:
     """Per example, whether argmax(logits) == its integer label (bool)."""
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
-    return tf.equal(pred, tf.cast(tf.reshape(labels, tf.shape(pred)), tf.int64))
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    return ops.equal(pred, ops.cast(ops.reshape(labels, ops.shape(pred)), "int32"))
 
 
 def _compile(function, **kwargs):
-    """A graph function without XLA (jit is several times slower on CPU)."""
-    return tf.function(function, jit_compile=False, **kwargs)
+    """A graph function without XLA on TensorFlow (jit is several times slower on CPU), `jax.jit` on JAX."""
+    return backends.compile(function, **kwargs)
 
 
 class Evaluator:
@@ -110,6 +112,10 @@ class Evaluator:
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.network, self.batch_size, self.dtype = network, int(batch_size), dtype
+        # float64 terms and hit counts where the backend computes float64 (JAX without x64: float32, the
+        # batches still summed in Python floats)
+        self._wide = dtype if dtype == "float32" else backends.wide_float()
+        self._count = backends.wide_float()
         self.loss = make_loss() if loss is None else loss
         self._unreduced = _per_example(self.loss)  # reduced by `_mean`, never scaled by a strategy
         #: what `values` are mapped to, in this order
@@ -117,7 +123,7 @@ class Evaluator:
         self.n = len(x)
         self.integer = bool(np.issubdtype(np.asarray(y).dtype, np.integer))
         #: (x_b, y_b, n_b / N): one constant per batch, built once
-        self.batches = [(tf.constant(x[i : i + self.batch_size]), tf.constant(y[i : i + self.batch_size]),
+        self.batches = [(ops.convert_to_tensor(x[i : i + self.batch_size]), ops.convert_to_tensor(y[i : i + self.batch_size]),
                          min(self.batch_size, self.n - i) / self.n) for i in range(0, self.n, self.batch_size)]
         self._terms, self._reg, self._hits = _functions or (
             _compile(self._batch_terms, reduce_retracing=True), _compile(self._regularization),
@@ -129,64 +135,64 @@ class Evaluator:
                          _functions=(self._terms, self._reg, self._hits))
 
     # ------------------------------------------------------------------ per batch (graph code)
-    def _scope(self, values: Sequence[tf.Tensor]):
+    def _scope(self, values: Sequence[Any]):
         if not values:
             return contextlib.nullcontext()
         return keras.StatelessScope(state_mapping=list(zip(self.variables, values)))
 
-    def _forward(self, values: Sequence[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tuple:
+    def _forward(self, values: Sequence[Any], xb: Any, yb: Any) -> tuple:
         """The one inference-mode pass: (the batch's mean loss, its logits, model.losses), at `values`."""
         with self._scope(values):
             logits = self.network(xb, training=False)
             if self.dtype == "float32":
-                logits = tf.cast(logits, "float32")
+                logits = ops.cast(logits, "float32")
             mean = _mean(self._unreduced(yb, logits))
             extras = list(self.network.losses)  # regularization, at the mapped weights
         return mean, logits, extras
 
-    def batch_loss(self, values: Sequence[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+    def batch_loss(self, values: Sequence[Any], xb: Any, yb: Any) -> Any:
         """f on one batch, mean loss + Σ model.losses, in `dtype`, at `values` (``()``: the live weights).
 
         Uncompiled and differentiable in `values`: Σ_b (n_b/N) · batch_loss is f (``dtype="float64"``).
         """
         return self._loss_of(*self._forward(values, xb, yb)[::2])
 
-    def _loss_of(self, mean: tf.Tensor, extras: list) -> tf.Tensor:
-        value = tf.cast(mean, self.dtype)
+    def _loss_of(self, mean: Any, extras: list) -> Any:
+        value = ops.cast(mean, self._wide)
         for extra in extras:
-            value += tf.cast(extra, self.dtype)
+            value += ops.cast(extra, self._wide)
         return value
 
-    def _term(self, mean: tf.Tensor, extras: list, yb: tf.Tensor) -> tf.Tensor:
+    def _term(self, mean: Any, extras: list, yb: Any) -> Any:
         if self.dtype == "float32":  # n_b · mean loss; R once, in `_regularization`
-            return mean * tf.cast(tf.shape(yb)[0], "float32")
+            return mean * ops.cast(ops.shape(yb)[0], "float32")
         return self._loss_of(mean, extras)
 
     def _batch_terms(self, values, xb, yb):
         mean, logits, extras = self._forward(values, xb, yb)
         term = self._term(mean, extras, yb)
-        correct = tf.constant(0.0, tf.float64)
-        if yb.dtype.is_integer:
-            correct = tf.reduce_sum(tf.cast(_hits(logits, yb), tf.float64))
+        correct = ops.zeros((), self._count)
+        if "int" in keras.backend.standardize_dtype(yb.dtype):
+            correct = ops.sum(ops.cast(_hits(logits, yb), self._count))
         return term, correct
 
     def _batch_hits(self, values, xb, yb):
         """`_batch_terms` and, from the same forward pass, each example's hit (argmax(logits) == label)."""
         mean, logits, extras = self._forward(values, xb, yb)
         hits = _hits(logits, yb)
-        return self._term(mean, extras, yb), tf.reduce_sum(tf.cast(hits, tf.float64)), hits
+        return self._term(mean, extras, yb), ops.sum(ops.cast(hits, self._count)), hits
 
     def _regularization(self, values):
         with self._scope(values):
             losses = self.network.losses
-            return tf.add_n([tf.cast(v, "float32") for v in losses]) if losses else tf.zeros(())
+            return backends.add_n([ops.cast(v, "float32") for v in losses]) if losses else ops.zeros(())
 
     # ------------------------------------------------------------------ the whole split
-    def __call__(self, values: Sequence[tf.Tensor] | None = None) -> tuple[float, float]:
+    def __call__(self, values: Sequence[Any] | None = None) -> tuple[float, float]:
         """(loss, accuracy) at the live weights, or at `values` (one tensor per `variables`)."""
         return self._run(self._check(values), self._terms)[:2]
 
-    def with_correct(self, values: Sequence[tf.Tensor] | None = None) -> tuple[float, float, np.ndarray]:
+    def with_correct(self, values: Sequence[Any] | None = None) -> tuple[float, float, np.ndarray]:
         """(loss, accuracy, correct): the numbers of ``evaluator(values)`` and, from the same batches and
         forward pass, whether each example (in split order) is classified correctly, argmax(logits) ==
         label (bool). ``correct.mean() == accuracy`` exactly: both count the same hits and divide by N.
@@ -195,7 +201,7 @@ class Evaluator:
             raise ValueError("per-example correctness needs integer class labels")
         return self._run(self._check(values), self._hits)
 
-    def _run(self, values: list[tf.Tensor], function) -> tuple[float, float, np.ndarray | None]:
+    def _run(self, values: list[Any], function) -> tuple[float, float, np.ndarray | None]:
         """Sum `function`'s per-batch terms and hits over the batches (module docstring's accumulation);
         the per-example hits too, if `function` gives them (else None)."""
         total, correct, hits = 0.0, 0.0, []
@@ -203,15 +209,16 @@ class Evaluator:
             term, n_hits, *per_example = function(values, xb, yb)
             total += float(term) if self.dtype == "float32" else weight * float(term)
             correct += float(n_hits)
-            hits += [h.numpy() for h in per_example]
+            hits += [ops.convert_to_numpy(h) for h in per_example]
         if self.dtype == "float32":
             total = total / self.n + float(self._reg(values))
         accuracy = correct / self.n if self.integer else float("nan")
         return total, accuracy, (np.concatenate(hits).astype(bool) if hits else None)
 
-    def _check(self, values: Sequence[tf.Tensor] | None) -> list[tf.Tensor]:
-        if values is None:
-            return []
+    def _check(self, values: Sequence[Any] | None) -> list[Any]:
+        if values is None:  # the live weights: read inside the graph (TF), passed in (a jitted function's
+            # reads of a variable would be constants fixed when it was traced)
+            return [] if backends.is_tensorflow() else [v.value for v in self.variables]
         values = list(values)
         if len(values) != len(self.variables):
             raise ValueError(f"expected {len(self.variables)} values (trainable, then non-trainable variables), "

@@ -12,8 +12,9 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
+from keras import ops
 
+from samlib import backends
 from samlib.config import SharpnessSettings
 from samlib.evaluation import Evaluator
 
@@ -56,7 +57,7 @@ def interpolate(
         values = []
         for v in train.variables:
             if id(v) not in position:  # e.g. dropout seed state: not part of get_weights()
-                values.append(tf.identity(v.value))
+                values.append(backends.snapshot(v))
                 continue
             a = np.asarray(weights_a[position[id(v)]])
             b = np.asarray(weights_b[position[id(v)]])
@@ -64,7 +65,7 @@ def interpolate(
                 mixed = (1.0 - alpha) * a.astype(np.float64) + alpha * b.astype(np.float64)
             else:
                 mixed = a
-            values.append(tf.constant(mixed, dtype=v.dtype))
+            values.append(ops.convert_to_tensor(np.asarray(mixed).astype(v.dtype)))
         train_loss, train_acc = train(values)
         test_loss, test_acc = test(values)
         rows.append((alpha, train_loss, train_acc, test_loss, test_acc))

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from samlib import backends
 from samlib.sam import EPS, SAM, Pass
 from samlib.validate import integer, invalid, number
 
@@ -47,29 +47,34 @@ class LookSAM(SAM):
         ]
 
     def _sam_gradient(self, x, y, sample_weight, states) -> Pass:
+        # each branch returns the step and the g_v to store: the stores happen outside the branch
+        # (a JAX branch may not assign), so both backends run the same code
         if self.k == 1:
-            return self._full_step(x, y, sample_weight, states)
-        full = ops.equal(self.optimizer.iterations % self.k, 0)
-        return tf.cond(
-            full,
-            lambda: self._full_step(x, y, sample_weight, states),
-            lambda: self._reuse_step(x, y, sample_weight, states),
-        )
+            step, g_v = self._full_step(x, y, sample_weight, states)
+        else:
+            full = ops.equal(self.optimizer.iterations % self.k, 0)
+            step, g_v = ops.cond(
+                full,
+                lambda: self._full_step(x, y, sample_weight, states),
+                lambda: self._reuse_step(x, y, sample_weight, states),
+            )
+        for slot, value in zip(self.g_v, g_v):
+            slot.assign(value)
+        return step
 
-    def _full_step(self, x, y, sample_weight, states) -> Pass:
+    def _full_step(self, x, y, sample_weight, states) -> tuple[Pass, list]:
         at_w, step = self._two_passes(x, y, sample_weight, states)
         # g_v: the component of g_s orthogonal to g (the sharpness direction to reuse)
         proj = _dot(at_w.grads, step.grads) / (_dot(at_w.grads, at_w.grads) + EPS)
-        for slot, gs, g in zip(self.g_v, step.grads, at_w.grads):
-            slot.assign(gs - proj * g)
-        return step
+        return step, [gs - proj * g for gs, g in zip(step.grads, at_w.grads)]
 
-    def _reuse_step(self, x, y, sample_weight, states) -> Pass:
-        weights = [tf.identity(v.value) for v in self.model.trainable_variables]
+    def _reuse_step(self, x, y, sample_weight, states) -> tuple[Pass, list]:
+        weights = [backends.snapshot(v) for v in self.model.trainable_variables]
         at_w = self._loss_and_grads(x, y, sample_weight, weights, states)
         g_v = [ops.convert_to_tensor(s.value) for s in self.g_v]
         g_norm, v_norm = ops.sqrt(_dot(at_w.grads, at_w.grads)), ops.sqrt(_dot(g_v, g_v))
         factor = self.alpha * g_norm / (v_norm + EPS)
         # no climb on this step: ‖ε̂‖ = 0; ‖g‖ of the scaled gradient (loss scale 1 unless mixed_float16)
-        return at_w._replace(grads=[g + factor * v for g, v in zip(at_w.grads, g_v)],
-                             grad_norm=ops.cast(g_norm, "float32"), eps_norm=tf.constant(0.0))
+        step = at_w._replace(grads=[g + factor * v for g, v in zip(at_w.grads, g_v)],
+                             grad_norm=ops.cast(g_norm, "float32"), eps_norm=ops.zeros((), "float32"))
+        return step, g_v

@@ -27,8 +27,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from samlib import backends
 from samlib import measures as M
 from samlib.config import SharpnessSettings
 from samlib.objective import Objective
@@ -61,5 +61,5 @@ def noise_scale(obj: Objective, micro_batch: int, seed: int) -> tuple[float, flo
     return (trace / grad_sq if grad_sq > 0 else float("nan")), trace, grad_sq, b
 
 
-def _norm_sq(g: tf.Tensor) -> float:
-    return float(tf.reduce_sum(tf.square(tf.cast(g, tf.float64))))
+def _norm_sq(g: Any) -> float:
+    return backends.sum64(g, g)

@@ -12,7 +12,8 @@ Hessian-vector product, which differentiate the evaluator's per-batch loss.
 Weights are never assigned to: every evaluation maps the variables to tensors inside a
 `keras.StatelessScope` (the approach of `samlib.sam`), so the model is left bit-for-bit as it was, also
 when a measure is interrupted by an exception. The hot computations (loss, gradient, Hessian-vector
-product) are `tf.function`s without XLA (XLA is several times slower on CPU).
+product) are `tf.function`s without XLA (XLA is several times slower on CPU) on TensorFlow, `jax.jit`
+functions on JAX (`samlib.backends`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from samlib import backends
 from samlib.evaluation import Evaluator
 
 
 def compile_graph(function):
-    """A graph function without XLA (jit is several times slower on CPU); one trace per batch shape."""
-    return tf.function(function, jit_compile=False, reduce_retracing=True)
+    """A graph function without XLA on TensorFlow (jit is several times slower on CPU), `jax.jit` on
+    JAX; one trace per batch shape."""
+    return backends.compile(function, reduce_retracing=True)
 
 
 class Objective:
@@ -51,7 +54,7 @@ class Objective:
         self.states = list(model.non_trainable_variables)
         self.shapes = [tuple(v.shape) for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.dtype = tf.as_dtype(self.variables[0].dtype)
+        self.dtype = keras.backend.standardize_dtype(self.variables[0].dtype)
         # one constant per batch, built once: the hot loops then only move the weight vector
         self.batches = self.evaluator.batches  # (x_b, y_b, n_b / N)
         self._value_and_grad = compile_graph(self._batch_value_and_grad)
@@ -65,40 +68,34 @@ class Objective:
 
     def refresh(self) -> None:
         """Snapshot the model's current weights as w (and its BatchNorm statistics / seeds)."""
-        self.w = tf.concat([tf.reshape(tf.cast(v.value, self.dtype), [-1]) for v in self.variables], 0)
-        self.state_values = [tf.identity(v.value) for v in self.states]
+        self.w = ops.concatenate([ops.reshape(ops.cast(v.value, self.dtype), [-1]) for v in self.variables], 0)
+        self.state_values = [backends.snapshot(v) for v in self.states]
 
     # ---------------------------------------------------------------- per-batch graph functions
-    def _unflatten(self, w: tf.Tensor) -> list[tf.Tensor]:
-        parts = tf.split(w, self.sizes)
-        return [tf.cast(tf.reshape(p, s), v.dtype) for p, s, v in zip(parts, self.shapes, self.variables)]
+    def _unflatten(self, w: Any) -> list[Any]:
+        ends = np.cumsum(self.sizes)
+        parts = [w[end - size : end] for end, size in zip(ends, self.sizes)]
+        return [ops.cast(ops.reshape(p, s), v.dtype) for p, s, v in zip(parts, self.shapes, self.variables)]
 
-    def _batch_loss(self, w: tf.Tensor, states: list[tf.Tensor], xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+    def _batch_loss(self, w: Any, states: list[Any], xb: Any, yb: Any) -> Any:
         # the evaluator maps trainable, then non-trainable variables, as `self.variables + self.states`
         return self.evaluator.batch_loss(self._unflatten(w) + list(states), xb, yb)
 
     def _batch_value_and_grad(self, w, states, xb, yb):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            value = self._batch_loss(w, states, xb, yb)
-        return value, tape.gradient(value, w)
+        value, _, grad = backends.value_and_grad(lambda w: (self._batch_loss(w, states, xb, yb), None), w)
+        return value, grad
 
     def _batch_hvp(self, w, v, states, xb, yb):
         # forward-over-reverse: the JVP of the gradient along v is H v at ~2 gradient costs, and was as
         # fast as (or faster than) reverse-over-reverse on this CPU at batch 1000
-        with tf.autodiff.ForwardAccumulator(w, v) as acc:
-            with tf.GradientTape() as tape:
-                tape.watch(w)
-                value = self._batch_loss(w, states, xb, yb)
-            grad = tape.gradient(value, w)
-        return acc.jvp(grad)
+        return backends.hvp(lambda w: self._batch_loss(w, states, xb, yb), w, v)
 
     # ---------------------------------------------------------------- full-data quantities
-    def value(self, w: tf.Tensor | None = None) -> float:
+    def value(self, w: Any | None = None) -> float:
         w = self.w if w is None else w
         return self.evaluator(self._unflatten(w) + self.state_values)[0]
 
-    def value_and_grad(self, w: tf.Tensor | None = None) -> tuple[float, tf.Tensor]:
+    def value_and_grad(self, w: Any | None = None) -> tuple[float, Any]:
         w = self.w if w is None else w
         total, grad = 0.0, None
         for xb, yb, c in self.batches:
@@ -107,12 +104,12 @@ class Objective:
             grad = g * c if grad is None else grad + g * c
         return total, grad
 
-    def grad_on(self, x: np.ndarray, y: np.ndarray) -> tf.Tensor:
+    def grad_on(self, x: np.ndarray, y: np.ndarray) -> Any:
         """∇ of the mean loss over the examples (x, y) alone, plus R, at the snapshot w (flat): one batch,
         in inference mode, as f's batches are (`samlib.noise` takes micro-batches' gradients so)."""
-        return self._value_and_grad(self.w, self.state_values, tf.constant(x), tf.constant(y))[1]
+        return self._value_and_grad(self.w, self.state_values, ops.convert_to_tensor(x), ops.convert_to_tensor(y))[1]
 
-    def hvp(self, v: tf.Tensor) -> tf.Tensor:
+    def hvp(self, v: Any) -> Any:
         """H v at the snapshot w (flat, in the weights' dtype)."""
         out = None
         for xb, yb, c in self.batches:

@@ -170,7 +170,7 @@ def wrap(config: Any, network: Any) -> Any:
 def _warmup_schedule() -> type:
     """The class `WarmupSchedule`, made once, on first use (Keras is imported here, not at import)."""
     import keras
-    import tensorflow as tf
+    from keras import ops
 
     class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         """Goyal et al. 2017 gradual warm-up: lr rises linearly from `start` to `target` over
@@ -184,11 +184,11 @@ def _warmup_schedule() -> type:
 
         def __call__(self, step):
             if self.warmup_steps <= 0:
-                return tf.constant(self.target, "float32")
-            step = tf.cast(step, "float32")
+                return ops.convert_to_tensor(self.target, "float32")
+            step = ops.cast(step, "float32")
             if self.offset:  # no op added for offset 0: that schedule's lr stays bit-for-bit as it was
                 step = step + float(self.offset)
-            frac = tf.minimum(step / self.warmup_steps, 1.0)
+            frac = ops.minimum(step / self.warmup_steps, 1.0)
             return self.start + (self.target - self.start) * frac
 
         def get_config(self) -> dict:

@@ -29,6 +29,11 @@ updates are collected by the scope and thrown away.
 - Data parallel (`tf.distribute`): each replica perturbs with its own gradient (m-sharpness with m =
   per-replica batch, as the official implementation does) unless `sync_perturbation=True`, which
   all-reduces the ascent gradient so the step equals single-device SAM on the global batch.
+- Backends: TensorFlow and JAX. Only the gradient call and the train step's signature differ
+  (`samlib.backends`: on JAX the step runs on the state Keras passes and returns the new state); on JAX
+  `keras.distribution.DataParallel` takes the global batch's step (ε̂ from the global gradient).
+- Gradient accumulation (`gradient_accumulation_steps` on the base optimizer): each micro-batch
+  perturbs from the unchanged w with its own ε̂; the update is the mean of their SAM gradients.
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from samlib import backends
 from samlib.validate import integer, number
 
 EPS = 1e-12  # the guard in ε̂ = ρ·g/(‖g‖₂ + EPS) (and in LookSAM's projections)
@@ -109,6 +114,11 @@ class SAM(keras.Model):
         `train_step` reports them and `reset_metrics` resets them."""
         return [m for m in super().metrics if all(m is not t for t in self._norm_trackers)]
 
+    @property
+    def metrics_variables(self) -> list[keras.Variable]:
+        """The metrics' variables, the norm trackers' included: a JAX train step carries them in its state."""
+        return super().metrics_variables + [v for t in self._norm_trackers for v in t.variables]
+
     def reset_metrics(self) -> None:
         super().reset_metrics()  # Keras calls this at every epoch's start
         for tracker in self._norm_trackers:
@@ -120,15 +130,16 @@ class SAM(keras.Model):
         seeds) as given; runs without touching any variable (the norms are left unset)."""
         variables = self.model.trainable_variables
         non_trainable = self.model.non_trainable_variables
-        mapping = list(zip(variables, weights)) + list(zip(non_trainable, states))
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            with tf.GradientTape() as tape:
-                tape.watch(weights)
+
+        def scaled_loss(weights):
+            mapping = list(zip(variables, weights)) + list(zip(non_trainable, states))
+            with backends.scope(mapping, collect_losses=True) as scope:
                 y_pred = self(x, training=True)
                 loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-                scaled_loss = self.optimizer.scale_loss(loss)
-            new_states = [scope.get_current_value(v) for v in non_trainable]
-        grads = tape.gradient(scaled_loss, weights)
+                new_states = [scope.get_current_value(v) for v in non_trainable]
+                return self.optimizer.scale_loss(loss), (loss, y_pred, new_states)
+
+        _, (loss, y_pred, new_states), grads = backends.value_and_grad(scaled_loss, weights)
         grads = [ops.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
         return Pass(loss, grads, y_pred, new_states)
 
@@ -141,7 +152,7 @@ class SAM(keras.Model):
 
     def _perturbation(self, grads, weights):
         """(ε̂, ‖g‖₂) from the unscaled ascent gradient: ε̂ = ρ·g/‖g‖ (SAM) or ρ·T²g/‖Tg‖ (ASAM)."""
-        context = tf.distribute.get_replica_context()
+        context = backends.replica_context()  # tf.distribute's; None off TensorFlow
         replicas = 1 if context is None else context.num_replicas_in_sync
         if self.sync_perturbation and replicas > 1:
             # each replica's loss carries a 1/replicas factor, so the sum is the global-batch gradient
@@ -163,7 +174,7 @@ class SAM(keras.Model):
 
     def _two_passes(self, x, y, sample_weight, states) -> tuple[Pass, Pass]:
         """(the pass at w: ∇L(w); the SAM step: its grads ∇L(w + ε̂), with the norms), both loss-scaled."""
-        weights = [tf.identity(v.value) for v in self.model.trainable_variables]
+        weights = [backends.snapshot(v) for v in self.model.trainable_variables]
         at_w = self._loss_and_grads(x, y, sample_weight, weights, states)
         scale = self.optimizer.scale_loss(ops.ones((), dtype=at_w.loss.dtype))
         unscaled = [g / ops.cast(scale, g.dtype) for g in at_w.grads]
@@ -183,39 +194,54 @@ class SAM(keras.Model):
         return self._two_passes(x, y, sample_weight, states)[1]
 
     # ------------------------------------------------------------------ train_step
-    def train_step(self, data):
+    def train_step(self, *args):
+        """Keras' train step: ``train_step(data)`` on TensorFlow (variables assigned in place);
+        ``train_step(state, data) -> (logs, new state)`` on JAX (`backends.stateful_step`)."""
+        if backends.is_tensorflow():
+            return self._train_step(*args)
+        state, data = args
+        return backends.stateful_step(self, state, lambda: self._train_step(data))
+
+    def _train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        states = [tf.identity(v.value) for v in self.model.non_trainable_variables]
+        states = [backends.snapshot(v) for v in self.model.non_trainable_variables]
         # forward + backward at w, climb to w + ε̂, gradient there (per micro-batch of m for m-SAM)
         if self.m is None:
             step = self._sam_gradient(x, y, sample_weight, states)
-        else:
+        elif backends.is_tensorflow():
             step = self._micro_batched(x, y, sample_weight, states)
+        else:
+            step = self._micro_batched_scan(x, y, sample_weight, states)
         for variable, value in zip(self.model.non_trainable_variables, step.states):
             variable.assign(value)
-        self.optimizer.apply(step.grads, self.model.trainable_variables)  # base optimizer steps from w
+        backends.apply_gradients(self.optimizer, step.grads, self.model.trainable_variables)  # base optimizer steps from w
         return self._update_metrics(x, y, sample_weight, step)
 
     def _update_metrics(self, x, y, sample_weight, step: Pass) -> dict[str, Any]:
         """Update the compiled loss and metrics and the norm trackers; the logs of this step."""
         # Keras divides each replica's loss by the replica count; the loss metric reports the true mean
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = backends.replicas_in_sync()
         for metric in self.metrics:
             if metric.name == "loss":  # the compiled loss tracker
-                metric.update_state(step.loss * replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+                metric.update_state(step.loss * replicas, sample_weight=ops.shape(keras.tree.flatten(x)[0])[0])
         self.grad_norm_tracker.update_state(step.grad_norm)
         self.perturbation_norm_tracker.update_state(step.eps_norm)
         logs = self.compute_metrics(x, y, step.y_pred, sample_weight=sample_weight)
         return {**logs, **{t.name: t.result() for t in self._norm_trackers}}
 
-    def _output_shape(self, x) -> tf.TensorShape:
+    def _output_shape(self, x):
+        import tensorflow as tf
+
         try:
             return tf.TensorShape(self.model.compute_output_shape(tf.nest.flatten(x)[0].shape))
         except Exception:  # a subclassed model that cannot say; metrics then see an unknown shape
             return tf.TensorShape(None)
 
     def _micro_batched(self, x, y, sample_weight, states) -> Pass:
-        """m-sharpness: a SAM gradient per micro-batch of `m` examples, averaged by micro-batch size."""
+        """m-sharpness: a SAM gradient per micro-batch of `m` examples, averaged by micro-batch size
+        (TensorFlow: a `tf.while_loop`; `_micro_batched_scan` is the same on JAX)."""
+        import tensorflow as tf
+
         n = tf.shape(tf.nest.flatten(x)[0])[0]
         k = (n + self.m - 1) // self.m
         is_float = [_is_float(v) for v in self.model.non_trainable_variables]
@@ -263,3 +289,62 @@ class SAM(keras.Model):
         y_pred.set_shape(self._output_shape(x))  # concat loses the static shape metrics need
         grad_norm, eps_norm = (s / tf.cast(k, "float32") for s in norm_sum)  # means over micro-batches
         return Pass(loss_sum / total, grads, y_pred, new_states, grad_norm, eps_norm)
+
+    def _micro_batched_scan(self, x, y, sample_weight, states) -> Pass:
+        """m-sharpness on JAX: `jax.lax.scan` over the full micro-batches of `m`, then the remainder;
+        the same sums as `_micro_batched` (static shapes: the remainder's size is known when traced)."""
+        import jax
+
+        n = keras.tree.flatten(x)[0].shape[0]
+        full, rest = divmod(n, self.m)
+        is_float = [_is_float(v) for v in self.model.non_trainable_variables]
+        carry = (
+            [ops.zeros(v.shape, v.dtype) for v in self.model.trainable_variables],
+            ops.zeros((), "float32"),
+            [ops.zeros_like(s) for s, f in zip(states, is_float) if f],
+            [s for s, f in zip(states, is_float) if not f],
+            [ops.zeros((), "float32"), ops.zeros((), "float32")],
+        )
+
+        def body(carry, batch):
+            return self._accumulate(carry, *batch, states, is_float)
+
+        preds = []
+        if full:
+            shape = lambda a: ops.reshape(a[: full * self.m], (full, self.m, *a.shape[1:]))  # noqa: E731
+            batches = tuple(_map(shape, t) for t in (x, y, sample_weight))
+            carry, stacked = jax.lax.scan(body, carry, batches)
+            preds.append(ops.reshape(stacked, (full * self.m, *stacked.shape[2:])))
+        if rest:
+            tail = tuple(_map(lambda a: a[full * self.m :], t) for t in (x, y, sample_weight))
+            carry, pred = body(carry, tail)
+            preds.append(pred)
+        grad_sum, loss_sum, float_sum, seeds, norm_sum = carry
+        grads = [g / ops.cast(n, g.dtype) for g in grad_sum]  # mean, not sum, of micro-batch grads
+        floats, seeds_it = iter(float_sum), iter(seeds)
+        new_states = [next(floats) / ops.cast(n, s.dtype) if f else next(seeds_it) for s, f in zip(states, is_float)]
+        k = full + (1 if rest else 0)
+        grad_norm, eps_norm = (s / k for s in norm_sum)  # means over micro-batches
+        return Pass(loss_sum / n, grads, ops.concatenate(preds, axis=0), new_states, grad_norm, eps_norm)
+
+    def _accumulate(self, carry, xi, yi, swi, states, is_float):
+        """One micro-batch's SAM gradient added, weighted by its size, to the running sums `carry`
+        (gradients, loss, float states, the dropout seeds it advances, the two norms); (carry, y_pred)."""
+        grad_sum, loss_sum, float_sum, seeds, norm_sum = carry
+        w_i = float(keras.tree.flatten(xi)[0].shape[0])
+        # every micro-batch's pass 1 starts from the same BN statistics; dropout seeds advance
+        it = iter(seeds)
+        start = [s if f else next(it) for s, f in zip(states, is_float)]
+        step = self._sam_gradient(xi, yi, swi, start)
+        grad_sum = [a + w_i * ops.cast(g, a.dtype) for a, g in zip(grad_sum, step.grads)]
+        after_floats = [s for s, f in zip(step.states, is_float) if f]
+        float_sum = [a + w_i * ops.cast(s, a.dtype) for a, s in zip(float_sum, after_floats)]
+        seeds = [s for s, f in zip(step.states, is_float) if not f]
+        norm_sum = [a + ops.cast(b, "float32") for a, b in zip(norm_sum, (step.grad_norm, step.eps_norm))]
+        loss_sum = loss_sum + w_i * ops.cast(step.loss, "float32")
+        return (grad_sum, loss_sum, float_sum, seeds, norm_sum), ops.cast(step.y_pred, "float32")
+
+
+def _map(function, structure):
+    """`function` on every tensor of a (possibly nested, possibly None) batch structure."""
+    return None if structure is None else keras.tree.map_structure(function, structure)

@@ -39,8 +39,9 @@ from typing import Any
 import keras
 import numpy as np
 import scipy.optimize
-import tensorflow as tf
+from keras import ops
 
+from samlib import backends
 from samlib import measures as M
 from samlib.config import SharpnessSettings
 from samlib.interpolation import interpolate  # noqa: F401  (part of this module's API)
@@ -93,7 +94,7 @@ def _keskar(obj: Objective, epsilon: float, subspace_dim: int | None, max_iter: 
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     rng = np.random.default_rng(seed)
-    w = obj.w.numpy().astype(np.float64)
+    w = ops.convert_to_numpy(obj.w).astype(np.float64)
     if subspace_dim is None:
         A = None
         center = w
@@ -110,9 +111,9 @@ def _keskar(obj: Objective, epsilon: float, subspace_dim: int | None, max_iter: 
     def negative(z: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal best
         theta = w + (z if A is None else A @ z)
-        value, grad = obj.value_and_grad(tf.constant(theta, dtype=obj.dtype))
+        value, grad = obj.value_and_grad(ops.convert_to_tensor(np.asarray(theta, obj.dtype)))
         best = max(best, value)
-        g = grad.numpy().astype(np.float64)
+        g = ops.convert_to_numpy(grad).astype(np.float64)
         return -value, -(g if A is None else A.T @ g)
 
     scipy.optimize.minimize(
@@ -144,13 +145,13 @@ def hessian_top_eigenvalue(
 
 def _power_iteration(obj: Objective, iters: int, tol: float, seed: int) -> tuple[float, int]:
     rng = np.random.default_rng(seed)
-    v = tf.constant(rng.standard_normal(obj.n), dtype=obj.dtype)
-    v = v / tf.norm(v)
+    v = ops.convert_to_tensor(rng.standard_normal(obj.n).astype(obj.dtype))
+    v = v / ops.norm(v)
     eig = None
     for k in range(1, int(iters) + 1):
         hv = obj.hvp(v)
-        new = float(tf.reduce_sum(tf.cast(v, tf.float64) * tf.cast(hv, tf.float64)))  # Rayleigh quotient
-        norm = tf.norm(hv)
+        new = backends.sum64(v, hv)  # Rayleigh quotient
+        norm = ops.norm(hv)
         if float(norm) == 0.0:  # H v = 0: v is in the null space; nothing larger can be found from here
             return 0.0, k
         v = hv / norm
@@ -185,8 +186,8 @@ def _hutchinson(obj: Objective, samples: int, seed: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(int(samples)):
-        v = tf.constant(rng.integers(0, 2, obj.n) * 2.0 - 1.0, dtype=obj.dtype)
-        values.append(float(tf.reduce_sum(tf.cast(v, tf.float64) * tf.cast(obj.hvp(v), tf.float64))))
+        v = ops.convert_to_tensor((rng.integers(0, 2, obj.n) * 2.0 - 1.0).astype(obj.dtype))
+        values.append(backends.sum64(v, obj.hvp(v)))
     values_ = np.asarray(values)
     stderr = float(values_.std(ddof=1) / math.sqrt(len(values_))) if len(values_) > 1 else float("nan")
     return float(values_.mean()), stderr
@@ -206,10 +207,10 @@ def sam_sharpness(
 
 def _sam(obj: Objective, rho: float) -> float:
     f0, grad = obj.value_and_grad()
-    norm = float(tf.norm(tf.cast(grad, tf.float64)))
+    norm = math.sqrt(backends.sum64(grad, grad))
     if norm == 0.0:
         return 0.0
-    return obj.value(obj.w + tf.cast(rho / norm, obj.dtype) * grad) - f0
+    return obj.value(obj.w + ops.cast(rho / norm, obj.dtype) * grad) - f0
 
 
 # ---------------------------------------------------------------------- several at once
@@ -268,7 +269,7 @@ def _measure(obj: Objective, names: Sequence[str], s: SharpnessSettings) -> dict
     # term ε·Σ(|wᵢ|+1)|gᵢ| grows with it) and ‖w‖₂ (Keskar's box scales with |w|; Dinh et al. 2017),
     # in the order of `samlib.measures.CONTEXT`
     value, grad = obj.value_and_grad()
-    results: dict[str, Any] = dict(zip(M.CONTEXT, (value, float(tf.norm(grad)), float(tf.norm(obj.w))), strict=True))
+    results: dict[str, Any] = dict(zip(M.CONTEXT, (value, float(ops.norm(grad)), float(ops.norm(obj.w))), strict=True))
     for name in names:
         entry = M.REGISTRY[name]
         for key, compute in zip(entry.keys(s), _COMPUTE[name](obj, s), strict=True):

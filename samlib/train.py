@@ -53,9 +53,8 @@ from typing import Any
 
 import keras
 import pandas as pd
-import tensorflow as tf
 
-from samlib import devices, io, milestones
+from samlib import backends, devices, io, milestones
 from samlib.config import Config
 from samlib.data import Data, load_data, split_validation
 from samlib.evaluation import Evaluator, make_loss
@@ -100,10 +99,9 @@ def start_run(config: Config) -> Path | None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and TensorFlow's random generators (`keras.utils.set_random_seed`) and
+    """Seed Python's, numpy's and the backend's random generators (`keras.utils.set_random_seed`) and
     make TensorFlow's ops deterministic: the same config and seed give identical metrics on CPU."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    backends.seed_everything(seed)
 
 
 def compile_model(config: Config, model: keras.Model, steps_per_epoch: int) -> keras.Model:
