@@ -31,7 +31,7 @@ test: install  ## the whole test suite, notebooks included
 
 # the backend-neutral tests, run again on Keras' JAX backend: Keras picks its backend when imported, so
 # this is a second pytest process (tests marked tensorflow_only are skipped there)
-JAX_TESTS ?= tests/test_sam.py tests/test_looksam.py tests/test_sharpness.py tests/test_precision.py tests/test_lars.py
+JAX_TESTS ?= tests/test_sam.py tests/test_looksam.py tests/test_sharpness.py tests/test_precision.py tests/test_lars.py tests/test_custom_models.py
 test-jax: install  ## the SAM family's references (and what else runs on JAX) under KERAS_BACKEND=jax
 	KERAS_BACKEND=jax $(PY) -m pytest $(JAX_TESTS)
 

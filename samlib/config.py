@@ -23,6 +23,7 @@ import yaml
 
 from samlib import measures as registry
 from samlib.optimizers import OPTIMIZERS, SAM_MODES  # the registries' names (`samlib.optimizers`)
+from samlib.references import Reference
 from samlib.validate import (
     Checker, ConfigError, boolean, check_instance, check_keys, check_values, checked, checks_of, choice, integer,
     invalid, list_of, number, text,
@@ -34,6 +35,10 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DATASET_RE = r"mnist5k|mnist|fashion_mnist|cifar10|idx:.+"
 DATASETS = "mnist5k, mnist, fashion_mnist, cifar10 or idx:<folder with the four IDX .gz files>"
 LABEL = "config key"  # how a Config error names its key
+MODELS = ("cnn", "resnet8")  #: the built-in networks (`samlib.models.BUILDERS`)
+#: keys that `to_dict` leaves out while they hold their default, so the config.json of every run made
+#: before they existed (and of every run that does not set them) stays as it was
+OMITTED_AT_DEFAULT = ("model", "data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +106,14 @@ class Config:
     steps_per_execution: int = checked(1, integer(1))  #: optimizer steps per compiled call (Keras); callbacks see every k-th
     verbose: int = checked(1, integer(0, 2))  #: Keras progress output: 0 silent, 1 bar, 2 one line per epoch
     run_dir: str | None = checked(None, text().or_none())
+    #: the network: cnn (the study's CNN, `samlib.models.build_cnn`), resnet8 (`samlib.models.build_resnet8`) or
+    #: "package.module:function", called as ``function(input_shape, num_classes, config)`` and returning an
+    #: uncompiled `keras.Model` whose outputs are logits (imported when the config is built)
+    model: str = checked("cnn", Reference(MODELS, "a model builder"))
+    #: the data: None for `dataset`, or "package.module:function", called with no arguments and returning a
+    #: `samlib.data.Data` or ``(x_train, y_train, x_test, y_test)``; `train_subset` and `val_fraction` apply
+    #: to it as to a named data set, `dataset` and `data_dir` are not read (imported when the config is built)
+    data: str | None = checked(None, Reference((), "a data loader").or_none())
 
     def __post_init__(self) -> None:
         check_instance(self, LABEL)  # frozen: normalised values (int -> float) are set with object.__setattr__
@@ -126,8 +139,13 @@ class Config:
         return Config.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-stable: lists for the tuple fields (the milestones), as config.json holds them."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-stable: lists for the tuple fields (the milestones), as config.json holds them; ``model`` and
+        ``data`` only when they are set (`OMITTED_AT_DEFAULT`)."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        for key in OMITTED_AT_DEFAULT:
+            if values[key] == _DEFAULTS[key]:
+                del values[key]
+        return values
 
     def validate(self) -> None:
         """Check every field again (construction already has)."""
@@ -147,6 +165,7 @@ class Config:
 
 
 CHECKS = checks_of(Config)  #: Config key -> its Checker (a study params file checks its Config values with them)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 
 
 def check_data(config: Config, keys: Mapping[str, str] | None = None, label: str = LABEL,
@@ -163,6 +182,8 @@ def check_data(config: Config, keys: Mapping[str, str] | None = None, label: str
 
     keys = {"dataset": "dataset", "data_dir": "data_dir", "train_subset": "train_subset", "batch_size": "batch_size",
             **(keys or {})}
+    if config.data is not None:  # a loader of its own: loaded once per loader (the images are needed)
+        return _check_loader(config, keys, label, {} if sizes is None else sizes)
     whole = (config.dataset, config.data_dir, 0.0, None)  # all training images, no subset, no split
     source = (config.dataset, config.data_dir, config.val_fraction, config.train_subset)
     sizes = {} if sizes is None else sizes
@@ -183,6 +204,31 @@ def check_data(config: Config, keys: Mapping[str, str] | None = None, label: str
         subset = f", train_subset {config.train_subset}" if config.train_subset is not None else ""
         raise invalid(keys["batch_size"], config.batch_size, f"an integer >= 1 and <= {n}", label,
                       why=f"{config.dataset!r} has {n} training images with val_fraction {config.val_fraction:g}{subset}")
+    return n
+
+
+def _check_loader(config: Config, keys: Mapping[str, str], label: str, sizes: dict) -> int:
+    """`check_data` for a config whose ``data`` names a loader: its class counts, by calling it once."""
+    import numpy as np
+
+    from samlib import data
+
+    key = ("data", config.data)
+    if key not in sizes:
+        try:
+            sizes[key] = np.unique(data.load_reference(config.data).y_train, return_counts=True)[1]
+        except data.DataError as err:
+            raise ConfigError(f"{label} {keys.get('data', 'data')!r} has value {config.data!r}: {err}") from None
+    counts = sizes[key]
+    if config.train_subset is not None:
+        if config.train_subset > int(sum(counts)):
+            raise invalid(keys["train_subset"], config.train_subset, f"an integer >= 1 and <= {int(sum(counts))}",
+                          label, why=f"data {config.data!r} has {int(sum(counts))} training examples")
+        counts = data.subset_counts(counts, config.train_subset)
+    n = int(sum(c - int(round(config.val_fraction * c)) for c in counts))
+    if config.batch_size > n:
+        raise invalid(keys["batch_size"], config.batch_size, f"an integer >= 1 and <= {n}", label,
+                      why=f"data {config.data!r} has {n} training examples with val_fraction {config.val_fraction:g}")
     return n
 
 

@@ -70,10 +70,9 @@ class Data(NamedTuple):
     y_val: np.ndarray | None = None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(height, width, channels) of one image."""
-        h, w, c = self.x_train.shape[1:]
-        return (int(h), int(w), int(c))
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example: (height, width, channels) of one image."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -135,8 +134,41 @@ def subset_train(data: Data, n: int, seed: int = SPLIT_SEED) -> Data:
 
 def load_data(config) -> Data:
     """The data set of a run: `load` of its `samlib.config.Config`'s ``dataset``, ``data_dir``,
-    ``train_subset`` and ``val_fraction`` (so with its training subset and validation split)."""
-    return load(config.dataset, config.data_dir, val_fraction=config.val_fraction, train_subset=config.train_subset)
+    ``train_subset`` and ``val_fraction`` (so with its training subset and validation split); with the
+    config's ``data`` set, its loader's data (`load_reference`) instead of ``dataset``, then the same
+    subset and split."""
+    if getattr(config, "data", None) is None:
+        return load(config.dataset, config.data_dir, val_fraction=config.val_fraction,
+                    train_subset=config.train_subset)
+    data = load_reference(config.data)
+    if config.train_subset is not None:
+        data = subset_train(data, config.train_subset)
+    return split_validation(data, config.val_fraction) if config.val_fraction else data
+
+
+def load_reference(reference: str) -> Data:
+    """The data of a ``package.module:function`` loader (`samlib.references`), called with no arguments:
+    a `Data` (its train and test splits; no validation split) or ``(x_train, y_train, x_test, y_test)``.
+    Arrays become float32 examples and int32 class ids 0..C-1; anything else raises `DataError`."""
+    from samlib.references import UnresolvedReference, resolve
+
+    try:
+        loaded = resolve(reference)()
+    except UnresolvedReference as err:
+        raise DataError(f"data loader {reference!r}: {err}") from None
+    if isinstance(loaded, Data):
+        if loaded.x_val is not None:
+            raise DataError(f"data loader {reference!r} returned a validation split; return train and test only "
+                            "(val_fraction carves the validation split)")
+        loaded = loaded[:4]
+    if not isinstance(loaded, (tuple, list)) or len(loaded) != 4:
+        raise DataError(f"data loader {reference!r} returned {type(loaded).__name__}; expected a samlib.data.Data "
+                        "or (x_train, y_train, x_test, y_test)")
+    x_train, y_train, x_test, y_test = (np.asarray(a) for a in loaded)
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test) or x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"data loader {reference!r}: train and test arrays disagree in length or example shape "
+                        f"({x_train.shape}, {y_train.shape}, {x_test.shape}, {y_test.shape})")
+    return Data(x_train.astype("float32"), _labels(y_train), x_test.astype("float32"), _labels(y_test))
 
 
 def split_validation(data: Data, fraction: float, seed: int = SPLIT_SEED) -> Data:

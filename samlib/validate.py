@@ -175,7 +175,8 @@ class ListOf(Checker):
         for v in value:
             if not self.item.accepts(v):
                 hint = yaml_hint(v) if self.item.numeric else ""
-                raise invalid(key, value, self.allowed, label, why=f"{v!r} is not", hint=hint, error=self.error)
+                why = getattr(self.item, "why_not", lambda _: None)(v) or f"{v!r} is not"
+                raise invalid(key, value, self.allowed, label, why=why, hint=hint, error=self.error)
             out.append(self.item.convert(v) if v is not None else None)
         if self.distinct and len(set(out)) != len(out):
             raise invalid(key, value, self.allowed, label, why="duplicates", error=self.error)

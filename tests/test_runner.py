@@ -265,7 +265,15 @@ BAD = [
     # a sharpness milestone that no run of the study has (it would measure nothing, silently)
     ("sharpness.milestones", {"loss=0.777": ["sam"]}, "sharpness.milestones.loss=0.777"),
     ("sharpness.notebooks", {"stub": {"milestones": {"epochs=3": ["sam"]}}}, "sharpness.notebooks.stub.milestones.epochs=3"),
+    # a model builder or data loader that does not resolve (samlib.references): the module or function named
+    ("base.model", "nosuch_builders:tiny_mlp", "base.model"),
+    ("base.model", "samlib.models:nosuch_builder", "base.model"),
+    ("notebooks.stub.grid.model", ["cnn", "nosuch_builders:f"], "notebooks.stub.grid.model"),
+    ("base.data", "nosuch_loaders:load", "base.data"),
+    ("notebooks.stub.base.data", "samlib.data:nosuch_loader", "notebooks.stub.base.data"),
 ]
+NAMED = {"nosuch_builders:tiny_mlp": "'nosuch_builders'", "samlib.models:nosuch_builder": "'nosuch_builder'",
+         "nosuch_loaders:load": "'nosuch_loaders'", "samlib.data:nosuch_loader": "'nosuch_loader'"}
 
 
 @pytest.mark.parametrize("path,value,key", BAD, ids=[f"{p}={v!r}" for p, v, _ in BAD])
@@ -283,6 +291,8 @@ def test_bad_params_exit_2_with_one_message_naming_the_key_and_write_nothing(tmp
     assert f"'{key}'" in lines[0] and str(params) in lines[0]
     if not isinstance(value, dict):
         assert repr(value) in lines[0] or repr(value[-1]) in lines[0]
+    if isinstance(value, str) and value in NAMED:  # the module that cannot be imported, or the function it lacks
+        assert NAMED[value] in lines[0]
     assert not out.exists()
 
 

@@ -228,7 +228,7 @@ def _check_data(params: StudyParams, cells: Sequence["Cell"]) -> None:
     for cell in cells:
         spec = params.notebooks[cell.notebook]
         for point, _, config in cell.runs:
-            keys = {k: _written_at(spec, point, k) for k in ("dataset", "data_dir")}
+            keys = {k: _written_at(spec, point, k) for k in ("dataset", "data_dir", "data")}
             check_data(config, {**keys, "batch_size": f"notebooks.{spec.name}.batch_sizes"}, "key", sizes)
 
 
