@@ -621,3 +621,26 @@ def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_cur
     carried = tuning.planned_with(tmp_path / "out" / "cpu_curve")
     assert [{k: v for k, v in t.items() if k != "source"} for t in carried] == table
     assert {t["source"] for t in carried} == {"docs/results/cpu_tuning"}
+
+
+def test_the_committed_mnist_curve_study_recomputes_and_answers_on_the_tuned_rule(tmp_path):
+    """docs/results/cpu_curve: its findings recompute from its runs (answer table, curve, tuning it was
+    planned with, remedies); the answer table compares every batch size of the curve with batch 32 on the
+    tuned rule, at loss 0.01 (near interpolation) among its milestones, with Holm, the bound, the residual
+    mismatch, the detectable effect and a CI over seeds and test images, 5 paired seeds in every row."""
+    committed, copy, df, saved = _recomputed("cpu_curve", tmp_path, ("tuning", "curve", "remedies"))
+    rows = saved["answer_table"]
+    assert {r["lr_rule"] for r in rows} == {"tuned"}
+    assert {r["large_batch"] for r in rows} == {64, 128, 256, 512, 1024} and {r["small_batch"] for r in rows} == {32}
+    assert 0.01 in {r["at"] for r in rows if r["compare_at"] == "loss"}
+    for r in rows:
+        assert r["n_seeds"] == 5 and r["n_missing"] == 0, r
+        for key in ("holm_p", "upper", "mde", "mismatch"):
+            assert r[key] is not None, (key, r)
+        assert r["gap_two_way"]["lo"] <= r["gap"]["mean"] <= r["gap_two_way"]["hi"]
+        if r["compare_at"] == "loss":
+            assert abs(r["mismatch"]) <= 0.05  # matched: the compared minima within 5 % in training loss
+    fits = {(e["method"], e["milestone"]): e["fit"] for e in saved["curve"]}
+    sgd = fits[("SGD+momentum", "loss=0.01")]
+    assert sgd["lo"] < sgd["b_crit"] < sgd["hi"] and sgd["n"] == 30
+    assert {t["source"] for t in saved["tuning"]} == {"docs/results/cpu_tuning"}
