@@ -77,7 +77,8 @@ def fig_matched_vs_batch(plt, snapshots: pd.DataFrame, *, style: Style):
     runs = runs.assign(lr_rule=selections.own_lr_rules(runs),
                        method=[m.label for m in selections.methods(runs)]) if len(runs) else runs
     rules = sorted(set(runs["lr_rule"])) if len(runs) else ["(none)"]
-    fig, axes = plt.subplots(2, len(rules), figsize=(4.6 * len(rules), 6.6), squeeze=False)
+    # + 2.2 in for the legend outside the last panel, so that the batch sizes' labels do not overlap
+    fig, axes = plt.subplots(2, len(rules), figsize=(4.6 * len(rules) + 2.2, 6.6), squeeze=False)
     for j, rule in enumerate(rules):
         d = runs[runs["lr_rule"] == rule] if len(runs) else runs
         for i, (y, label) in enumerate((("test_error", "test error"), (lam, "Hessian λ_max"))):
