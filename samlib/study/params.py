@@ -22,6 +22,9 @@ Params file (YAML)::
     summary: summary              # optional; notebook run last (default "summary"; null: none)
 
 ``batch_size``, ``seed`` and ``run_dir`` are set by the runner and may not appear in base or grid.
+``model`` (``cnn``, ``resnet8`` or ``"package.module:function"``) and ``data`` (``"package.module:function"``)
+name the network and the data of the runs (`samlib.config.Config`); a reference is imported when the
+file is read, and one naming a module that cannot be imported or a function it lacks is an error naming it.
 
 `load_params` checks everything before anything runs (one `ParamsError` naming the key path, the
 value and what is allowed, with the checkers of `samlib.validate`): a key given twice in the file, at
