@@ -87,13 +87,19 @@ def seed_noise(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> float:
     return math.sqrt(ss / dof) if dof else 0.0
 
 
+def _rule_inputs(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> tuple[dict, dict, float]:
+    """(lr → mean validation loss, lr → mean steps, tolerance) of one method's runs grouped by lr: what
+    `curve.chosen_lr` and `curve.next_lr` take; the tolerance is the seeds' pooled noise with its floor."""
+    losses = {lr: _mean_scores(rs) for lr, rs in by_lr.items()}
+    lowest = min((v for v in losses.values() if v is not None), default=0.0)
+    return losses, {lr: _mean_steps(rs) for lr, rs in by_lr.items()}, max(seed_noise(by_lr), NOISE_FLOOR * lowest)
+
+
 def choose(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     """`curve.chosen_lr` on one method's runs grouped by lr: mean validation loss and steps per lr, and
     the seeds' pooled noise, with its floor, as the tolerance (module doc)."""
-    losses = {lr: _mean_scores(rs) for lr, rs in by_lr.items()}
-    lowest = min((v for v in losses.values() if v is not None), default=0.0)
-    tolerance = max(seed_noise(by_lr), NOISE_FLOOR * lowest)
-    return chosen_lr(losses, {lr: _mean_steps(rs) for lr, rs in by_lr.items()}, tolerance)
+    losses, steps, tolerance = _rule_inputs(by_lr)
+    return chosen_lr(losses, steps, tolerance)
 
 
 def tune_cell(run_root: str | Path, batch_size: int, seeds: Sequence[int], base: Mapping[str, Any],
@@ -149,8 +155,8 @@ def _methods_of(grid: Grid) -> list[dict[str, Any]]:
 
 def _next(by_lr: Mapping[float, Sequence[Mapping[str, Any]]]) -> float | None:
     """`curve.next_lr` for `choose`'s rule: the next lr of one method's grid, None once settled."""
-    return next_lr({lr: _mean_scores(rs) for lr, rs in by_lr.items()}, steps={lr: _mean_steps(rs) for lr, rs in
-                   by_lr.items()}, tolerance=choose(by_lr)["tolerance"])
+    losses, steps, tolerance = _rule_inputs(by_lr)
+    return next_lr(losses, steps=steps, tolerance=tolerance)
 
 
 def _runs_by_lr(rows: Sequence[Mapping[str, Any]], method: Mapping[str, Any]) -> dict[float, list]:
@@ -164,7 +170,8 @@ def _runs_by_lr(rows: Sequence[Mapping[str, Any]], method: Mapping[str, Any]) ->
 
 
 def _choice_line(method: Mapping[str, Any], by_lr: Mapping[float, Sequence[Mapping[str, Any]]], max_lrs: int) -> str:
-    choice, tried = choose(by_lr), {lr: (_mean_scores(rs), _mean_steps(rs)) for lr, rs in by_lr.items()}
+    losses, steps, tolerance = _rule_inputs(by_lr)
+    choice, tried = chosen_lr(losses, steps, tolerance), {lr: (losses[lr], steps[lr]) for lr in by_lr}
     name = ",".join(f"{k}={v}" for k, v in method.items()) or "(base)"
     grid = ", ".join(f"{lr:g}: " + ("✕" if v is None else f"{v:.4f} in {n:.0f} steps")
                      for lr, (v, n) in sorted(tried.items()))
