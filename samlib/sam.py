@@ -251,20 +251,11 @@ class SAM(keras.Model):
 
         def body(i, grad_sum, loss_sum, float_sum, seeds, preds, norm_sum):
             xi, yi, swi = take(x, i), take(y, i), take(sample_weight, i)
-            ni = tf.shape(tf.nest.flatten(xi)[0])[0]
-            w_i = tf.cast(ni, "float32")
-            # every micro-batch's pass 1 starts from the same BN statistics; dropout seeds advance
-            start, it = [], iter(seeds)
-            for s, f in zip(states, is_float):
-                start.append(s if f else next(it))
-            step = self._sam_gradient(xi, yi, swi, start)
-            grad_sum = [a + w_i * ops.cast(g, a.dtype) for a, g in zip(grad_sum, step.grads)]
-            after_floats = [s for s, f in zip(step.states, is_float) if f]
-            float_sum = [a + w_i * ops.cast(s, a.dtype) for a, s in zip(float_sum, after_floats)]
-            seeds = [s for s, f in zip(step.states, is_float) if not f]
-            norm_sum = [a + ops.cast(b, "float32") for a, b in zip(norm_sum, (step.grad_norm, step.eps_norm))]
-            return (i + 1, grad_sum, loss_sum + w_i * ops.cast(step.loss, "float32"), float_sum, seeds,
-                    preds.write(i, ops.cast(step.y_pred, "float32")), norm_sum)
+            w_i = tf.cast(tf.shape(tf.nest.flatten(xi)[0])[0], "float32")  # this micro-batch's size
+            carry, y_pred = self._accumulate((grad_sum, loss_sum, float_sum, seeds, norm_sum), xi, yi, swi, w_i,
+                                             states, is_float)
+            grad_sum, loss_sum, float_sum, seeds, norm_sum = carry
+            return i + 1, grad_sum, loss_sum, float_sum, seeds, preds.write(i, y_pred), norm_sum
 
         float_states = [s for s, f in zip(states, is_float) if f]
         seed_states = [s for s, f in zip(states, is_float) if not f]
@@ -307,7 +298,8 @@ class SAM(keras.Model):
         )
 
         def body(carry, batch):
-            return self._accumulate(carry, *batch, states, is_float)
+            w_i = float(keras.tree.flatten(batch[0])[0].shape[0])  # this micro-batch's size (static on JAX)
+            return self._accumulate(carry, *batch, w_i, states, is_float)
 
         preds = []
         if full:
@@ -327,11 +319,11 @@ class SAM(keras.Model):
         grad_norm, eps_norm = (s / k for s in norm_sum)  # means over micro-batches
         return Pass(loss_sum / n, grads, ops.concatenate(preds, axis=0), new_states, grad_norm, eps_norm)
 
-    def _accumulate(self, carry, xi, yi, swi, states, is_float):
-        """One micro-batch's SAM gradient added, weighted by its size, to the running sums `carry`
-        (gradients, loss, float states, the dropout seeds it advances, the two norms); (carry, y_pred)."""
+    def _accumulate(self, carry, xi, yi, swi, w_i, states, is_float):
+        """One micro-batch's SAM gradient added, weighted by its size `w_i`, to the running sums `carry`
+        (gradients, loss, float states, the dropout seeds it advances, the two norms); (carry, y_pred).
+        The body of both backends' loops: TensorFlow's `tf.while_loop` and JAX's `lax.scan`."""
         grad_sum, loss_sum, float_sum, seeds, norm_sum = carry
-        w_i = float(keras.tree.flatten(xi)[0].shape[0])
         # every micro-batch's pass 1 starts from the same BN statistics; dropout seeds advance
         it = iter(seeds)
         start = [s if f else next(it) for s, f in zip(states, is_float)]
