@@ -40,9 +40,9 @@ def fig_steps_vs_batch(plt, snapshots: pd.DataFrame, *, style: Style):
             if not pts:  # no batch size of this method reached the milestone yet (a study part-way)
                 continue
             b = np.array([p["batch_size"] for p in pts], dtype=float)
-            s = np.array([p["steps"]["mean"] for p in pts], dtype=float)
-            err = np.array([[p["steps"]["mean"] - (p["steps"]["lo"] or p["steps"]["mean"]) for p in pts],
-                            [(p["steps"]["hi"] or p["steps"]["mean"]) - p["steps"]["mean"] for p in pts]])
+            bars = [_errorbar(p["steps"]) for p in pts]  # (mean, [[below], [above]]) per batch size
+            s = np.array([mean for mean, _ in bars], dtype=float)
+            err = np.hstack([np.array(below_above, dtype=float) for _, below_above in bars])
             color = style.palette.get(e["method"], "0.3")
             ax.errorbar(b, s, yerr=err, fmt="o-", color=color, capsize=3, label=e["method"])
             ax.plot(b, s[0] * b[0] / b, ":", color=color, lw=1)
