@@ -67,6 +67,9 @@ class Config:
     loss_milestones: tuple[float, ...] = checked((), list_of(number(0, lo_open=True), non_empty=False, distinct=True))
     #: snapshot the weights after exactly this many epochs each (at most `epochs`)
     epoch_milestones: tuple[int, ...] = checked((), list_of(integer(1), non_empty=False, distinct=True))
+    #: snapshot the weights once the run has spent this many gradient evaluations each (`samlib.cost`: SAM
+    #: spends two a step), to compare methods at the same compute; one step per compiled call when set
+    evals_milestones: tuple[int, ...] = checked((), list_of(integer(1), non_empty=False, distinct=True))
     optimizer: str = checked("sgd", choice(OPTIMIZERS))  #: sgd | momentum | adam | adamw | lars | lamb
     lr: float = checked(0.01, number(0, lo_open=True))  #: learning rate at `base_batch_size` (before scaling)
     momentum: float = checked(0.9, number(0, 1, hi_open=True))  #: used by `momentum` and `lars`

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import keras
 
 from samlib import milestones
+from samlib.cost import grad_evals
 from samlib.config import Config
 from samlib.evaluation import Evaluator
 from samlib.rundir import (
@@ -173,7 +174,8 @@ class RunMonitor(keras.callbacks.Callback):
         self.tracker = milestones.Tracker(milestones.of_config(config))
         # every milestone reached: 'milestones' for a run given milestones, 'target_loss' for a run given
         # only a loss target (the one milestone it has)
-        self.done_reason = "milestones" if config.loss_milestones or config.epoch_milestones else "target_loss"
+        self.done_reason = ("milestones" if config.loss_milestones or config.epoch_milestones or config.evals_milestones
+                            else "target_loss")
         self.schedule = None
         if self.tracker.has_loss:
             self.schedule = CheckSchedule(self.tracker.next_loss, check_cadence(config, steps_per_epoch),
@@ -209,6 +211,12 @@ class RunMonitor(keras.callbacks.Callback):
             reason = self._loss_check(step)
             if reason is not None:
                 return self._stop(reason)
+        if self.tracker.has_evals:
+            reached = self.tracker.at_evals(grad_evals(step, self.config.sam, self.config.looksam_k))
+            if reached:
+                self._snapshot(reached, step, self._check(step, count=False))
+                if self.tracker.done:
+                    return self._stop(self.done_reason)
         if self.config.steps is not None and step >= self.config.steps:
             self._stop("steps")
 

@@ -23,7 +23,7 @@ Run directory (all files written atomically; the names are `samlib.rundir`'s):
 Stop rules: a step budget (`steps`), an epoch budget (`epochs`), or milestones (`samlib.milestones`:
 `loss_milestones` and `target_loss` on the inference-mode training loss, checked on a
 `samlib.monitor.CheckSchedule` that aims at the largest one not yet reached; `epoch_milestones` after
-exactly that many epochs),
+exactly that many epochs; `evals_milestones` at the first step with that many gradient evaluations spent),
 capped by `steps` or else `epochs`. At each milestone the run records a **snapshot** (metrics.json
 ``snapshots``: step, epoch, train/val/test loss and accuracy, weight norm; its weights under
 ``snapshots/``) and trains on until every milestone is reached. A loss milestone's snapshot holds the
@@ -120,10 +120,11 @@ def compile_model(config: Config, model: keras.Model, steps_per_epoch: int) -> k
 def _steps_per_execution(config: Config, steps_per_epoch: int) -> int:
     """`steps_per_execution`, but never more than the check cadence of a loss-target run (callbacks,
     and so checks, only see every k-th step) nor more than an epoch; 1 for a loss-target run with
-    ``match_tolerance``, which may check any step."""
+    ``match_tolerance``, which may check any step, and for a run with `evals_milestones` (reached at an
+    exact step)."""
     k = min(config.steps_per_execution, steps_per_epoch)
     has_loss_checks = config.target_loss is not None or bool(config.loss_milestones)
-    if has_loss_checks and config.match_tolerance is not None:
+    if (has_loss_checks and config.match_tolerance is not None) or config.evals_milestones:
         return 1
     return min(k, check_cadence(config, steps_per_epoch)) if has_loss_checks else k
 

@@ -261,3 +261,61 @@ def test_the_report_shows_the_remedies_table_only_when_there_is_one(tmp_path):
     assert "<h2>Remedies at matched cost (Fig. 14)</h2>" in with_table and "table class='answer remedies'" in with_table
     assert with_table.index("Remedies at matched cost") < with_table.index("<h2>Details</h2>")
     assert "Remedies" not in body({"remedies": []}) and "Remedies" not in body({})
+
+
+#: at the same 500 gradient evaluations at batch 1024 (SGD's 500 steps, SAM's 250): test error per seed
+AT_EVALS = {("momentum", "none"): [0.028, 0.030, 0.029], ("momentum", "sam"): [0.024, 0.027, 0.025],
+            ("lars", "none"): [0.031, 0.029, 0.034]}
+
+
+def _with_evals_and_seconds() -> pd.DataFrame:
+    snaps = snapshots_table(with_extras=False)
+    seconds = {"none": 0.05, "sam": 0.09}  # seconds a step by SAM mode, per seed +1 %
+    snaps["step_seconds"] = [seconds[s] * (1 + 0.01 * seed) for s, seed in zip(snaps["sam"], snaps["seed"])]
+    extra = []
+    for (opt, sam), errors in AT_EVALS.items():
+        for seed, e in zip(SEEDS, errors):
+            row = _row(opt, sam, 1024, seed, 0.0, ARMS[(opt, sam, 1024)][0], 250 if sam == "sam" else 500, e)
+            extra.append({**row, "kind": "evals", "milestone": "evals=500", "at": 500.0, "train_loss": 0.02,
+                          "mismatch": math.nan, "step_seconds": seconds[sam] * (1 + 0.01 * seed)})
+    return pd.concat([snaps, pd.DataFrame(extra)], ignore_index=True)
+
+
+def test_at_the_same_gradient_evaluations_each_method_is_paired_with_sgd_at_its_own_batch():
+    table = remedies.remedies_table(_with_evals_and_seconds())
+    evals = [r for r in table if r["kind"] == "evals"]
+    assert [(r["milestone"], r["method"], r["batch_size"]) for r in evals] == [
+        ("evals=500", m, 1024) for m in ("SGD+momentum", "SGD+momentum+SAM", "LARS")]
+    assert table[-3:] == evals  # after the loss milestones
+    sgd, sam, lars = evals
+    assert sgd["reference"] and sgd["gap"] is None and (sgd["reference_batch"], sam["reference_batch"]) == (1024, 1024)
+    assert sam["grad_evals"]["mean"] == pytest.approx(500.0) and sam["steps"]["mean"] == pytest.approx(250.0)
+    for row, key in ((sam, ("momentum", "sam")), (lars, ("lars", "none"))):
+        diffs = np.subtract(AT_EVALS[key], AT_EVALS[("momentum", "none")])
+        mean, lo, hi = _t_ci(diffs)
+        assert (row["gap"]["mean"], row["gap"]["lo"], row["gap"]["hi"]) == pytest.approx((mean, lo, hi), rel=1e-9)
+        assert row["p"] == pytest.approx(stats.ttest_rel(AT_EVALS[key], AT_EVALS[("momentum", "none")]).pvalue)
+    # the loss rows keep their reference (SGD+momentum at batch 32) and Holm runs over all 10 tests
+    assert {r["reference_batch"] for r in table if r["kind"] == "loss"} == {32}
+    ps = [r["p"] for r in table if r["p"] is not None]
+    assert len(ps) == 10
+    order = np.argsort(ps)
+    running, holm = 0.0, {}
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - i) * ps[j]))
+        holm[j] = running
+    assert [r["holm_p"] for r in table if r["p"] is not None] == pytest.approx([holm[j] for j in range(len(ps))])
+    (line,) = [x for x in remedies.remedies_lines(table) if x.startswith("At the same compute")]
+    assert "500 gradient evaluations, batch 1024" in line and "LARS" in line
+
+
+def test_training_seconds_to_a_milestone_are_steps_times_seconds_a_step():
+    table = remedies.remedies_table(_with_evals_and_seconds())
+    for (opt, sam, bs), (_, steps, _) in ARMS.items():
+        row = _find(table, selections.method_label(opt, sam), bs)
+        kept = [i for i, s in enumerate(SEEDS) if (opt, sam, bs, s) not in MISSED]
+        per_step = {"none": 0.05, "sam": 0.09}[sam]
+        mean, lo, hi = _t_ci([steps[i] * per_step * (1 + 0.01 * SEEDS[i]) for i in kept])
+        assert (row["seconds"]["mean"], row["seconds"]["lo"], row["seconds"]["hi"]) == pytest.approx((mean, lo, hi))
+    assert remedies.remedies_table(snapshots_table())[0]["seconds"]["mean"] is None  # not recorded: no number
+    assert "training seconds" in remedies.remedies_html(table)

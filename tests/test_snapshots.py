@@ -111,3 +111,20 @@ def test_a_dead_run_stops_as_collapsed_long_before_its_cap():
     assert m["status"] == "collapsed" and m["stop_reason"] == "collapsed"
     assert m["steps"] < 8 * 110 // 2 and m["snapshots"] == []
     assert abs(m["train_loss"] - math.log(10)) <= 0.05 * math.log(10)
+
+
+@pytest.mark.parametrize("sam, k, expected_step", [("none", 5, 24), ("sam", 5, 12), ("looksam", 5, 20)])
+def test_an_evaluations_milestone_snapshots_at_the_step_its_count_is_spent(tmp_path, sam, k, expected_step):
+    # 24 gradient evaluations: 24 SGD steps, 12 SAM steps (2 a step), 20 LookSAM steps at k = 5 (20 + 4 SAM
+    # steps: the 1st, 6th, 11th, 16th); the snapshot's numbers are the network's there
+    cfg = Config(optimizer="momentum", lr=0.05, batch_size=256, sam=sam, looksam_k=k, evals_milestones=[24],
+                 epochs=10, steps_per_execution=8, verbose=0, train_subset=1200, run_dir=str(tmp_path / "run"))
+    metrics = train_and_evaluate(cfg).metrics
+    (snap,) = metrics["snapshots"]
+    assert snap["milestone"] == "evals=24" and snap["kind"] == "evals" and snap["step"] == expected_step
+    assert metrics["stop_reason"] == "milestones" and metrics["steps"] == expected_step
+    data = load_data(cfg)
+    network = build_network(cfg, data)
+    network.load_weights(snapshot_weights(cfg.run_dir, "evals=24"))
+    loss, accuracy = _numpy_loss_and_accuracy(network, data.x_test, data.y_test)
+    assert snap["test_loss"] == pytest.approx(loss, rel=2e-5) and snap["test_accuracy"] == pytest.approx(accuracy)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from samlib import measures
+from samlib.cost import grad_evals_per_step
 from samlib.io import is_finite
 
 GRID_FACTOR = math.sqrt(10)  #: two grid values a decade: 0.01, 0.0316, 0.1, 0.316, ...
@@ -103,17 +104,6 @@ def warmup_steps(steps_to_first_milestone: float, fraction: float = 0.05, floor:
 # ---------------------------------------------------------------------- the curve of a study
 NOISE_KEY = measures.REGISTRY[measures.NOISE].keys(None)[0]  #: B_simple's key in the snapshots
 MIN_CURVE_SIZES = 3  #: batch sizes a B_crit fit needs (S_min and B_crit from two would fit any two points)
-GRAD_EVALS = {"none": 1.0, "sam": 2.0, "asam": 2.0}  #: gradient evaluations per step (LookSAM: 1 + 1/k)
-
-
-def grad_evals_per_step(sam: Any, looksam_k: Any = None) -> float:
-    """Forward-backward passes per optimizer step: 1 for the base optimizer, 2 for SAM, ASAM and m-SAM
-    (the perturbation's gradient, then the gradient at w + ε̂), 1 + 1/k for LookSAM (a SAM step every k)."""
-    if sam == "looksam":
-        return 1.0 + 1.0 / float(looksam_k if is_finite(looksam_k) else 5)
-    return GRAD_EVALS.get(str(sam), 1.0)
-
-
 def _ci(values: Sequence[float]) -> dict[str, Any]:
     from samlib.study.stats import mean_ci, value
 

@@ -3,23 +3,29 @@
 Is SAM the remedy to reach for at a large batch, or LARS, LAMB, LookSAM? SAM costs two gradient
 evaluations a step, so the methods are set side by side at matched training loss and by their cost to
 reach it. From the snapshots table (one row per (run, milestone), `tables.snapshot_records`),
-`remedies_table`: one row per (data set, loss milestone, method, batch size) of the main runs
+`remedies_table`: one row per (data set, milestone, method, batch size) of the main runs
 (`selections.main_runs`) on the ``tuned`` lr rule (``lr_tuned`` true: each method at each batch size at
 its own tuned lr; `selections.own_lr_rules`), every method found (methods are data: a `selections.Method`
 of the row's fields, labelled by `samlib.optimizers.method_label`):
 
-- identity: ``dataset`` (`selections.dataset_label`), ``milestone`` ('loss=0.03'), ``at``, ``method`` (the
-  label), ``optimizer``, ``sam``, ``m``, ``batch_size``, ``lr`` (the runs' lr; null if they differ),
-  ``reference`` (true for the reference row itself).
+- identity: ``dataset`` (`selections.dataset_label`), ``milestone`` ('loss=0.03' or 'evals=600'), ``kind``
+  (``loss``: matched training loss; ``evals``: matched gradient evaluations, the same compute), ``at``,
+  ``method`` (the label), ``optimizer``, ``sam``, ``m``, ``batch_size``, ``lr`` (the runs' lr; null if
+  they differ), ``reference`` (true for the reference row itself).
 - counts: ``n_runs`` (snapshot rows), ``n_seeds`` (seeds that reached the milestone and finished ok,
   `selections.comparable_snapshots`), ``n_missing`` (the others: counted, never averaged).
-- cost: ``grad_evals_per_step`` (`curve.grad_evals_per_step`: 1 for a base optimizer, 2 for SAM, ASAM,
-  m-SAM, 1 + 1/k for LookSAM), ``steps`` and ``grad_evals`` (steps × evaluations per step) to the
-  milestone, each ``{mean, lo, hi, n}``: mean and t-based 95 % CI over seeds (`stats.mean_ci`).
-- ``test_error`` at the matched training loss ``{mean, lo, hi, n}``; ``train_loss`` (the mean).
+- cost: ``grad_evals_per_step`` (`samlib.cost.grad_evals_per_step`: 1 for a base optimizer, 2 for SAM, ASAM,
+  m-SAM, 1 + 1/k for LookSAM, its k the run's ``looksam_k``), ``steps`` and ``grad_evals`` (steps ×
+  evaluations per step) to the milestone, and ``seconds``: steps × the run's steady-state seconds per
+  step (``step_seconds``: training alone, its checks and snapshots not counted; CPU seconds where each run
+  has one core, as in a study run with ``--threads 1``), each ``{mean, lo, hi, n}``: mean and t-based 95 %
+  CI over seeds (`stats.mean_ci`).
+- ``test_error`` at the milestone ``{mean, lo, hi, n}``; ``train_loss`` (the mean).
 - against the reference, ``reference_method`` at ``reference_batch``: the tuned base optimizer of the
-  SGD family (`selections.FAMILIES`, the first in `selections.method_order`) without SAM at the
-  smallest batch size of the data set's tuned runs, same data set and milestone. ``gap``: method −
+  SGD family (`selections.FAMILIES`, the first in `selections.method_order`) without SAM, same data set
+  and milestone; at a loss milestone at the smallest batch size of the data set's tuned runs (the
+  large-batch gap), at an evaluations milestone at the row's own batch size (what the same compute buys
+  at that batch: SGD spends SAM's budget on twice the steps). ``gap``: method −
   reference test error paired by seed, ``{mean, lo, hi, n}`` (`stats.paired_difference`); ``p`` its
   paired t-test and ``holm_p`` that p adjusted by Holm's method (`stats.holm`) over every tested row of
   the data set's table (one family of tests, as in the answer table); ``gap_two_way``: where both
@@ -43,24 +49,25 @@ import numpy as np
 import pandas as pd
 
 from samlib.io import present
-from samlib.milestones import LOSS
+from samlib.milestones import EVALS, LOSS
 from samlib.study import selections, stats
 from samlib.study.answer import per_seed, two_way_gap
 from samlib.study.answer_text import points
-from samlib.study.curve import grad_evals_per_step
+from samlib.cost import grad_evals_per_step
 
-KEYS = ["dataset", "milestone", "at", "method", "optimizer", "sam", "m", "batch_size", "lr", "reference", "n_runs",
-        "n_seeds", "n_missing", "grad_evals_per_step", "steps", "grad_evals", "test_error", "train_loss",
+KEYS = ["dataset", "milestone", "kind", "at", "method", "optimizer", "sam", "m", "batch_size", "lr", "reference", "n_runs",
+        "n_seeds", "n_missing", "grad_evals_per_step", "steps", "grad_evals", "seconds", "test_error", "train_loss",
         "reference_method", "reference_batch", "gap", "gap_two_way", "p", "holm_p", "mismatch", "snapshot_mismatch"]
 
 
-def tuned_loss_snapshots(snapshots: pd.DataFrame | None) -> pd.DataFrame:
-    """The loss-milestone rows of the main runs on the tuned lr rule, with ``grad_evals`` (step ×
-    `grad_evals_per_step` of the row's SAM mode) and ``comparable`` (`selections.comparable_snapshots`)."""
+def tuned_snapshots(snapshots: pd.DataFrame | None) -> pd.DataFrame:
+    """The loss- and evaluations-milestone rows of the main runs on the tuned lr rule, with
+    ``evals_per_step`` (`grad_evals_per_step` of the row's SAM mode), ``grad_evals`` (step × that),
+    ``seconds`` (step × ``step_seconds``) and ``comparable`` (`selections.comparable_snapshots`)."""
     if snapshots is None or not len(snapshots) or "milestone" not in snapshots:
         return pd.DataFrame()
     runs = selections.main_runs(snapshots)
-    runs = runs[runs["kind"] == LOSS] if len(runs) else runs
+    runs = runs[runs["kind"].isin([LOSS, EVALS])] if len(runs) else runs
     if not len(runs):
         return pd.DataFrame()
     runs = runs[np.array([r == selections.TUNED_LR for r in selections.own_lr_rules(runs)], dtype=bool)]
@@ -68,7 +75,9 @@ def tuned_loss_snapshots(snapshots: pd.DataFrame | None) -> pd.DataFrame:
         return pd.DataFrame()
     k = runs["looksam_k"] if "looksam_k" in runs else [None] * len(runs)
     evals = [grad_evals_per_step(s, v) for s, v in zip(runs["sam"], k)]
-    return runs.assign(evals_per_step=evals, grad_evals=pd.to_numeric(runs["step"], errors="coerce") * evals,
+    steps = pd.to_numeric(runs["step"], errors="coerce")
+    step_seconds = pd.to_numeric(runs["step_seconds"], errors="coerce") if "step_seconds" in runs else math.nan
+    return runs.assign(evals_per_step=evals, grad_evals=steps * evals, seconds=steps * step_seconds,
                        comparable=selections.comparable_snapshots(runs))
 
 
@@ -95,7 +104,7 @@ def _lr(rows: pd.DataFrame) -> float | None:
 
 def remedy_row(rows: pd.DataFrame, ref: pd.DataFrame | None) -> dict[str, Any]:
     """The numbers of one (data set, milestone, method, batch size) from its snapshot rows (`rows`,
-    from `tuned_loss_snapshots`) against the reference's rows `ref` (None: the row is the reference, or
+    from `tuned_snapshots`) against the reference's rows `ref` (None: the row is the reference, or
     there is none); identity keys are the caller's (module doc)."""
     used = rows[rows["comparable"]]
     err = per_seed(used, "test_error")
@@ -103,6 +112,7 @@ def remedy_row(rows: pd.DataFrame, ref: pd.DataFrame | None) -> dict[str, Any]:
                            "n_missing": int(len(rows) - len(used)),
                            "grad_evals_per_step": float(rows["evals_per_step"].iloc[0]),
                            "steps": _ci(per_seed(used, "step")), "grad_evals": _ci(per_seed(used, "grad_evals")),
+                           "seconds": _ci(per_seed(used, "seconds")),
                            "test_error": _ci(err), "train_loss": _ci(per_seed(used, "train_loss"))["mean"],
                            "gap": None, "gap_two_way": None, "p": None, "holm_p": None, "mismatch": None}
     mism = list(per_seed(used, "mismatch").values())
@@ -121,20 +131,30 @@ def remedy_row(rows: pd.DataFrame, ref: pd.DataFrame | None) -> dict[str, Any]:
     return out
 
 
+def _milestones(runs: pd.DataFrame) -> list[tuple[str, float]]:
+    """(kind, at) of the loss milestones from the largest down (the order training reaches them), then of
+    the evaluations milestones from the smallest up."""
+    ats = {(str(k), float(a)) for k, a in zip(runs["kind"], runs["at"]) if present(a)}
+    return ([m for m in sorted(ats, key=lambda m: -m[1]) if m[0] == LOSS]
+            + [m for m in sorted(ats, key=lambda m: m[1]) if m[0] == EVALS])
+
+
 def _dataset_rows(runs: pd.DataFrame, dataset: Any) -> list[dict[str, Any]]:
-    """The rows of one data set (module doc), milestones in the order training reaches them, then
-    methods in `selections.method_order`, then batch sizes ascending."""
-    ref_method, ref_batch = reference_method(runs)
+    """The rows of one data set (module doc), milestones as `_milestones` orders them, then methods in
+    `selections.method_order`, then batch sizes ascending."""
+    ref_method, smallest = reference_method(runs)
     out = []
-    for at in sorted({float(a) for a in runs["at"] if present(a)}, reverse=True):
-        snaps = runs[runs["at"].astype(float) == at]
-        ref = (selections.select(snaps[snaps["batch_size"] == ref_batch], ref_method)
-               if ref_method is not None else None)
-        ref = ref if ref is not None and len(ref) else None
+    for kind, at in _milestones(runs):
+        snaps = runs[(runs["kind"] == kind) & (runs["at"].astype(float) == at)]
+        name = f"loss={at:g}" if kind == LOSS else f"evals={int(at)}"
         for method, of_method in selections.by_method(snaps):
             for bs, rows in of_method.groupby("batch_size", sort=True):
+                ref_batch = smallest if kind == LOSS else int(bs)  # the gap, or the same compute at this batch
+                ref = (selections.select(snaps[snaps["batch_size"] == ref_batch], ref_method)
+                       if ref_method is not None else None)
+                ref = ref if ref is not None and len(ref) else None
                 is_ref = method == ref_method and int(bs) == ref_batch
-                entry = {"dataset": selections.dataset_label(dataset), "milestone": f"loss={at:g}", "at": at,
+                entry = {"dataset": selections.dataset_label(dataset), "milestone": name, "kind": kind, "at": at,
                          "method": method.label, **method.fields(), "batch_size": int(bs), "reference": is_ref,
                          "reference_method": ref_method.label if ref_method else None,
                          "reference_batch": ref_batch if ref_method else None}
@@ -147,7 +167,7 @@ def remedies_table(snapshots: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The remedies table (module doc) of a snapshots table: a list of rows ordered by data set,
     milestone, method and batch size, ``holm_p`` adjusted over each data set's tested rows. Empty for a
     study without tuned runs at a loss milestone."""
-    runs = tuned_loss_snapshots(snapshots)
+    runs = tuned_snapshots(snapshots)
     table: list[dict[str, Any]] = []
     if not len(runs):
         return table
@@ -167,7 +187,7 @@ def has_remedies(table: Sequence[Mapping[str, Any]]) -> bool:
 def at_largest(table: Sequence[Mapping[str, Any]], dataset: str) -> tuple[list[dict], dict | None]:
     """(the rows of `dataset` at its largest batch size and lowest loss milestone, the reference row at
     that milestone or None): what the Details line and the figure show."""
-    rows = [r for r in table if r["dataset"] == dataset]
+    rows = [r for r in table if r["dataset"] == dataset and r["kind"] == LOSS]
     if not rows:
         return [], None
     at, largest = min(r["at"] for r in rows), max(r["batch_size"] for r in rows)
@@ -204,11 +224,34 @@ def _gap(r: Mapping[str, Any]) -> str:
     return f"{points(g['mean'])} points ({ci}{p})"
 
 
+def _seconds(ci: Mapping[str, Any] | None) -> str:
+    return "" if not ci or ci.get("mean") is None else f", {_num(ci['mean'])} s"
+
+
 def _method_text(r: Mapping[str, Any]) -> str:
     lr = "" if r["lr"] is None else f" (lr {r['lr']:g})"
     missing = f" [{r['n_missing']} of {r['n_runs']} runs missing]" if r["n_missing"] else ""
-    return (f"{r['method']}{lr}: {_count(r['grad_evals'])} gradient evaluations, test error "
+    if r["kind"] == EVALS:
+        return (f"{r['method']}{lr}: test error {_pct(r['test_error'])} at training loss {r['train_loss']:.3g}"
+                + ("" if r["reference"] else f", against {r['reference_method']} {_gap(r)}") + missing)
+    return (f"{r['method']}{lr}: {_count(r['grad_evals'])} gradient evaluations{_seconds(r['seconds'])}, test error "
             f"{_pct(r['test_error'])}, gap {_gap(r)}{missing}")
+
+
+def _evals_lines(table: Sequence[Mapping[str, Any]], dataset: str) -> list[str]:
+    """One sentence per evaluations milestone of `dataset` at its largest batch size: what each method's
+    test error is after the same gradient evaluations, against tuned SGD at that batch."""
+    rows = [r for r in table if r["dataset"] == dataset and r["kind"] == EVALS]
+    if not rows:
+        return []
+    largest = max(r["batch_size"] for r in rows)
+    lines = []
+    for name in dict.fromkeys(r["milestone"] for r in rows):
+        at = [r for r in rows if r["milestone"] == name and r["batch_size"] == largest]
+        if len(at) > 1:
+            lines.append(f"At the same compute, {int(at[0]['at']):,} gradient evaluations, batch {largest} on {dataset} "
+                         f"(paired by seed, t-based 95 % CI): " + "; ".join(_method_text(r) for r in at) + ".")
+    return lines
 
 
 def remedies_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -228,11 +271,12 @@ def remedies_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
                    if ref else "no reference run at the smallest batch size")
         lines.append(f"Remedies at batch {rows[0]['batch_size']} on {dataset}, to {rows[0]['milestone']} (each "
                      f"method at its tuned lr; {against}): " + "; ".join(parts) + ".")
+        lines += _evals_lines(table, dataset)
     return lines
 
 
 REMEDIES_HEADER = ["data set", "milestone", "method", "batch", "lr", "seeds (missing)", "grad evals / step",
-                   "gradient evaluations", "test error (%)", "gap to reference (points)",
+                   "gradient evaluations", "training seconds", "test error (%)", "reference", "gap to reference (points)",
                    "gap, CI over seeds × test images", "gap p (Holm)", "ln L/L_ref"]
 
 
@@ -240,7 +284,8 @@ def _cells(r: Mapping[str, Any]) -> list[str]:
     two = r.get("gap_two_way")
     return [r["dataset"], r["milestone"], r["method"] + (" (reference)" if r["reference"] else ""),
             str(r["batch_size"]), "–" if r["lr"] is None else f"{r['lr']:g}", f"{r['n_seeds']} ({r['n_missing']})",
-            f"{r['grad_evals_per_step']:.3g}", _count(r["grad_evals"]), _pct(r["test_error"]),
+            f"{r['grad_evals_per_step']:.3g}", _count(r["grad_evals"]), _count(r["seconds"]), _pct(r["test_error"]),
+            "–" if r["reference_method"] is None else f"{r['reference_method']} at {r['reference_batch']}",
             _gap(r) if not r["reference"] else "–",
             "–" if not two else f"{points(two['mean'])} ({points(two['lo'])} to {points(two['hi'])})",
             "–" if r["holm_p"] is None else f"{r['holm_p']:.2g}",
@@ -254,10 +299,12 @@ def remedies_html(table: Sequence[Mapping[str, Any]]) -> str:
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in REMEDIES_HEADER) + "</tr>"
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in table)
     ref = next((r for r in table if r["reference"]), None)
-    caption = ("<caption>Every method on the tuned lr rule at each batch size and loss milestone: gradient "
-               "evaluations to the milestone (steps × evaluations per step) and test error there, mean and t-based "
-               "95 % CI over seeds; the gap to " + (html.escape(f"{ref['method']} at batch {ref['batch_size']}")
-                                                    if ref else "the reference") +
-               " is paired by seed, its p adjusted by Holm's method over the data set's table. Runs that did not "
-               "reach the milestone are counted as missing, never averaged.</caption>")
+    caption = ("<caption>Every method on the tuned lr rule at each batch size and milestone: gradient "
+               "evaluations to the milestone (steps × evaluations per step), training seconds (steps × the run's "
+               "steady-state seconds a step) and test error there, mean and t-based 95 % CI over seeds. At a loss "
+               "milestone the gap is to " + (html.escape(f"{ref['method']} at batch {ref['batch_size']}")
+                                              if ref else "the reference") +
+               " (the large-batch gap); at an evaluations milestone (the same compute) to the same method at the "
+               "row's own batch size. Gaps are paired by seed, their p adjusted by Holm's method over the data set's "
+               "table. Runs that did not reach the milestone are counted as missing, never averaged.</caption>")
     return f"<table class='answer remedies'>{head}{body}{caption}</table>"

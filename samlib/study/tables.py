@@ -50,7 +50,7 @@ def _known_train_size(dataset: Any) -> int | None:
 
 # ---------------------------------------------------------------------- results.csv
 COLUMNS = [
-    "notebook", "run", "method", "optimizer", "sam", "rho", "m", "batch_size", "lr", "lr_base",
+    "notebook", "run", "method", "optimizer", "sam", "rho", "m", "looksam_k", "batch_size", "lr", "lr_base",
     "lr_scaling", "lr_tuned", "base_batch_size", "warmup_epochs", "warmup_steps", "seed", "epochs", "steps",
     "steps_budget", "epochs_max", "milestones", "stop_rule", "stop_reason", "converged", "status", "train_loss",
     "test_loss", "train_accuracy", "test_accuracy", "loss_gap", "accuracy_gap", "val_loss", "val_accuracy",
@@ -68,7 +68,7 @@ def stop_rule(config: Mapping[str, Any]) -> str:
     'epochs=5'."""
     steps, target, epochs = config.get("steps"), config.get("target_loss"), config.get("epochs")
     cap = f"cap {int(steps)} steps" if present(steps) else f"cap {epochs} epochs"
-    if config.get("loss_milestones") or config.get("epoch_milestones"):
+    if config.get("loss_milestones") or config.get("epoch_milestones") or config.get("evals_milestones"):
         return f"milestones {' '.join(m.name for m in _config_milestones(config))} ({cap})"
     if present(target):
         return f"target_loss={float(target):g} ({cap})"
@@ -117,7 +117,7 @@ def run_status(metrics: Mapping[str, Any], batch_size: Any = None, n_train: Any 
                         metrics.get("steps"), per_epoch)
 
 
-_CONFIG_COLUMNS = {"optimizer": "optimizer", "sam": "sam", "rho": "rho", "m": "m", "lr_base": "lr",
+_CONFIG_COLUMNS = {"optimizer": "optimizer", "sam": "sam", "rho": "rho", "m": "m", "looksam_k": "looksam_k", "lr_base": "lr",
                    "lr_scaling": "lr_scaling", "lr_tuned": "lr_tuned", "base_batch_size": "base_batch_size",
                    "warmup_epochs": "warmup_epochs", "warmup_steps": "warmup_steps",
                    "steps_budget": "steps", "epochs_max": "epochs",
@@ -191,8 +191,9 @@ def run_record(
 
 # ---------------------------------------------------------------------- snapshots.csv
 SNAPSHOT_IDENTITY = [
-    "notebook", "run", "method", "optimizer", "sam", "m", "rho", "batch_size", "lr", "lr_base", "lr_scaling",
-    "lr_tuned", "base_batch_size", "warmup_epochs", "warmup_steps", "seed", "dataset", "n_train", "status", "run_dir",
+    "notebook", "run", "method", "optimizer", "sam", "m", "looksam_k", "rho", "batch_size", "lr", "lr_base",
+    "lr_scaling", "lr_tuned", "base_batch_size", "warmup_epochs", "warmup_steps", "seed", "dataset", "n_train",
+    "status", "step_seconds", "run_dir",
 ]  # a run's columns, as in its `run_record`
 SNAPSHOT_COLUMNS = SNAPSHOT_IDENTITY + [
     "milestone", "kind", "at", "reached", "step", "epoch", "train_loss", "train_accuracy", "train_error",
