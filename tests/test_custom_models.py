@@ -156,3 +156,23 @@ def test_a_batch_size_above_a_loaders_training_examples_is_refused(tmp_path, use
 
     with pytest.raises(ParamsError, match=r"'notebooks.cells.batch_sizes' has value 512.*usermods:blobs"):
         _study(tmp_path, {"data": "usermods:blobs"}, batch_sizes=(512,))
+
+
+def test_a_notebook_kernel_imports_the_users_module_as_the_runner_does(tmp_path, user_module):
+    # the runner validated 'usermods:tiny_mlp' through its own sys.path (the folder `python -m samlib
+    # study` ran in, or PYTHONPATH); the notebook's kernel is another process, in the notebook's folder
+    import nbformat
+
+    from samlib.study.executors import execute_notebook_task, notebook_task
+
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import usermods\nassert callable(usermods.tiny_mlp)")]
+    nbformat.write(nb, nbdir / "own.ipynb")
+    task = notebook_task("own", nbdir / "own.ipynb", tmp_path / "out.ipynb", {"x": 2}, tmp_path / "status.json",
+                         tmp_path / "kernel.log", tmp_path, {})
+    status = execute_notebook_task(task)
+    assert status["status"] == "ok", status["error"]

@@ -4,7 +4,7 @@ A *task* is plain data (a dict, so it pickles to any dask worker) describing one
 made by `notebook_task` (the one place that spells it; a grid cell's and the summary's alike):
 
     {"id": str, "input": str, "output": str, "cwd": str, "parameters": dict, "status_path": str,
-     "kernel_log": str, "notebook": str, "info": dict}
+     "kernel_log": str, "notebook": str, "info": dict, "pythonpath": [str]}
 
 all paths absolute but ``notebook`` (optional): the executed notebook as status.json records it,
 relative to the study folder (default: ``output``). `execute_notebook_task(task)` runs it and returns
@@ -12,6 +12,12 @@ the cell's status dict, which it also writes atomically to ``task["status_path"]
 
     {"status": RUNNING | OK | FAILED (`samlib.study.layout`), "error": str | None, "started": ISO time,
      "finished": ISO time, "seconds": float, "host": str, "pid": int, "notebook": task's notebook, **info}
+
+The kernel imports what the process that planned the task could (``pythonpath``, `import_path`: its
+``sys.path`` folders outside the interpreter's own, its working folder first under ``python -m``, put on the kernel's
+``PYTHONPATH`` in ``sys.path``'s order), so a study's own model builder or data loader (``model: mymodule:build`` with
+``mymodule.py`` where ``python -m samlib study`` runs) that the params check imported is importable in
+the notebook too, though the kernel runs in the notebook's folder.
 
 The kernel process's own stdout/stderr (ipykernel's echo of the cell output, TensorFlow's C++
 log lines, a crash message) are appended to ``task["kernel_log"]``; the notebook keeps the cell output.
@@ -62,7 +68,25 @@ def notebook_task(id: str, input: str | os.PathLike, output: str | os.PathLike, 
         "kernel_log": str(kernel_log),
         "notebook": layout.in_study(output, study_dir),
         "info": dict(info),
+        "pythonpath": import_path(),
     }
+
+
+def import_path() -> list[str]:
+    """The folders this process imports from that a fresh interpreter would not: the ``sys.path`` folders
+    outside the interpreter's prefixes (the standard library and site-packages are the kernel's own), in
+    the same order (a ``python -m`` run's first is its working folder, then ``PYTHONPATH``'s), absolute,
+    once each."""
+    import sys
+
+    own = tuple(os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+    out: list[str] = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        inside = any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in own)
+        if os.path.isdir(path) and not inside and path not in out:
+            out.append(path)
+    return out
 
 
 def _now() -> str:
@@ -80,8 +104,9 @@ def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _kernel_manager_class(log_path: str):
-    """An AsyncKernelManager whose kernel process writes its own stdout/stderr to `log_path`.
+def _kernel_manager_class(log_path: str, pythonpath: list[str] | None = None):
+    """An AsyncKernelManager whose kernel process writes its own stdout/stderr to `log_path`, with the
+    folders `pythonpath` first on its ``PYTHONPATH``.
 
     ipykernel copies a cell's output, C-level writes included, into the notebook and echoes it to
     the process's own stdout/stderr; without this, TensorFlow's start-up lines and the kernels' log
@@ -97,6 +122,10 @@ def _kernel_manager_class(log_path: str):
                 log.flush()
                 kw.setdefault("stdout", log)
                 kw.setdefault("stderr", subprocess.STDOUT)
+                if pythonpath:
+                    env = dict(kw.get("env") or os.environ)
+                    env["PYTHONPATH"] = os.pathsep.join([*pythonpath, *filter(None, [env.get("PYTHONPATH")])])
+                    kw["env"] = env
                 await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return KernelManager
@@ -129,7 +158,7 @@ def execute_notebook_task(task: dict[str, Any]) -> dict[str, Any]:
             log_output=False,
             # the kernel's cwd, without papermill's process-wide os.chdir (see the module doc)
             resources={"metadata": {"path": task["cwd"]}},
-            kernel_manager_class=_kernel_manager_class(task["kernel_log"]),
+            kernel_manager_class=_kernel_manager_class(task["kernel_log"], task.get("pythonpath")),
         )
         status.update(status=layout.OK)
     except Exception as err:  # noqa: BLE001 - a failing notebook is a result, not a crash
