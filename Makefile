@@ -91,7 +91,8 @@ GPU_PYTHON  ?= python3
 GPU_SITE    ?= /tmp/site
 GPU_OUTPUTS ?= outputs
 # a study ends by itself when this many seconds have passed (what finished comes back, each cell's
-# status.json with its seconds): 420 leaves room for the smoke run and the machine's 600 s a command
+# status.json with its seconds): 420 fits the 600 s a command may run on the lent machine, 400 with the
+# smoke run before it (docs/gpu.md)
 GPU_TIMEOUT ?= 420
 # the params file: PARAMS when given on the command line, else params/gpu.yaml
 GPU_PARAMS   = $(if $(filter command line,$(origin PARAMS)),$(PARAMS),params/gpu.yaml)
@@ -111,7 +112,7 @@ gpu-study:  ## there (JAX, a GPU, no TensorFlow): install the wheels, run GPU_PA
 	rc=$$(cat $(GPU_OUTPUTS)/$$study.rc); echo "gpu-study: $$study exit $$rc (124: stopped after $(GPU_TIMEOUT) s)"; \
 	if [ -n "$$OUT" ]; then \
 	  cp $(GPU_OUTPUTS)/$$study.log $$OUT/; \
-	  for f in $(GPU_PACK); do cp $(GPU_OUTPUTS)/$$study/$$f $$OUT/$$study-$$f 2>/dev/null || true; done; \
+	  $(foreach f,$(GPU_PACK),cp $(GPU_OUTPUTS)/$$study/$(f) $$OUT/$$study-$(f) 2>/dev/null || true;) \
 	  tar czf $$OUT/$$study.tar.gz --exclude='*.h5' -C $(GPU_OUTPUTS) $$study; fi; \
 	exit $$rc
 
