@@ -11,10 +11,13 @@
 - ``mnist``, ``fashion_mnist``, ``cifar10``: ``keras.datasets.<name>.load_data()`` (downloads once to
   ``~/.keras/datasets``). For ``mnist`` and ``fashion_mnist`` a ``data_dir`` holding the four IDX
   files is read instead, and nothing is downloaded.
-- ``fashion_mnist`` is read from, in this order: (1) ``data_dir`` when given; (2) otherwise Debian's
-  folder `DEBIAN_FASHION_MNIST` (``/usr/share/datasets/fashion-mnist``, package
-  ``dataset-fashion-mnist``) when it holds the four IDX files, offline; (3) otherwise the Keras
-  download. The Debian files are Zalando's originals, the same images and labels in the same order
+- ``fashion_mnist`` is read from, in this order: (1) ``data_dir`` when given; (2) otherwise the folder
+  that the environment variable `FASHION_MNIST_ENV` (``SAMLIB_FASHION_MNIST``) names, an absolute path
+  that must hold the four IDX files (for a machine without the Debian package, such as the GPU path's,
+  docs/gpu.md; the variable reaches the study's notebook kernels, whose working directory is
+  ``notebooks/``, hence absolute); (3) otherwise Debian's folder `DEBIAN_FASHION_MNIST`
+  (``/usr/share/datasets/fashion-mnist``, package ``dataset-fashion-mnist``) when it holds the four IDX
+  files, offline; (4) otherwise the Keras download. The Debian files are Zalando's originals, the same images and labels in the same order
   that Keras downloads.
 - ``idx:<folder>``: a folder with the four standard IDX files ``train-images-idx3-ubyte.gz``,
   ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (the
@@ -54,6 +57,7 @@ NAMES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "idx:<folder>")
 KERAS_NAMES = ("mnist", "fashion_mnist", "cifar10")
 SPLIT_SEED = 0
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  #: Debian's dataset-fashion-mnist (read at call time)
+FASHION_MNIST_ENV = "SAMLIB_FASHION_MNIST"  #: names a folder of the four IDX files that fashion_mnist reads first
 PER_CLASS_TRAIN = 400
 PER_CLASS_TEST = 100
 LABEL = "data set argument"  # how a `DataError` about an argument names it (`samlib.validate`)
@@ -224,9 +228,21 @@ def _idx_folder(name: str, data_dir: str | None) -> str | None:
             f"data_dir={data_dir!r} is only used with 'mnist' or 'fashion_mnist' (a folder of IDX files); "
             f"data set {name!r} takes no data_dir, leave it unset"
         )
-    if name == "fashion_mnist" and has_idx_files(Path(DEBIAN_FASHION_MNIST)):
-        return DEBIAN_FASHION_MNIST
+    if name == "fashion_mnist":
+        return _fashion_folder()
     return None
+
+
+def _fashion_folder() -> str | None:
+    """fashion_mnist's folder without a data_dir: `FASHION_MNIST_ENV`'s when set (absolute; a folder that
+    lacks files is named when it is read), else Debian's when it holds the four files, else None."""
+    folder = os.environ.get(FASHION_MNIST_ENV)
+    if folder:
+        if not os.path.isabs(folder):
+            raise DataError(f"{FASHION_MNIST_ENV}={folder!r} is a relative path; give an absolute one (the study's "
+                            "notebooks run in another working directory)")
+        return folder
+    return DEBIAN_FASHION_MNIST if has_idx_files(Path(DEBIAN_FASHION_MNIST)) else None
 
 
 # training images per class before the validation split, known without loading (keras.datasets' sets)

@@ -29,6 +29,13 @@ STEMS = {
 DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.fixture(autouse=True)
+def no_fashion_mnist_override(monkeypatch):
+    """These tests pick fashion_mnist's folder themselves: an override in the environment (the GPU path's,
+    docs/gpu.md) must not steer them."""
+    monkeypatch.delenv(sd.FASHION_MNIST_ENV, raising=False)
+
+
 def idx_bytes(a: np.ndarray, magic: int | None = None) -> bytes:
     """IDX encoding of a uint8 array: big-endian magic 0x000008<ndim>, int32 dims, raw bytes."""
     a = np.asarray(a, dtype=np.uint8)
@@ -384,6 +391,32 @@ def test_fashion_mnist_prefers_the_debian_folder_and_data_dir_overrides_it(monke
     (debian / (STEMS["y_test"] + ".gz")).unlink()  # an incomplete folder is not used: the download is
     with pytest.raises(DataError, match="must not be asked"):  # load wraps the loader's error
         load("fashion_mnist")
+
+
+def test_fashion_mnist_reads_the_environment_folder_before_debian_and_data_dir_before_both(
+        monkeypatch, tmp_path, arrays):
+    debian, carried, other = tmp_path / "debian", tmp_path / "carried", tmp_path / "other"
+    for folder, rows in ((debian, slice(None)), (carried, slice(None, None, -1)), (other, slice(1, None))):
+        folder.mkdir()
+        for key, stem in STEMS.items():
+            write(folder, stem, idx_bytes(arrays[key][rows]))  # three different data sets
+    monkeypatch.setattr(sd, "DEBIAN_FASHION_MNIST", str(debian))
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data",
+                        lambda: pytest.fail("fashion_mnist must be read from a folder, not downloaded"))
+    monkeypatch.setenv("SAMLIB_FASHION_MNIST", str(carried))  # the documented name (docs/gpu.md)
+    check_equal(load("fashion_mnist"), {k: v[::-1] for k, v in arrays.items()})
+    assert sd.train_size("fashion_mnist") == 7
+    check_equal(load("fashion_mnist", data_dir=str(other)), {k: v[1:] for k, v in arrays.items()})
+    monkeypatch.setenv("SAMLIB_FASHION_MNIST", "")  # empty: as unset, Debian's folder
+    check_equal(load("fashion_mnist"), arrays)
+    monkeypatch.setenv("SAMLIB_FASHION_MNIST", "carried")  # the notebooks' working directory differs
+    with pytest.raises(DataError, match="SAMLIB_FASHION_MNIST='carried' is a relative path"):
+        load("fashion_mnist")
+    monkeypatch.setenv("SAMLIB_FASHION_MNIST", str(tmp_path / "nowhere"))  # named, never a silent fallback
+    with pytest.raises(DataError, match="nowhere.* does not exist"):
+        load("fashion_mnist")
+    with pytest.raises(DataError, match="nowhere.* does not exist"):
+        sd.train_size("fashion_mnist")
 
 
 @pytest.fixture(scope="module")
