@@ -523,10 +523,10 @@ def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
     return committed, copy, df, saved
 
 
-def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
-    """docs/results/cpu/ as a fresh clone has it (no weights, no executed notebooks): recomputing the
+def test_the_committed_untuned_mnist_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
+    """docs/results/cpu_untuned/ (the first, untuned MNIST study) as a fresh clone has it (no weights, no executed notebooks): recomputing the
     findings from its runs gives the committed findings.json, so the README's numbers are the code's."""
-    committed, copy, df, saved = _recomputed("cpu", tmp_path, ("lr_scaling",))
+    committed, copy, df, saved = _recomputed("cpu_untuned", tmp_path, ("lr_scaling",))
     assert len(saved["answer_table"]) == 12
     # every row of the answer table has its five seed pairs, and every run reached every milestone
     assert all(r["n_seeds"] == 5 and r["n_missing"] == 0 for r in saved["answer_table"])
