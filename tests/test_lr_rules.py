@@ -1,4 +1,4 @@
-"""The two lr rules as the committed CPU study plans them: under `same` every batch size trains with
+"""The two lr rules as the first, untuned CPU study plans them: under `same` every batch size trains with
 one lr (the history's lr column, step by step), under `scaled` the lr grows with B / B0 after a
 warm-up (Goyal et al.), worked out by hand."""
 
@@ -13,7 +13,7 @@ from samlib.train import train_and_evaluate
 
 
 def _planned(tmp_path):
-    params = load_params("params/cpu.yaml")
+    params = load_params("params/cpu_untuned.yaml")
     runs = [(cell.notebook, c) for cell in plan_cells(params, tmp_path) for c in cell.configs]
     return pd.DataFrame([{"notebook": nb, "optimizer": c.optimizer, "sam": c.sam, "m": c.m, "batch_size": c.batch_size,
                           "base_batch_size": c.base_batch_size, "lr_scaling": c.lr_scaling, "lr": c.scaled_lr,

@@ -523,10 +523,10 @@ def _recomputed(study: str, tmp_path: Path, keys: tuple[str, ...] = ()):
     return committed, copy, df, saved
 
 
-def test_the_committed_cpu_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
-    """docs/results/cpu/ as a fresh clone has it (no weights, no executed notebooks): recomputing the
+def test_the_committed_untuned_mnist_study_is_what_the_code_computes_from_its_committed_runs(tmp_path):
+    """docs/results/cpu_untuned/ (the first, untuned MNIST study) as a fresh clone has it (no weights, no executed notebooks): recomputing the
     findings from its runs gives the committed findings.json, so the README's numbers are the code's."""
-    committed, copy, df, saved = _recomputed("cpu", tmp_path, ("lr_scaling",))
+    committed, copy, df, saved = _recomputed("cpu_untuned", tmp_path, ("lr_scaling",))
     assert len(saved["answer_table"]) == 12
     # every row of the answer table has its five seed pairs, and every run reached every milestone
     assert all(r["n_seeds"] == 5 and r["n_missing"] == 0 for r in saved["answer_table"])
@@ -594,7 +594,7 @@ def test_the_committed_fashion_study_is_what_the_code_computes_and_tests_on_1000
 def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_curve_study(tmp_path, monkeypatch):
     """docs/results/cpu_tuning: its tuning recomputes from its runs; every method at every batch size has
     a choice that is interior or bounded by an lr that failed (never at a grid edge), each lr with both
-    seeds; and params/cpu_curve.yaml plans each of its runs at exactly that choice."""
+    seeds; and params/cpu.yaml plans each of its runs at exactly that choice."""
     from samlib.study import load_params, plan_cells
 
     committed, copy, df, saved = _recomputed("cpu_tuning", tmp_path, ("tuning",))
@@ -608,7 +608,7 @@ def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_cur
         assert choice["lr"] is not None and (choice["interior"] or choice["bounded_by_failure"]), t
         assert all(g["seeds"] == 2 for g in t["grid"])
     repo = Path(__file__).resolve().parents[1]
-    params = load_params(repo / "params" / "cpu_curve.yaml", repo / "notebooks")
+    params = load_params(repo / "params" / "cpu.yaml", repo / "notebooks")
     cells = plan_cells(params, tmp_path / "out")
     chosen = {(t["sam"], t["batch_size"]): t["choice"]["lr"] for t in table}
     planned = {(c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
@@ -617,18 +617,18 @@ def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_cur
     from samlib.study import runner
 
     monkeypatch.chdir(repo)  # the params file names the tuning study relative to the repository
-    runner._write_plan(params, tmp_path / "out" / "cpu_curve", cells)
-    carried = tuning.planned_with(tmp_path / "out" / "cpu_curve")
+    runner._write_plan(params, tmp_path / "out" / "cpu", cells)
+    carried = tuning.planned_with(tmp_path / "out" / "cpu")
     assert [{k: v for k, v in t.items() if k != "source"} for t in carried] == table
     assert {t["source"] for t in carried} == {"docs/results/cpu_tuning"}
 
 
 def test_the_committed_mnist_curve_study_recomputes_and_answers_on_the_tuned_rule(tmp_path):
-    """docs/results/cpu_curve: its findings recompute from its runs (answer table, curve, tuning it was
+    """docs/results/cpu: its findings recompute from its runs (answer table, curve, tuning it was
     planned with, remedies); the answer table compares every batch size of the curve with batch 32 on the
     tuned rule, at loss 0.01 (near interpolation) among its milestones, with Holm, the bound, the residual
     mismatch, the detectable effect and a CI over seeds and test images, 5 paired seeds in every row."""
-    committed, copy, df, saved = _recomputed("cpu_curve", tmp_path, ("tuning", "curve", "remedies"))
+    committed, copy, df, saved = _recomputed("cpu", tmp_path, ("tuning", "curve", "remedies"))
     rows = saved["answer_table"]
     assert {r["lr_rule"] for r in rows} == {"tuned"}
     assert {r["large_batch"] for r in rows} == {64, 128, 256, 512, 1024} and {r["small_batch"] for r in rows} == {32}

@@ -563,12 +563,12 @@ def test_grid_may_be_a_union_of_sub_grids(tmp_path, capsys):
 
 def test_a_sharpness_milestone_that_the_runs_have_is_accepted(tmp_path):
     """The other side of the milestone check: named as the runs have it (any spelling Milestone.parse
-    normalises), and inherited by a notebook without milestones, as params/cpu.yaml's lr sweep does."""
+    normalises), and inherited by a notebook without milestones, as params/cpu_untuned.yaml's lr sweep does."""
     nbdir = make_stubs(tmp_path)
     params = write_params(tmp_path, base={"dataset": "mnist5k", "epochs": 1, "loss_milestones": [0.5]},
                           sharpness={"milestones": {"loss=0.50": ["sam"]}})
     assert study.load_params(params, nbdir).sharpness["milestones"] == {"loss=0.50": ["sam"]}
-    for name in ("cpu", "fashion", "quick", "paper", "remedies_tuning", "gpu", "gpu_smoke"):  # remedies_curve: test_remedies
+    for name in ("cpu_untuned", "fashion", "quick", "paper", "remedies_tuning", "gpu", "gpu_smoke"):  # remedies_curve: test_remedies
         study.load_params(Path(__file__).resolve().parents[1] / "params" / f"{name}.yaml",
                           Path(__file__).resolve().parents[1] / "notebooks")
 
