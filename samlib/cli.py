@@ -249,7 +249,7 @@ def _add_study(sub) -> None:
                    f"{default_jobs()} here)")
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow intra-/inter-op threads per cell (default: TensorFlow's own, as the committed "
-                   "studies ran; 1 with --jobs 2 was 18 %% faster on params/fashion.yaml's runs here, with other "
+                   "studies ran; 1 with --jobs 2 was 18 %% faster on params/fashion_untuned.yaml's runs here, with other "
                    "numbers in the last digits)")
     p.add_argument("--shard", metavar="I/N", help="run every N-th cell starting at I (0-based); no summary if N > 1")
     p.add_argument("--only", action="append", metavar="NOTEBOOK", help="only these notebooks (repeatable, or a,b)")

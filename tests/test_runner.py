@@ -568,7 +568,7 @@ def test_a_sharpness_milestone_that_the_runs_have_is_accepted(tmp_path):
     params = write_params(tmp_path, base={"dataset": "mnist5k", "epochs": 1, "loss_milestones": [0.5]},
                           sharpness={"milestones": {"loss=0.50": ["sam"]}})
     assert study.load_params(params, nbdir).sharpness["milestones"] == {"loss=0.50": ["sam"]}
-    for name in ("cpu_untuned", "fashion", "quick", "paper", "remedies_tuning", "gpu", "gpu_smoke"):  # remedies_curve: test_remedies
+    for name in ("cpu_untuned", "fashion_untuned", "quick", "paper", "remedies_tuning", "gpu", "gpu_smoke"):  # remedies_curve: test_remedies
         study.load_params(Path(__file__).resolve().parents[1] / "params" / f"{name}.yaml",
                           Path(__file__).resolve().parents[1] / "notebooks")
 
