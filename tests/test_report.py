@@ -649,3 +649,24 @@ def test_the_committed_mnist_curve_study_recomputes_and_answers_on_the_tuned_rul
     sgd = fits[("SGD+momentum", "loss=0.01")]
     assert sgd["lo"] < sgd["b_crit"] < sgd["hi"] and sgd["n"] == 30
     assert {t["source"] for t in saved["tuning"]} == {"docs/results/cpu_tuning"}
+
+
+def test_the_committed_fashion_tuning_study_settles_every_choice_and_feeds_the_fashion_curve(tmp_path):
+    """docs/results/fashion_tuning: its tuning recomputes from its runs; SGD+momentum and SAM at batch 32 to
+    2,048 each have a choice that is interior or bounded by an lr that failed, every lr with both seeds;
+    params/fashion.yaml plans each of its runs at exactly that choice."""
+    from samlib.study import load_params, plan_cells
+
+    committed, copy, df, saved = _recomputed("fashion_tuning", tmp_path, ("tuning",))
+    table = saved["tuning"]
+    assert {(t["sam"], t["batch_size"]) for t in table} == {(s, b) for s in ("none", "sam")
+                                                            for b in (32, 128, 512, 1024, 2048)}
+    for t in table:
+        choice = t["choice"]
+        assert choice["lr"] is not None and (choice["interior"] or choice["bounded_by_failure"]), t
+        assert all(g["seeds"] == 2 for g in t["grid"])
+    assert set(df["dataset"]) == {"fashion_mnist"} and set(df["n_train"]) == {4380}
+    repo = Path(__file__).resolve().parents[1]
+    cells = plan_cells(load_params(repo / "params" / "fashion.yaml", repo / "notebooks"), tmp_path / "out")
+    chosen = {(t["sam"], t["batch_size"]): t["choice"]["lr"] for t in table}
+    assert {(c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs} == chosen
