@@ -670,3 +670,28 @@ def test_the_committed_fashion_tuning_study_settles_every_choice_and_feeds_the_f
     cells = plan_cells(load_params(repo / "params" / "fashion.yaml", repo / "notebooks"), tmp_path / "out")
     chosen = {(t["sam"], t["batch_size"]): t["choice"]["lr"] for t in table}
     assert {(c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs} == chosen
+
+
+def test_the_committed_fashion_curve_study_recomputes_and_answers_on_the_tuned_rule(tmp_path):
+    """docs/results/fashion: its findings recompute from its runs; the answer table compares batch 128 to
+    2,048 (2,048 >= a quarter of the 4,380 training images) with batch 32 on the tuned rule, at loss 0.4
+    and 0.3 matched within 5 % and after 10 epochs, 5 paired seeds with nothing missing, CIs over seeds
+    and Fashion-MNIST's 10,000 test images; the critical batch size of SGD and of SAM is located."""
+    committed, copy, df, saved = _recomputed("fashion", tmp_path, ("tuning", "curve", "remedies"))
+    rows = saved["answer_table"]
+    assert {r["lr_rule"] for r in rows} == {"tuned"} and {r["dataset"] for r in rows} == {"Fashion-MNIST"}
+    assert {r["large_batch"] for r in rows} == {128, 512, 1024, 2048} and {r["small_batch"] for r in rows} == {32}
+    assert {(r["compare_at"], r["at"]) for r in rows} == {("epochs", 10), ("loss", 0.4), ("loss", 0.3)}
+    for r in rows:
+        assert r["n_seeds"] == 5 and r["n_missing"] == 0, r
+        for key in ("holm_p", "upper", "mde", "mismatch"):
+            assert r[key] is not None, (key, r)
+        assert r["gap_two_way"]["lo"] <= r["gap"]["mean"] <= r["gap_two_way"]["hi"]
+        if r["compare_at"] == "loss":
+            assert abs(r["mismatch"]) <= 0.05
+    assert len(df) == 50 and set(df["n_test"]) == {10000} and set(df["n_train"]) == {4380}
+    fits = {(e["method"], e["milestone"]): e["fit"] for e in saved["curve"]}
+    for method in ("SGD+momentum", "SGD+momentum+SAM"):
+        fit = fits[(method, "loss=0.3")]
+        assert fit["bounded"] and fit["lo"] < fit["b_crit"] < fit["hi"] and fit["n"] == 25
+    assert {t["source"] for t in saved["tuning"]} == {"docs/results/fashion_tuning"}
