@@ -628,6 +628,19 @@ def test_the_committed_mnist_tuning_study_settles_every_choice_and_feeds_the_cur
     assert {t["source"] for t in carried} == {"docs/results/cpu_tuning"}
 
 
+def _assert_complete_tuned_rows(rows):
+    """Every answer row of a committed tuned curve: 5 paired seeds with none missing, Holm's p, the
+    "no gap larger than" bound, the detectable effect and the mismatch present, the seeds × test images CI
+    around the gap, and a loss row's minima matched within 5 % in training loss."""
+    for r in rows:
+        assert r["n_seeds"] == 5 and r["n_missing"] == 0, r
+        for key in ("holm_p", "upper", "mde", "mismatch"):
+            assert r[key] is not None, (key, r)
+        assert r["gap_two_way"]["lo"] <= r["gap"]["mean"] <= r["gap_two_way"]["hi"]
+        if r["compare_at"] == "loss":
+            assert abs(r["mismatch"]) <= 0.05
+
+
 def test_the_committed_mnist_curve_study_recomputes_and_answers_on_the_tuned_rule(tmp_path):
     """docs/results/cpu: its findings recompute from its runs (answer table, curve, tuning it was
     planned with, remedies); the answer table compares every batch size of the curve with batch 32 on the
@@ -638,13 +651,7 @@ def test_the_committed_mnist_curve_study_recomputes_and_answers_on_the_tuned_rul
     assert {r["lr_rule"] for r in rows} == {"tuned"}
     assert {r["large_batch"] for r in rows} == {64, 128, 256, 512, 1024} and {r["small_batch"] for r in rows} == {32}
     assert 0.01 in {r["at"] for r in rows if r["compare_at"] == "loss"}
-    for r in rows:
-        assert r["n_seeds"] == 5 and r["n_missing"] == 0, r
-        for key in ("holm_p", "upper", "mde", "mismatch"):
-            assert r[key] is not None, (key, r)
-        assert r["gap_two_way"]["lo"] <= r["gap"]["mean"] <= r["gap_two_way"]["hi"]
-        if r["compare_at"] == "loss":
-            assert abs(r["mismatch"]) <= 0.05  # matched: the compared minima within 5 % in training loss
+    _assert_complete_tuned_rows(rows)
     fits = {(e["method"], e["milestone"]): e["fit"] for e in saved["curve"]}
     sgd = fits[("SGD+momentum", "loss=0.01")]
     assert sgd["lo"] < sgd["b_crit"] < sgd["hi"] and sgd["n"] == 30
@@ -682,13 +689,7 @@ def test_the_committed_fashion_curve_study_recomputes_and_answers_on_the_tuned_r
     assert {r["lr_rule"] for r in rows} == {"tuned"} and {r["dataset"] for r in rows} == {"Fashion-MNIST"}
     assert {r["large_batch"] for r in rows} == {128, 512, 1024, 2048} and {r["small_batch"] for r in rows} == {32}
     assert {(r["compare_at"], r["at"]) for r in rows} == {("epochs", 10), ("loss", 0.4), ("loss", 0.3)}
-    for r in rows:
-        assert r["n_seeds"] == 5 and r["n_missing"] == 0, r
-        for key in ("holm_p", "upper", "mde", "mismatch"):
-            assert r[key] is not None, (key, r)
-        assert r["gap_two_way"]["lo"] <= r["gap"]["mean"] <= r["gap_two_way"]["hi"]
-        if r["compare_at"] == "loss":
-            assert abs(r["mismatch"]) <= 0.05
+    _assert_complete_tuned_rows(rows)
     assert len(df) == 50 and set(df["n_test"]) == {10000} and set(df["n_train"]) == {4380}
     fits = {(e["method"], e["milestone"]): e["fit"] for e in saved["curve"]}
     for method in ("SGD+momentum", "SGD+momentum+SAM"):
