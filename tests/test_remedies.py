@@ -214,9 +214,18 @@ def test_details_report_and_figure_show_the_remedies():
     assert report.remedies_html is remedies.remedies_html
 
 
-def test_the_remedies_params_pair_plans_every_method_at_its_tuned_lr(tmp_path):
-    """params/remedies_tuning.yaml tunes the six methods at batch 32, 512 and 1024; params/remedies_curve.yaml
-    plans each of them there at the lr a tuning study's findings.json chose (here one written in the test)."""
+REMEDIES = {("momentum", "sam", 32), ("momentum", "looksam", None), ("lars", "none", None), ("lars", "sam", None),
+            ("lamb", "none", None)}  #: (optimizer, sam, m) of the remedies the tuning studies tune
+
+
+@pytest.mark.parametrize("prefix, dataset, largest, main_tuning, evals",
+                         [("", "mnist5k", 1024, "cpu_tuning", 220), ("fashion_", "fashion_mnist", 2048, "fashion_tuning", 240)])
+def test_the_remedies_params_pairs_plan_every_method_at_its_tuned_lr(tmp_path, prefix, dataset, largest, main_tuning,
+                                                                     evals):
+    """params/<prefix>remedies_tuning.yaml tunes the five remedies at the largest batch size;
+    params/<prefix>remedies_curve.yaml plans them there, and SGD+momentum and SAM there and SGD+momentum at
+    batch 32, each at the lr its tuning study chose: the remedies' from the remedies tuning, SGD's and SAM's
+    from the main tuning (here findings.json files written in the test, with an lr per method)."""
     import json
 
     import yaml
@@ -224,25 +233,36 @@ def test_the_remedies_params_pair_plans_every_method_at_its_tuned_lr(tmp_path):
     from samlib.study import load_params, plan_cells
 
     repo = Path(__file__).resolve().parents[1]
-    methods = {("momentum", "none"), ("momentum", "sam"), ("momentum", "looksam"), ("lars", "none"),
-               ("lars", "sam"), ("lamb", "none")}
-    tuning_cells = plan_cells(load_params(repo / "params" / "remedies_tuning.yaml", repo / "notebooks"), tmp_path)
-    planned = {(c.optimizer, c.sam, c.batch_size) for cell in tuning_cells for c in cell.configs}
-    assert planned == {(o, s, b) for o, s in methods for b in (32, 512, 1024)}
-    lrs = {(o, s, b): 0.001 * (i + 1) for i, (o, s, b) in enumerate(sorted(planned))}
-    entries = [{"dataset": "mnist5k", "optimizer": o, "sam": s, "m": None, "batch_size": b, "grid": [],
-                "choice": {"lr": lr, "val_loss": 0.1, "interior": True, "bounded_by_failure": False,
-                           "at_edge": False}} for (o, s, b), lr in lrs.items()]
-    (tmp_path / "tuned").mkdir()
-    (tmp_path / "tuned" / "findings.json").write_text(json.dumps({"tuning": entries}))
-    curve = yaml.safe_load((repo / "params" / "remedies_curve.yaml").read_text())
-    assert curve["notebooks"]["curve"]["tuned_lr"] == "docs/results/remedies_tuning"
-    curve["notebooks"]["curve"]["tuned_lr"] = str(tmp_path / "tuned")
+    tuning_cells = plan_cells(load_params(repo / "params" / f"{prefix}remedies_tuning.yaml", repo / "notebooks"), tmp_path)
+    planned = {(c.optimizer, c.sam, c.m, c.batch_size) for cell in tuning_cells for c in cell.configs}
+    assert planned == {(o, s, m, largest) for o, s, m in REMEDIES}
+    assert all(c.dataset == dataset for cell in tuning_cells for c in cell.configs)
+    main = {("momentum", "none", None, 32): 0.0316, ("momentum", "none", None, largest): 0.316,
+            ("momentum", "sam", None, largest): 0.1}
+    own = {key: 0.001 * (i + 1) for i, key in enumerate(sorted(planned, key=str))}
+
+    def tuning_study(name, lrs):
+        entries = [{"dataset": dataset, "optimizer": o, "sam": s, "m": m, "batch_size": b, "grid": [],
+                    "choice": {"lr": lr, "val_loss": 0.1, "interior": True, "bounded_by_failure": False,
+                               "at_edge": False}} for (o, s, m, b), lr in lrs.items()]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "findings.json").write_text(json.dumps({"tuning": entries}))
+        return str(tmp_path / name)
+
+    folders = {f"docs/results/{main_tuning}": tuning_study("main", main),
+               f"docs/results/{prefix}remedies_tuning": tuning_study("remedies", own)}
+    curve = yaml.safe_load((repo / "params" / f"{prefix}remedies_curve.yaml").read_text())
+    for spec in curve["notebooks"].values():
+        named = [spec["tuned_lr"]] if isinstance(spec["tuned_lr"], str) else spec["tuned_lr"]
+        assert set(named) <= set(folders)
+        spec["tuned_lr"] = [folders[f] for f in named]
     (tmp_path / "curve.yaml").write_text(yaml.safe_dump(curve, sort_keys=False))
     cells = plan_cells(load_params(tmp_path / "curve.yaml", repo / "notebooks"), tmp_path / "out")
-    got = {(c.optimizer, c.sam, c.batch_size): c.lr for cell in cells for c in cell.configs}
-    assert got == lrs and all(c.lr_tuned and c.record_predictions for cell in cells for c in cell.configs)
-    assert {c.seed for cell in cells for c in cell.configs} == {0, 1, 2, 3, 4}
+    got = {(c.optimizer, c.sam, c.m, c.batch_size): c.lr for cell in cells for c in cell.configs}
+    assert got == {**main, **own}
+    configs = [c for cell in cells for c in cell.configs]
+    assert all(c.lr_tuned and c.record_predictions and c.evals_milestones == (evals,) for c in configs)
+    assert {c.seed for c in configs} == {0, 1, 2, 3, 4} and len(configs) == 5 * len(got)
 
 
 def test_the_report_shows_the_remedies_table_only_when_there_is_one(tmp_path):

@@ -568,7 +568,8 @@ def test_a_sharpness_milestone_that_the_runs_have_is_accepted(tmp_path):
     params = write_params(tmp_path, base={"dataset": "mnist5k", "epochs": 1, "loss_milestones": [0.5]},
                           sharpness={"milestones": {"loss=0.50": ["sam"]}})
     assert study.load_params(params, nbdir).sharpness["milestones"] == {"loss=0.50": ["sam"]}
-    for name in ("cpu_untuned", "fashion_untuned", "quick", "paper", "remedies_tuning", "gpu", "gpu_smoke"):  # remedies_curve: test_remedies
+    for name in ("cpu_untuned", "fashion_untuned", "quick", "paper", "remedies_tuning", "fashion_remedies_tuning", "gpu",
+                 "gpu_smoke"):  # the remedies curves: test_remedies
         study.load_params(Path(__file__).resolve().parents[1] / "params" / f"{name}.yaml",
                           Path(__file__).resolve().parents[1] / "notebooks")
 
@@ -597,6 +598,28 @@ def test_a_notebook_takes_each_runs_lr_from_a_tuning_study(tmp_path):
     assert Path(cells[0].configs[0].run_dir).name == "lr=0.1,sam=none,seed=0"  # the folder names its lr
     # the notebook builds the very configs planned: its grid parameter carries the lrs
     assert cells[0].parameters["grid"] == [{"sam": ["none"], "lr": [0.1]}, {"sam": ["sam"], "lr": [0.0316]}]
+
+
+def test_a_notebook_takes_its_lrs_from_a_list_of_tuning_studies_and_refuses_two_choices_for_one_method(
+        tmp_path, capsys):
+    """tuned_lr as a list: each method's lr from the one study that tuned it (SGD from one, SAM from the
+    other, as the remedies curves take SGD's and SAM's from the main tuning and the remedies' from theirs);
+    a method tuned in both is an error naming the key and the method, and nothing is written."""
+    nbdir = make_stubs(tmp_path)
+    plain = _tuning_study(tmp_path / "plain", {("none", 8): 0.1})
+    sam = _tuning_study(tmp_path / "sam", {("sam", 8): 0.0316})
+    params = write_params(tmp_path, base={"dataset": "mnist5k", "optimizer": "momentum", "epochs": 1},
+                          notebooks={"stub": {"batch_sizes": [8], "grid": {"sam": ["none", "sam"]},
+                                              "tuned_lr": [str(plain), str(sam)]}})
+    cells = study.plan_cells(study.load_params(params, nbdir), tmp_path / "out")
+    assert {c.sam: c.lr for cell in cells for c in cell.configs} == {"none": 0.1, "sam": 0.0316}
+    both = _tuning_study(tmp_path / "both", {("none", 8): 0.316})
+    params = write_params(tmp_path, name="both.yaml", base={"dataset": "mnist5k", "optimizer": "momentum", "epochs": 1},
+                          notebooks={"stub": {"batch_sizes": [8], "tuned_lr": [str(plain), str(both)]}})
+    out = tmp_path / "out2"
+    assert study_main([str(params), "--out", str(out), "--notebooks", str(nbdir)]) == 2
+    err = capsys.readouterr().err
+    assert "'notebooks.stub.tuned_lr'" in err and "sam none" in err and "tuned in both" in err and not out.exists()
 
 
 def test_a_method_the_tuning_study_did_not_tune_exits_2_naming_the_key(tmp_path, capsys):

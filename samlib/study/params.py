@@ -79,7 +79,9 @@ class NotebookSpec:
     base: dict[str, Any]
     sharpness: SharpnessSettings  # the study's settings with this notebook's overrides
     seeds: tuple[int, ...] = ()  # this notebook's own seeds (empty: the study's)
-    tuned_lr: str | None = None  # a tuning study's folder: each run takes the lr it chose (`tuning.tuned_grid`)
+    #: tuning studies' folders: each run takes the lr one of them chose for its method (`tuning.tuned_grid`);
+    #: empty: the grid's own lrs. Written as one folder or a list (each method tuned in exactly one of them)
+    tuned_lr: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +122,21 @@ _NOTEBOOK = text(NAME_RE, f"a notebook name: {_NAME_RULE}")
 _SUMMARY = text(NAME_RE, f"a notebook name ({_NAME_RULE})").or_none()
 _SEEDS = list_of(integer(0), distinct=True)
 _BATCH_SIZES = list_of(integer(1), distinct=True)
+
+
+def _tuned_lr(key: str, value: Any) -> tuple[str, ...]:
+    """``tuned_lr``: one tuning study's folder, or a list of distinct ones."""
+    if isinstance(value, str):
+        return (text()(key, value),)
+    return tuple(_TUNED_LRS(key, value))
+
+
+_TUNED_LRS = list_of(text(), distinct=True)
+
+
+def _shown_tuned(folders: Sequence[str]) -> str | list[str]:
+    """``tuned_lr`` as the params file wrote it, for an error: one folder, or the list."""
+    return folders[0] if len(folders) == 1 else list(folders)
 
 
 def load_params(path: str | Path, notebooks_dir: str | Path | None = None) -> StudyParams:
@@ -192,7 +209,7 @@ def _read(raw: dict[str, Any], path: Path, nbdir: Path) -> StudyParams:
         where = f"sharpness.{OVERRIDES}.{name}"
         settings = SharpnessSettings.from_dict({**shared, **(overrides.get(name) or {})}, where=where)
         nb_seeds = _SEEDS(f"{key}.seeds", spec["seeds"]) if "seeds" in spec else ()
-        tuned = text()(f"{key}.tuned_lr", spec["tuned_lr"]) if "tuned_lr" in spec else None
+        tuned = _tuned_lr(f"{key}.tuned_lr", spec["tuned_lr"]) if "tuned_lr" in spec else ()
         notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds), tuned)
     summary = _SUMMARY("summary", raw.get("summary", DEFAULT_SUMMARY))
     if summary is not None:
@@ -316,13 +333,18 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
     cells = []
     for name, spec in params.notebooks.items():
         base = {**params.base, **spec.base, **({"lr_tuned": True} if spec.tuned_lr else {})}
-        choices = tuning.choices_of(spec.tuned_lr) if spec.tuned_lr else {}
+        try:
+            choices = tuning.merged_choices(spec.tuned_lr)
+        except ValueError as err:
+            why = invalid(f"notebooks.{name}.tuned_lr", _shown_tuned(spec.tuned_lr),
+                          f"tuning studies that each tune other methods ({err})")
+            raise ParamsError(f"{params.path}: {why}") from None
         for bs in spec.batch_sizes:
             run_root = layout.cell_dir(sdir, name, bs)
             try:
                 grid = tuning.tuned_grid(choices, base, spec.grid, bs) if spec.tuned_lr else spec.grid
             except (ValueError, ConfigError) as err:
-                why = invalid(f"notebooks.{name}.tuned_lr", spec.tuned_lr, "a tuning study's folder with a tuned lr for "
+                why = invalid(f"notebooks.{name}.tuned_lr", _shown_tuned(spec.tuned_lr), "tuning studies with a tuned lr for "
                               f"every run of this notebook ({err})")
                 raise ParamsError(f"{params.path}: {why}") from None
             try:

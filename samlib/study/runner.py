@@ -343,7 +343,7 @@ def _write_plan(params: StudyParams, sdir: Path, cells: Sequence[Cell]) -> None:
     from samlib.study import tuning
 
     header = {"params_file": _shown(params.path), "notebooks_dir": _shown(params.notebooks_dir), **params.to_dict()}
-    sources = {spec.tuned_lr for spec in params.notebooks.values() if spec.tuned_lr}
+    sources = {src for spec in params.notebooks.values() for src in spec.tuned_lr}
     if sources:  # the lr choices the runs were planned with travel with the study (findings' ``tuning``)
         header[tuning.PLANNED_WITH] = {str(src): tuning.tuning_of(src) for src in sorted(sources)}
     layout.write_study(sdir, header, [c.record() for c in cells])

@@ -254,6 +254,21 @@ def choices_of(study_dir: str | Path) -> dict[tuple, float]:
     return out
 
 
+def merged_choices(study_dirs: Sequence[str | Path]) -> dict[tuple, float]:
+    """`choices_of` over several tuning studies (a notebook's ``tuned_lr`` list); a `ValueError` naming the
+    method when two of them chose an lr for it (which one to take would be a guess)."""
+    out: dict[tuple, float] = {}
+    source: dict[tuple, str | Path] = {}
+    for folder in study_dirs:
+        for key, lr in choices_of(folder).items():
+            if key in out:
+                dataset, optimizer, sam, m, bs = key
+                raise ValueError(f"dataset {dataset}, optimizer {optimizer}, sam {sam}, m {m} at batch size {bs} is "
+                                 f"tuned in both {source[key]} and {folder}")
+            out[key], source[key] = lr, folder
+    return out
+
+
 def tuned_grid(choices: Mapping[tuple, float], base: Mapping[str, Any], grid: Grid, batch_size: int) -> list[dict]:
     """A notebook's grid at one batch size with each point's tuned lr as a one-value ``lr`` axis (so a
     run's folder names its lr, and the notebook builds the very configs planned); a `ValueError` naming
