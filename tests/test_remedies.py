@@ -339,3 +339,21 @@ def test_training_seconds_to_a_milestone_are_steps_times_seconds_a_step():
         assert (row["seconds"]["mean"], row["seconds"]["lo"], row["seconds"]["hi"]) == pytest.approx((mean, lo, hi))
     assert remedies.remedies_table(snapshots_table())[0]["seconds"]["mean"] is None  # not recorded: no number
     assert "training seconds" in remedies.remedies_html(table)
+
+
+def test_the_readmes_remedies_rows_carry_the_tables_numbers_at_the_largest_batch_and_lowest_loss():
+    """remedies_rows_markdown: the reference row, then each method at batch 1024 at loss 0.03, with the
+    test error (percent, t CI over the seeds that reached) and the gap written out from ARMS here."""
+    text = remedies.remedies_rows_markdown(remedies.remedies_table(snapshots_table()))
+    lines = text.splitlines()
+    assert "gradient evaluations to loss 0.03" in lines[0] and "gap to SGD+momentum at batch 32" in lines[0]
+    body = [line.split(" | ") for line in lines[2:]]
+    assert [row[1] for row in body] == ["SGD+momentum, batch 32", "SGD+momentum, batch 1024",
+                                       "SGD+momentum+SAM, batch 1024", "LARS, batch 1024", "LAMB, batch 1024"]
+    assert body[0][5] == "reference"
+    mean, lo, hi = _t_ci([0.027, 0.029, 0.026])  # SAM's test errors at 0.03
+    assert body[2][4] == f"{100 * mean:.2f} ({100 * lo:.2f}–{100 * hi:.2f})"
+    assert body[2][3].startswith(f"{2 * (110 + 118 + 121) / 3:.3g} (")  # twice its steps, as evaluations
+    gap = np.mean([0.027 - 0.020, 0.029 - 0.024, 0.026 - 0.022])
+    assert body[2][5].startswith(f"+{100 * gap:.2g} (")
+    assert all(row[6] == "–" and row[7] == "– |" for row in body)  # no evaluations milestone in this table

@@ -275,6 +275,56 @@ def remedies_lines(table: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+ROWS_HEADER = ["data set", "method", "lr", "gradient evaluations to {loss}", "test error at {loss} (%)",
+               "gap to {ref} (points, Holm p)", "test error at {evals} evaluations (%)",
+               "against {base} at the same compute (points, Holm p)"]
+
+
+def _short_pct(ci: Mapping[str, Any] | None) -> str:
+    """'2.10 (1.90–2.30)'; '–' without a value."""
+    if not ci or ci.get("mean") is None:
+        return "–"
+    return f"{100 * ci['mean']:.2f}" + ("" if ci.get("lo") is None else f" ({100 * ci['lo']:.2f}–{100 * ci['hi']:.2f})")
+
+
+def _short_gap(r: Mapping[str, Any] | None) -> str:
+    """'+0.28 (−0.1 to +0.6), 1' : the paired gap, its t-based CI and Holm p; '–' for none."""
+    g = None if r is None else r.get("gap")
+    if not g or g.get("mean") is None:
+        return "–"
+    ci = "" if g.get("lo") is None else f" ({points(g['lo'])} to {points(g['hi'])})"
+    return f"{points(g['mean'])}{ci}" + ("" if r.get("holm_p") is None else f", {r['holm_p']:.2g}")
+
+
+def remedies_rows_markdown(table: Sequence[Mapping[str, Any]]) -> str:
+    """The remedies table's key rows as Markdown, one table per data set (the README quotes them;
+    tests/test_readme.py checks the quote against the committed findings.json): the reference row and every
+    method at the largest batch size, at the lowest loss milestone (gradient evaluations to it, test error,
+    the gap to the reference) and at the first evaluations milestone (test error after that compute, against
+    the reference method at the same batch). Errors in percent, gaps in points, t-based 95 % CIs over
+    paired seeds, Holm-adjusted p over the data set's table."""
+    tables = []
+    for dataset in dict.fromkeys(r["dataset"] for r in table if r["kind"] == LOSS):
+        rows, ref = at_largest(table, dataset)
+        evals_at = next((r["at"] for r in table if r["dataset"] == dataset and r["kind"] == EVALS), None)
+        evals = {(r["method"], r["batch_size"]): r for r in table
+                 if r["dataset"] == dataset and r["kind"] == EVALS and r["at"] == evals_at}
+        base = next((r["reference_method"] for r in evals.values() if r["reference_method"]), "the reference")
+        names = {"loss": rows[0]["milestone"].replace("=", " "), "base": base,
+                 "ref": f"{ref['method']} at batch {ref['batch_size']}" if ref else "the reference",
+                 "evals": "–" if evals_at is None else f"{int(evals_at):,}"}
+        out = ["| " + " | ".join(h.format(**names) for h in ROWS_HEADER) + " |", "|" + "---|" * len(ROWS_HEADER)]
+        for r in ([ref] if ref else []) + [r for r in rows if not r["reference"]]:
+            e = evals.get((r["method"], r["batch_size"]))
+            cells = [dataset, f"{r['method']}, batch {r['batch_size']}", "–" if r["lr"] is None else f"{r['lr']:g}",
+                     _count(r["grad_evals"]).replace("(95 % CI ", "(").replace(" to ", "–"),
+                     _short_pct(r["test_error"]), "reference" if r["reference"] else _short_gap(r),
+                     _short_pct(e["test_error"]) if e else "–", "–" if e is None or e["reference"] else _short_gap(e)]
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        tables.append("\n".join(out))
+    return "\n\n".join(tables)
+
+
 REMEDIES_HEADER = ["data set", "milestone", "method", "batch", "lr", "seeds (missing)", "grad evals / step",
                    "gradient evaluations", "training seconds", "test error (%)", "reference", "gap to reference (points)",
                    "gap, CI over seeds × test images", "gap p (Holm)", "ln L/L_ref"]
@@ -304,7 +354,7 @@ def remedies_html(table: Sequence[Mapping[str, Any]]) -> str:
                "steady-state seconds a step) and test error there, mean and t-based 95 % CI over seeds. At a loss "
                "milestone the gap is to " + (html.escape(f"{ref['method']} at batch {ref['batch_size']}")
                                               if ref else "the reference") +
-               " (the large-batch gap); at an evaluations milestone (the same compute) to the same method at the "
-               "row's own batch size. Gaps are paired by seed, their p adjusted by Holm's method over the data set's "
+               " (the large-batch gap); at an evaluations milestone (the same compute) to "
+               + (html.escape(ref["method"]) if ref else "the reference method") + " at the row's own batch size. Gaps are paired by seed, their p adjusted by Holm's method over the data set's "
                "table. Runs that did not reach the milestone are counted as missing, never averaged.</caption>")
     return f"<table class='answer remedies'>{head}{body}{caption}</table>"
