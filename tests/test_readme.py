@@ -9,7 +9,9 @@ study paths are relative to the repository root:
   ``<!-- answer-table: docs/results/a docs/results/b -->`` ... ``<!-- /answer-table -->``
   (`samlib.study.answer_text.answer_table_markdown` of `samlib.study.answer.side_by_side`);
 - a compact table, one row per regime: ``<!-- answer-rows: docs/results/a docs/results/b | columns=C,... -->``
-  ... ``<!-- /answer-rows -->`` (`samlib.study.answer_text.answer_rows_markdown`: the column forms are in its docstring).
+  ... ``<!-- /answer-rows -->`` (`samlib.study.answer_text.answer_rows_markdown`: the column forms are in its docstring);
+- the remedies table's key rows of one study: ``<!-- remedies-rows: docs/results/a -->`` ... ``<!-- /remedies-rows -->``
+  (`samlib.study.remedies.remedies_rows_markdown` of its findings' ``remedies``).
 """
 
 import json
@@ -18,12 +20,14 @@ from pathlib import Path
 
 from samlib.study.answer import side_by_side
 from samlib.study.answer_text import answer_rows_markdown, answer_table_markdown
+from samlib.study.remedies import remedies_rows_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"<!-- answer-table: (?P<studies>[^>|]+?) -->\n(?P<table>.*?)\n<!-- /answer-table -->", re.S)
 ROWS = re.compile(r"<!-- answer-rows: (?P<studies>[^>|]+?) \| columns=(?P<columns>[^\s>]+) -->\n"
                   r"(?P<table>.*?)\n<!-- /answer-rows -->", re.S)
+REMEDIES = re.compile(r"<!-- remedies-rows: (?P<study>[^>\s]+) -->\n(?P<table>.*?)\n<!-- /remedies-rows -->", re.S)
 
 # ---------------------------------------------------------------------- the pages
 def pages() -> list[Path]:
@@ -60,6 +64,19 @@ def test_every_compact_answer_table_quoted_is_its_committed_studies():
             expected = answer_rows_markdown(studies_table(block["studies"]), block["columns"].split(","))
             assert block["table"] == expected, f"{page.relative_to(ROOT)}: {block['studies']} | {block['columns']}"
     assert quoted, "no page quotes a compact answer table (<!-- answer-rows: ... | columns=... -->)"
+
+
+def test_every_remedies_table_quoted_is_its_committed_studys_and_the_readme_quotes_every_remedies_curve():
+    quoted = set()
+    for page in pages():
+        for block in REMEDIES.finditer(page.read_text()):
+            table = json.loads((ROOT / block["study"] / "findings.json").read_text())["remedies"]
+            assert table, f"{block['study']} has an empty remedies table"
+            assert block["table"] == remedies_rows_markdown(table), f"{page.relative_to(ROOT)}: {block['study']}"
+            if page.name == "README.md":
+                quoted.add(block["study"])
+    curves = {f"docs/results/{p.name}" for p in (DOCS / "results").glob("*remedies_curve") if (p / "findings.json").is_file()}
+    assert curves <= quoted, f"the README does not quote the remedies of {sorted(curves - quoted)}"
 
 
 def test_the_full_table_lives_on_the_results_page_and_the_readme_quotes_the_compact_one():

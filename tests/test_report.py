@@ -696,3 +696,63 @@ def test_the_committed_fashion_curve_study_recomputes_and_answers_on_the_tuned_r
         fit = fits[(method, "loss=0.3")]
         assert fit["bounded"] and fit["lo"] < fit["b_crit"] < fit["hi"] and fit["n"] == 25
     assert {t["source"] for t in saved["tuning"]} == {"docs/results/fashion_tuning"}
+
+
+#: the remedies studies of issue 22: (tuning study, curve study, data set, largest batch, main tuning study)
+REMEDY_STUDIES = [("remedies_tuning", "remedies_curve", "mnist5k", 1024, "cpu_tuning"),
+                  ("fashion_remedies_tuning", "fashion_remedies_curve", "fashion_mnist", 2048, "fashion_tuning")]
+REMEDY_METHODS = {("momentum", "sam", 32), ("momentum", "looksam", None), ("lars", "none", None), ("lars", "sam", None),
+                  ("lamb", "none", None)}  #: (optimizer, sam, m) of the remedies
+
+
+@pytest.mark.parametrize("study, curve, dataset, largest, main", REMEDY_STUDIES)
+def test_the_committed_remedies_tuning_studies_settle_every_choice_and_feed_their_curves(tmp_path, monkeypatch, study,
+                                                                                          curve, dataset, largest, main):
+    """docs/results/<prefix>remedies_tuning: its tuning recomputes from its runs; each of the five remedies
+    at the largest batch has a choice that is interior or bounded by an lr that failed, every lr with both
+    seeds; the remedies curve plans each remedy at exactly that choice, and SGD and SAM at the main
+    tuning study's."""
+    from samlib.study import load_params, plan_cells
+
+    committed, copy, df, saved = _recomputed(study, tmp_path, ("tuning",))
+    table = saved["tuning"]
+    assert {(t["optimizer"], t["sam"], t["m"], t["batch_size"]) for t in table} == {
+        (o, s, m, largest) for o, s, m in REMEDY_METHODS}
+    for t in table:
+        choice = t["choice"]
+        assert t["dataset"] == dataset and choice["lr"] is not None, t
+        assert choice["interior"] or choice["bounded_by_failure"], t
+        assert all(g["seeds"] == 2 for g in t["grid"])
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the curve's params name the tuning studies relative to the repository
+    main_choices = tuning.choices_of(repo / "docs" / "results" / main)
+    cells = plan_cells(load_params(repo / "params" / f"{curve}.yaml", repo / "notebooks"), tmp_path / "out")
+    planned = {(c.optimizer, c.sam, c.m, c.batch_size): c.lr for cell in cells for c in cell.configs}
+    for (o, s, m, bs), lr in planned.items():
+        own = [t["choice"]["lr"] for t in table if (t["optimizer"], t["sam"], t["m"], t["batch_size"]) == (o, s, m, bs)]
+        assert lr == (own[0] if own else main_choices[(dataset, o, s, m, bs)]), (o, s, m, bs)
+
+
+@pytest.mark.parametrize("study, curve, dataset, largest, main", REMEDY_STUDIES)
+def test_the_committed_remedies_curves_recompute_with_every_method_at_the_largest_batch(tmp_path, study, curve, dataset,
+                                                                                        largest, main):
+    """docs/results/<prefix>remedies_curve: its findings recompute from its runs; its remedies table has SGD,
+    SAM, m-SAM, LookSAM, LARS, LAMB and SAM-over-LARS at the largest batch at every loss milestone and at
+    the evaluations milestone, each over 5 paired seeds (missing ones counted), with gradient evaluations,
+    test error, the gap to SGD at batch 32 or at the same compute, and the lr its tuning study chose."""
+    committed, copy, df, saved = _recomputed(curve, tmp_path, ("tuning", "remedies"))
+    rows = saved["remedies"]
+    chosen = {(t["optimizer"], t["sam"], t["m"], t["batch_size"]): t["choice"]["lr"] for t in saved["tuning"]}
+    assert {t["source"] for t in saved["tuning"]} == {f"docs/results/{main}", f"docs/results/{study}"}
+    methods = REMEDY_METHODS | {("momentum", "none", None), ("momentum", "sam", None)}
+    for milestone in {r["milestone"] for r in rows}:
+        at = {(r["optimizer"], r["sam"], r["m"]): r for r in rows if r["milestone"] == milestone and r["batch_size"] == largest}
+        assert set(at) == methods, milestone
+        for key, r in at.items():
+            assert r["n_runs"] == 5 and r["n_seeds"] + r["n_missing"] == 5 and r["lr"] == chosen[(*key, largest)]
+            if r["n_seeds"]:
+                assert r["test_error"]["n"] == r["n_seeds"] and r["grad_evals"]["mean"] > 0
+            if r["n_seeds"] >= 2 and not r["reference"]:
+                assert r["gap"]["lo"] <= r["gap"]["mean"] <= r["gap"]["hi"] and r["holm_p"] is not None
+    assert {r["kind"] for r in rows} == {"loss", "evals"}
+    assert {(r["reference_method"], r["reference_batch"]) for r in rows if r["kind"] == "loss"} == {("SGD+momentum", 32)}
