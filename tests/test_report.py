@@ -709,9 +709,9 @@ REMEDY_METHODS = {("momentum", "sam", 32), ("momentum", "looksam", None), ("lars
 def test_the_committed_remedies_tuning_studies_settle_every_choice_and_feed_their_curves(tmp_path, monkeypatch, study,
                                                                                           curve, dataset, largest, main):
     """docs/results/<prefix>remedies_tuning: its tuning recomputes from its runs; each of the five remedies
-    at the largest batch has a choice that is interior or bounded by an lr that failed, every lr with both
-    seeds; the remedies curve plans each remedy at exactly that choice, and SGD and SAM at the main
-    tuning study's."""
+    at the largest batch has a choice that is interior or bounded by an lr that failed, or (SAM-over-LARS
+    on MNIST) failed at every lr of at least four, every lr with both seeds; the remedies curve plans each
+    settled remedy at exactly that choice, and SGD and SAM at the main tuning study's."""
     from samlib.study import load_params, plan_cells
 
     committed, copy, df, saved = _recomputed(study, tmp_path, ("tuning",))
@@ -720,9 +720,11 @@ def test_the_committed_remedies_tuning_studies_settle_every_choice_and_feed_thei
         (o, s, m, largest) for o, s, m in REMEDY_METHODS}
     for t in table:
         choice = t["choice"]
-        assert t["dataset"] == dataset and choice["lr"] is not None, t
+        assert t["dataset"] == dataset and all(g["seeds"] == 2 for g in t["grid"]), t
+        if choice["lr"] is None:  # a method no lr of which worked on both seeds: every lr failed, none is planned
+            assert len(t["grid"]) >= 4 and all(g["seeds_out"] > 0 and g["val_loss"] is None for g in t["grid"]), t
+            continue
         assert choice["interior"] or choice["bounded_by_failure"], t
-        assert all(g["seeds"] == 2 for g in t["grid"])
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)  # the curve's params name the tuning studies relative to the repository
     main_choices = tuning.choices_of(repo / "docs" / "results" / main)
@@ -731,20 +733,27 @@ def test_the_committed_remedies_tuning_studies_settle_every_choice_and_feed_thei
     for (o, s, m, bs), lr in planned.items():
         own = [t["choice"]["lr"] for t in table if (t["optimizer"], t["sam"], t["m"], t["batch_size"]) == (o, s, m, bs)]
         assert lr == (own[0] if own else main_choices[(dataset, o, s, m, bs)]), (o, s, m, bs)
+    tuned = {(t["optimizer"], t["sam"], t["m"]) for t in table if t["choice"]["lr"] is not None}
+    assert {(o, s, m) for o, s, m, bs in planned if bs == largest} == tuned | {("momentum", "none", None),
+                                                                              ("momentum", "sam", None)}
 
 
 @pytest.mark.parametrize("study, curve, dataset, largest, main", REMEDY_STUDIES)
 def test_the_committed_remedies_curves_recompute_with_every_method_at_the_largest_batch(tmp_path, study, curve, dataset,
                                                                                         largest, main):
     """docs/results/<prefix>remedies_curve: its findings recompute from its runs; its remedies table has SGD,
-    SAM, m-SAM, LookSAM, LARS, LAMB and SAM-over-LARS at the largest batch at every loss milestone and at
+    SAM and every remedy its tuning study settled (of m-SAM, LookSAM, LARS, LAMB, SAM-over-LARS; at least
+    four) at the largest batch at every loss milestone and at
     the evaluations milestone, each over 5 paired seeds (missing ones counted), with gradient evaluations,
     test error, the gap to SGD at batch 32 or at the same compute, and the lr its tuning study chose."""
     committed, copy, df, saved = _recomputed(curve, tmp_path, ("tuning", "remedies"))
     rows = saved["remedies"]
     chosen = {(t["optimizer"], t["sam"], t["m"], t["batch_size"]): t["choice"]["lr"] for t in saved["tuning"]}
     assert {t["source"] for t in saved["tuning"]} == {f"docs/results/{main}", f"docs/results/{study}"}
-    methods = REMEDY_METHODS | {("momentum", "none", None), ("momentum", "sam", None)}
+    methods = {(t["optimizer"], t["sam"], t["m"]) for t in saved["tuning"] if t["batch_size"] == largest
+               and t["choice"]["lr"] is not None and t["source"] == f"docs/results/{study}"}
+    assert methods <= REMEDY_METHODS and len(methods) >= 4
+    methods |= {("momentum", "none", None), ("momentum", "sam", None)}
     for milestone in {r["milestone"] for r in rows}:
         at = {(r["optimizer"], r["sam"], r["m"]): r for r in rows if r["milestone"] == milestone and r["batch_size"] == largest}
         assert set(at) == methods, milestone
