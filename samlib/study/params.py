@@ -124,21 +124,6 @@ _SEEDS = list_of(integer(0), distinct=True)
 _BATCH_SIZES = list_of(integer(1), distinct=True)
 
 
-def _tuned_lr(key: str, value: Any) -> tuple[str, ...]:
-    """``tuned_lr``: one tuning study's folder, or a list of distinct ones."""
-    if isinstance(value, str):
-        return (text()(key, value),)
-    return tuple(_TUNED_LRS(key, value))
-
-
-_TUNED_LRS = list_of(text(), distinct=True)
-
-
-def _shown_tuned(folders: Sequence[str]) -> str | list[str]:
-    """``tuned_lr`` as the params file wrote it, for an error: one folder, or the list."""
-    return folders[0] if len(folders) == 1 else list(folders)
-
-
 def load_params(path: str | Path, notebooks_dir: str | Path | None = None) -> StudyParams:
     """Read and check a study params file; raise one `ParamsError` naming the first bad key.
 
@@ -209,7 +194,7 @@ def _read(raw: dict[str, Any], path: Path, nbdir: Path) -> StudyParams:
         where = f"sharpness.{OVERRIDES}.{name}"
         settings = SharpnessSettings.from_dict({**shared, **(overrides.get(name) or {})}, where=where)
         nb_seeds = _SEEDS(f"{key}.seeds", spec["seeds"]) if "seeds" in spec else ()
-        tuned = _tuned_lr(f"{key}.tuned_lr", spec["tuned_lr"]) if "tuned_lr" in spec else ()
+        tuned = tuning.folders(f"{key}.tuned_lr", spec["tuned_lr"]) if "tuned_lr" in spec else ()
         notebooks[name] = NotebookSpec(name, batch_sizes, grid, nb_base, settings, tuple(nb_seeds), tuned)
     summary = _SUMMARY("summary", raw.get("summary", DEFAULT_SUMMARY))
     if summary is not None:
@@ -333,19 +318,15 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
     cells = []
     for name, spec in params.notebooks.items():
         base = {**params.base, **spec.base, **({"lr_tuned": True} if spec.tuned_lr else {})}
-        try:
-            choices = tuning.merged_choices(spec.tuned_lr)
-        except ValueError as err:
-            why = invalid(f"notebooks.{name}.tuned_lr", _shown_tuned(spec.tuned_lr),
-                          f"tuning studies that each tune other methods ({err})")
-            raise ParamsError(f"{params.path}: {why}") from None
         for bs in spec.batch_sizes:
             run_root = layout.cell_dir(sdir, name, bs)
-            try:
+            try:  # each method's lr from the one tuning study that chose it (`tuning.merged_choices`)
+                choices = tuning.merged_choices(spec.tuned_lr)
                 grid = tuning.tuned_grid(choices, base, spec.grid, bs) if spec.tuned_lr else spec.grid
             except (ValueError, ConfigError) as err:
-                why = invalid(f"notebooks.{name}.tuned_lr", _shown_tuned(spec.tuned_lr), "tuning studies with a tuned lr for "
-                              f"every run of this notebook ({err})")
+                shown = spec.tuned_lr[0] if len(spec.tuned_lr) == 1 else list(spec.tuned_lr)
+                why = invalid(f"notebooks.{name}.tuned_lr", shown, "tuning studies, each with a tuned lr for other "
+                              f"runs of this notebook, together for every one ({err})")
                 raise ParamsError(f"{params.path}: {why}") from None
             try:
                 runs = cell_runs(base, bs, list(spec.seeds or params.seeds), grid, run_root)

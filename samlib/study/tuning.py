@@ -254,6 +254,13 @@ def choices_of(study_dir: str | Path) -> dict[tuple, float]:
     return out
 
 
+def folders(key: str, value: Any) -> tuple[str, ...]:
+    """A notebook's ``tuned_lr`` checked: one tuning study's folder, or a list of distinct ones."""
+    from samlib.validate import list_of, text
+
+    return (text()(key, value),) if isinstance(value, str) else tuple(list_of(text(), distinct=True)(key, value))
+
+
 def merged_choices(study_dirs: Sequence[str | Path]) -> dict[tuple, float]:
     """`choices_of` over several tuning studies (a notebook's ``tuned_lr`` list); a `ValueError` naming the
     method when two of them chose an lr for it (which one to take would be a guess)."""
