@@ -318,16 +318,16 @@ def plan_cells(params: StudyParams, out: str | Path = "outputs") -> list[Cell]:
     cells = []
     for name, spec in params.notebooks.items():
         base = {**params.base, **spec.base, **({"lr_tuned": True} if spec.tuned_lr else {})}
+        try:  # each method's lr from the one tuning study that chose it, at every batch size
+            grids = tuning.tuned_grids(spec.tuned_lr, base, spec.grid, spec.batch_sizes)
+        except (ValueError, ConfigError) as err:
+            shown = spec.tuned_lr[0] if len(spec.tuned_lr) == 1 else list(spec.tuned_lr)
+            why = invalid(f"notebooks.{name}.tuned_lr", shown, "tuning studies, each with a tuned lr for other "
+                          f"runs of this notebook, together for every one ({err})")
+            raise ParamsError(f"{params.path}: {why}") from None
         for bs in spec.batch_sizes:
             run_root = layout.cell_dir(sdir, name, bs)
-            try:  # each method's lr from the one tuning study that chose it (`tuning.merged_choices`)
-                choices = tuning.merged_choices(spec.tuned_lr)
-                grid = tuning.tuned_grid(choices, base, spec.grid, bs) if spec.tuned_lr else spec.grid
-            except (ValueError, ConfigError) as err:
-                shown = spec.tuned_lr[0] if len(spec.tuned_lr) == 1 else list(spec.tuned_lr)
-                why = invalid(f"notebooks.{name}.tuned_lr", shown, "tuning studies, each with a tuned lr for other "
-                              f"runs of this notebook, together for every one ({err})")
-                raise ParamsError(f"{params.path}: {why}") from None
+            grid = grids.get(bs, spec.grid)
             try:
                 runs = cell_runs(base, bs, list(spec.seeds or params.seeds), grid, run_root)
             except ConfigError as err:

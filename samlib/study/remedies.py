@@ -287,6 +287,13 @@ def _short_pct(ci: Mapping[str, Any] | None) -> str:
     return f"{100 * ci['mean']:.2f}" + ("" if ci.get("lo") is None else f" ({100 * ci['lo']:.2f}–{100 * ci['hi']:.2f})")
 
 
+def _short_count(ci: Mapping[str, Any] | None) -> str:
+    """'1,367 (1,260–1,473)'; 'n/a' without a value."""
+    if not ci or ci.get("mean") is None:
+        return "n/a"
+    return _num(ci["mean"]) + ("" if ci.get("lo") is None else f" ({_num(ci['lo'])}–{_num(ci['hi'])})")
+
+
 def _short_gap(r: Mapping[str, Any] | None) -> str:
     """'+0.28 (−0.1 to +0.6), 1' : the paired gap, its t-based CI and Holm p; '–' for none."""
     g = None if r is None else r.get("gap")
@@ -317,7 +324,7 @@ def remedies_rows_markdown(table: Sequence[Mapping[str, Any]]) -> str:
         for r in ([ref] if ref else []) + [r for r in rows if not r["reference"]]:
             e = evals.get((r["method"], r["batch_size"]))
             cells = [dataset, f"{r['method']}, batch {r['batch_size']}", "–" if r["lr"] is None else f"{r['lr']:g}",
-                     _count(r["grad_evals"]).replace("(95 % CI ", "(").replace(" to ", "–"),
+                     _short_count(r["grad_evals"]),
                      _short_pct(r["test_error"]), "reference" if r["reference"] else _short_gap(r),
                      _short_pct(e["test_error"]) if e else "–", "–" if e is None or e["reference"] else _short_gap(e)]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -355,6 +362,7 @@ def remedies_html(table: Sequence[Mapping[str, Any]]) -> str:
                "milestone the gap is to " + (html.escape(f"{ref['method']} at batch {ref['batch_size']}")
                                               if ref else "the reference") +
                " (the large-batch gap); at an evaluations milestone (the same compute) to "
-               + (html.escape(ref["method"]) if ref else "the reference method") + " at the row's own batch size. Gaps are paired by seed, their p adjusted by Holm's method over the data set's "
-               "table. Runs that did not reach the milestone are counted as missing, never averaged.</caption>")
+               + (html.escape(ref["method"]) if ref else "the reference method") +
+               " at the row's own batch size. Gaps are paired by seed, their p adjusted by Holm's method over the "
+               "data set's table. Runs that did not reach the milestone are counted as missing, never averaged.</caption>")
     return f"<table class='answer remedies'>{head}{body}{caption}</table>"

@@ -276,6 +276,15 @@ def merged_choices(study_dirs: Sequence[str | Path]) -> dict[tuple, float]:
     return out
 
 
+def tuned_grids(study_dirs: Sequence[str | Path], base: Mapping[str, Any], grid: Grid,
+                batch_sizes: Sequence[int]) -> dict[int, list[dict]]:
+    """`tuned_grid` at each batch size, the tuning studies read once (`merged_choices`); {} without any."""
+    if not study_dirs:
+        return {}
+    choices = merged_choices(study_dirs)
+    return {bs: tuned_grid(choices, base, grid, bs) for bs in batch_sizes}
+
+
 def tuned_grid(choices: Mapping[tuple, float], base: Mapping[str, Any], grid: Grid, batch_size: int) -> list[dict]:
     """A notebook's grid at one batch size with each point's tuned lr as a one-value ``lr`` axis (so a
     run's folder names its lr, and the notebook builds the very configs planned); a `ValueError` naming
