@@ -25,7 +25,7 @@ from samlib.cost import grad_evals
 from samlib.config import Config
 from samlib.evaluation import Evaluator
 from samlib.rundir import (
-    COLLAPSED, DIVERGED, SNAPSHOT_EXTRAS, SNAPSHOT_FIELDS, collapse_patience, encode_correct, is_collapsed,
+    COLLAPSED, DIVERGED, SNAPSHOT_EXTRAS, SNAPSHOT_FIELDS, collapse_patience, encode_correct, is_collapsed, is_stuck,
 )
 
 T = TypeVar("T")
@@ -269,14 +269,13 @@ class RunMonitor(keras.callbacks.Callback):
         return value
 
     def _collapsed(self, step: int, value: tuple[float, float]) -> bool:
-        """Stuck at chance: after `collapse_patience` steps, the loss still within 1 % of ln K (a slow
-        start moves away from it; a dead network sits on it). At chance by the looser final rule
+        """Stuck at chance (`is_stuck`: the loss within 1 % of ln K, or the accuracy at chance with the
+        loss at or above ln K) after `collapse_patience` steps. At chance by the looser final rule
         (`is_collapsed`), the next check comes one cadence later, to confirm soon."""
         if not is_collapsed(*value, self.num_classes):
             return False
         self.schedule.next = min(self.schedule.next, step + self.schedule.cadence)
-        stuck = abs(value[0] - math.log(self.num_classes)) <= 0.01 * math.log(self.num_classes)
-        return step >= collapse_patience(self.steps_per_epoch) and stuck
+        return step >= collapse_patience(self.steps_per_epoch) and is_stuck(*value, self.num_classes)
 
     def _snapshot(self, reached: list[milestones.Milestone], step: int, train: tuple[float, float]) -> None:
         """Record the live weights and their numbers at the milestones `reached` now (metrics.json's

@@ -99,6 +99,21 @@ def is_collapsed(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
     return near_chance_loss or at_chance
 
 
+def is_stuck(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
+    """The in-training stop rule (`samlib.monitor`), stricter than `is_collapsed`, so that a slow start is
+    not stopped: the loss within 1 % of ln K (a dead network sits on it; a slow start moves away), or the
+    accuracy at chance (`is_collapsed`'s 1.5 / K) with the loss at or above ln K (a run that diverged to a
+    large finite loss: no worse than a uniform guess would be learning; Fashion-MNIST's LookSAM at lr
+    0.316 sat at loss 350-700 and 10 % accuracy for 800 steps). Missing numbers are not evidence."""
+    k = int(num_classes) if present(num_classes) else DEFAULT_NUM_CLASSES
+    loss, accuracy = number(loss), number(accuracy)
+    if k < 2 or not math.isfinite(loss):
+        return False
+    chance_loss = math.log(k)
+    at_chance = math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
+    return abs(loss - chance_loss) <= 0.01 * chance_loss or (at_chance and loss >= chance_loss)
+
+
 def collapse_patience(steps_per_epoch: int) -> int:
     """Steps before a run at chance counts as collapsed: two epochs and at least 100 steps (a slow
     start, or a smoke-test run of a few steps, is not a collapse)."""

@@ -5,6 +5,7 @@ gives the same snapshots, and a dead run is stopped as collapsed."""
 
 import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from samlib.config import Config, SharpnessSettings
 from samlib.data import load_data, split_validation
 from samlib.models import build_network
-from samlib.rundir import is_collapsed, is_measured, measure_run, snapshot_weights
+from samlib.monitor import RunMonitor
+from samlib.rundir import is_collapsed, is_measured, is_stuck, measure_run, snapshot_weights
 from samlib.train import train_and_evaluate
 
 TIMING = ("wall_seconds", "train_seconds", "step_seconds", "check_seconds", "snapshot_seconds",
@@ -102,6 +104,25 @@ def test_the_collapse_rule_by_hand():
     assert not is_collapsed(0.94 * ln10, 0.5, 10)
     assert is_collapsed(0.3, 0.15, 10) and not is_collapsed(0.3, 0.16, 10)  # accuracy <= 1.5 / K
     assert not is_collapsed(float("nan"), float("nan"), 10)
+
+
+def test_the_in_training_stop_rule_by_hand():
+    ln10 = math.log(10)
+    assert is_stuck(ln10 * 1.009, 0.5, 10) and not is_stuck(ln10 * 1.02, 0.5, 10)  # within 1 % of ln K
+    assert is_stuck(350.0, 0.10, 10) and is_stuck(ln10, 0.15, 10)  # at chance and no better than uniform
+    assert not is_stuck(350.0, 0.16, 10)  # above chance: still learning something
+    assert not is_stuck(2.0, 0.12, 10)  # at chance but below ln K by more than 1 %: a slow start
+    assert not is_stuck(float("inf"), 0.1, 10) and not is_stuck(float("nan"), 0.1, 10)  # diverged, not stuck
+
+
+def test_the_monitor_stops_a_run_stuck_at_a_large_finite_loss_only_after_its_patience():
+    # Fashion-MNIST's LookSAM at lr 0.316 (batch 2048) sat at loss 350-700 and 10 % accuracy to its cap
+    monitor = RunMonitor.__new__(RunMonitor)
+    monitor.num_classes, monitor.steps_per_epoch = 10, 3  # patience: max(2 * 3, 100) = 100 steps
+    monitor.schedule = types.SimpleNamespace(next=500, cadence=8)
+    assert not monitor._collapsed(99, (350.0, 0.1)) and monitor.schedule.next == 107  # confirms soon
+    assert monitor._collapsed(100, (350.0, 0.1))
+    assert not monitor._collapsed(400, (350.0, 0.2)) and not monitor._collapsed(400, (1.0, 0.9))
 
 
 def test_a_dead_run_stops_as_collapsed_long_before_its_cap():
