@@ -294,6 +294,11 @@ def _short_count(ci: Mapping[str, Any] | None) -> str:
     return _num(ci["mean"]) + ("" if ci.get("lo") is None else f" ({_num(ci['lo'])}–{_num(ci['hi'])})")
 
 
+def _short_missing(r: Mapping[str, Any]) -> str:
+    """'; 2 of 5 missed it': the runs that did not reach the milestone (shown, never averaged); '' for none."""
+    return f"; {r['n_missing']} of {r['n_runs']} missed it" if r["n_missing"] else ""
+
+
 def _short_gap(r: Mapping[str, Any] | None) -> str:
     """'+0.28 (−0.1 to +0.6), 1' : the paired gap, its t-based CI and Holm p; '–' for none."""
     g = None if r is None else r.get("gap")
@@ -309,7 +314,8 @@ def remedies_rows_markdown(table: Sequence[Mapping[str, Any]]) -> str:
     method at the largest batch size, at the lowest loss milestone (gradient evaluations to it, test error,
     the gap to the reference) and at the first evaluations milestone (test error after that compute, against
     the reference method at the same batch). Errors in percent, gaps in points, t-based 95 % CIs over
-    paired seeds, Holm-adjusted p over the data set's table."""
+    paired seeds, Holm-adjusted p over the data set's table; a method whose runs missed the milestone says
+    how many (they are shown, never averaged)."""
     tables = []
     for dataset in dict.fromkeys(r["dataset"] for r in table if r["kind"] == LOSS):
         rows, ref = at_largest(table, dataset)
@@ -324,7 +330,7 @@ def remedies_rows_markdown(table: Sequence[Mapping[str, Any]]) -> str:
         for r in ([ref] if ref else []) + [r for r in rows if not r["reference"]]:
             e = evals.get((r["method"], r["batch_size"]))
             cells = [dataset, f"{r['method']}, batch {r['batch_size']}", "–" if r["lr"] is None else f"{r['lr']:g}",
-                     _short_count(r["grad_evals"]),
+                     _short_count(r["grad_evals"]) + _short_missing(r),
                      _short_pct(r["test_error"]), "reference" if r["reference"] else _short_gap(r),
                      _short_pct(e["test_error"]) if e else "–", "–" if e is None or e["reference"] else _short_gap(e)]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
