@@ -209,6 +209,15 @@ def test_details_report_and_figure_show_the_remedies():
     fig = figures.figure(figures.REMEDIES, snaps, snapshots=snaps)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 5  # four methods and the reference
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "LARS, batch 1024 (1 of 3 missed it)" in labels and "SGD+momentum, batch 1024" in labels
+    lamb_missed = (snaps["optimizer"] == "lamb") & (snaps["at"] == 0.03)  # every LAMB run misses 0.03
+    none = snaps.assign(reached=~lamb_missed & snaps["reached"], step=snaps["step"].mask(lamb_missed),
+                        test_error=snaps["test_error"].mask(lamb_missed), train_loss=snaps["train_loss"].mask(lamb_missed),
+                        mismatch=snaps["mismatch"].mask(lamb_missed))
+    ax = figures.figure(figures.REMEDIES, none, snapshots=none).axes[0]
+    assert len(ax.get_legend().get_texts()) == 4 and [t.get_text() for t in ax.texts] == [
+        "not shown: LAMB, batch 1024 (3 of 3 missed it)"]
     empty = figures.figure(figures.REMEDIES, snaps, snapshots=snaps.assign(lr_tuned=False))
     assert empty.axes[0].texts  # the placeholder's words
     assert report.remedies_html is remedies.remedies_html

@@ -111,7 +111,9 @@ def _errorbar(ci: dict, scale: float = 1.0) -> tuple[float, list[list[float]]]:
 def fig_remedies(plt, snapshots: pd.DataFrame, *, style: Style):
     """The remedies at matched cost (`remedies.remedies_table`): test error at the largest batch size vs
     gradient evaluations to the lowest loss milestone, one point per method with t-based 95 % CIs in both
-    directions, log x, one panel per data set; ★ the reference (tuned SGD at the smallest batch)."""
+    directions, log x, one panel per data set; ★ the reference (tuned SGD at the smallest batch). Runs that
+    missed the milestone are counted in their method's label, and a method none of whose runs reached it is
+    named under the panel (shown, never averaged)."""
     from samlib.study.remedies import at_largest, has_remedies, remedies_table
 
     table = remedies_table(snapshots)
@@ -130,7 +132,12 @@ def fig_remedies(plt, snapshots: pd.DataFrame, *, style: Style):
             ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="*" if r["reference"] else "o",
                         color="k" if r["reference"] else style.palette.get(r["method"], "0.3"), capsize=3,
                         markersize=10 if r["reference"] else 6,
-                        label=f"{r['method']}, batch {r['batch_size']}" + (" (reference)" if r["reference"] else ""))
+                        label=f"{r['method']}, batch {r['batch_size']}" + (" (reference)" if r["reference"] else "")
+                        + (f" ({r['n_missing']} of {r['n_runs']} missed it)" if r["n_missing"] else ""))
+        absent = [f"{r['method']}, batch {r['batch_size']} ({r['n_missing']} of {r['n_runs']} missed it)"
+                  for r in rows if r not in shown and not r["reference"]]
+        if absent:
+            ax.text(0.0, -0.2, "not shown: " + "; ".join(absent), transform=ax.transAxes, fontsize=7, va="top")
         ax.set_xscale("log")
         ax.set_xlabel(f"gradient evaluations to {shown[0]['milestone']} (log)")
         ax.set_ylabel(f"test error at {shown[0]['milestone']} (%)")
