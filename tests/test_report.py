@@ -698,10 +698,10 @@ def test_the_committed_fashion_curve_study_recomputes_and_answers_on_the_tuned_r
     assert {t["source"] for t in saved["tuning"]} == {"docs/results/fashion_tuning"}
 
 
-#: the remedies studies of issue 22: (tuning study, curve study, data set, largest batch, main tuning study)
+#: the remedies studies of issue 22: (tuning study, curve study, data set, largest batch, main tuning study, how
+#: many lrs SAM-over-LARS was tried at before its grid was stopped by hand, every one failed: the params say why)
 REMEDY_STUDIES = [("remedies_tuning", "remedies_curve", "mnist5k", 1024, "cpu_tuning", 4),
                   ("fashion_remedies_tuning", "fashion_remedies_curve", "fashion_mnist", 2048, "fashion_tuning", 2)]
-#: the last field: how many lrs SAM-over-LARS, stopped by hand after every lr failed, was tried at (its params say why)
 REMEDY_METHODS = {("momentum", "sam", 32), ("momentum", "looksam", None), ("lars", "none", None), ("lars", "sam", None),
                   ("lamb", "none", None)}  #: (optimizer, sam, m) of the remedies
 
