@@ -70,6 +70,7 @@ COLLAPSED = "collapsed"  # finished, but learned nothing: `is_collapsed` (shown,
 COMPLETE = (OK, DIVERGED, COLLAPSED)  # a finished run (a diverged or collapsed run is a result, not a crash)
 COLLAPSE_LOSS_TOLERANCE = 0.05  # a training loss within 5 % of ln K is the loss of a uniform guess
 COLLAPSE_ACCURACY_FACTOR = 1.5  # a training accuracy <= 1.5 / K is at chance
+STUCK_LOSS_TOLERANCE = 0.01  # in training, a loss within 1 % of ln K is stuck there (`is_stuck`)
 DEFAULT_NUM_CLASSES = 10  # the study's data sets (MNIST, Fashion-MNIST, CIFAR-10)
 SHARPNESS_OK = OK
 SHARPNESS_SKIPPED = f"skipped: {DIVERGED}"  # a diverged run's weights are not finite: not measured
@@ -83,35 +84,42 @@ def snapshot_weights(run_dir: str | Path, milestone: str) -> Path:
 
 
 # ---------------------------------------------------------------------- one run's state
+def _chance(loss: Any, accuracy: Any, num_classes: Any) -> tuple[float, float, bool] | None:
+    """What both collapse rules read: (the loss as a number, ln K, whether the accuracy is at chance:
+    at most `COLLAPSE_ACCURACY_FACTOR` / K), K = `num_classes` (`DEFAULT_NUM_CLASSES` when not given);
+    None for K < 2. A missing (None / NaN) accuracy is not at chance."""
+    k = int(num_classes) if present(num_classes) else DEFAULT_NUM_CLASSES
+    if k < 2:
+        return None
+    accuracy = number(accuracy)
+    return number(loss), math.log(k), math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
+
+
 def is_collapsed(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
     """The one collapse rule: a run whose (inference-mode) training loss is within
     `COLLAPSE_LOSS_TOLERANCE` (5 %) of ln K, the loss of predicting every class with probability 1/K,
     or whose training accuracy is at most `COLLAPSE_ACCURACY_FACTOR` / K (chance), K = `num_classes`
     (`DEFAULT_NUM_CLASSES` when not given). Such a run finished, but learned nothing: it is shown,
     never averaged. A missing (None / NaN) loss or accuracy is not evidence of collapse."""
-    k = int(num_classes) if present(num_classes) else DEFAULT_NUM_CLASSES
-    if k < 2:
+    chance = _chance(loss, accuracy, num_classes)
+    if chance is None:
         return False
-    chance_loss = math.log(k)
-    loss, accuracy = number(loss), number(accuracy)
-    near_chance_loss = math.isfinite(loss) and abs(loss - chance_loss) <= COLLAPSE_LOSS_TOLERANCE * chance_loss
-    at_chance = math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
-    return near_chance_loss or at_chance
+    loss, chance_loss, at_chance = chance
+    return (math.isfinite(loss) and abs(loss - chance_loss) <= COLLAPSE_LOSS_TOLERANCE * chance_loss) or at_chance
 
 
 def is_stuck(loss: Any, accuracy: Any, num_classes: Any = None) -> bool:
     """The in-training stop rule (`samlib.monitor`), stricter than `is_collapsed`, so that a slow start is
-    not stopped: the loss within 1 % of ln K (a dead network sits on it; a slow start moves away), or the
-    accuracy at chance (`is_collapsed`'s 1.5 / K) with the loss at or above ln K (a run that diverged to a
-    large finite loss: no worse than a uniform guess would be learning; Fashion-MNIST's LookSAM at lr
-    0.316 sat at loss 350-700 and 10 % accuracy for 800 steps). Missing numbers are not evidence."""
-    k = int(num_classes) if present(num_classes) else DEFAULT_NUM_CLASSES
-    loss, accuracy = number(loss), number(accuracy)
-    if k < 2 or not math.isfinite(loss):
+    not stopped: the loss within `STUCK_LOSS_TOLERANCE` (1 %) of ln K (a dead network sits on it; a slow
+    start moves away), or the accuracy at chance (`is_collapsed`'s 1.5 / K) with the loss at or above ln K
+    (a run that diverged to a large finite loss: no worse than a uniform guess would be learning;
+    Fashion-MNIST's LookSAM at lr 0.316 sat at loss 350-700 and 10 % accuracy for 800 steps). Missing
+    numbers are not evidence."""
+    chance = _chance(loss, accuracy, num_classes)
+    if chance is None or not math.isfinite(chance[0]):
         return False
-    chance_loss = math.log(k)
-    at_chance = math.isfinite(accuracy) and accuracy <= COLLAPSE_ACCURACY_FACTOR / k
-    return abs(loss - chance_loss) <= 0.01 * chance_loss or (at_chance and loss >= chance_loss)
+    loss, chance_loss, at_chance = chance
+    return abs(loss - chance_loss) <= STUCK_LOSS_TOLERANCE * chance_loss or (at_chance and loss >= chance_loss)
 
 
 def collapse_patience(steps_per_epoch: int) -> int:

@@ -114,7 +114,7 @@ def fig_remedies(plt, snapshots: pd.DataFrame, *, style: Style):
     directions, log x, one panel per data set; ★ the reference (tuned SGD at the smallest batch). Runs that
     missed the milestone are counted in their method's label, and a method none of whose runs reached it is
     named under the panel (shown, never averaged)."""
-    from samlib.study.remedies import at_largest, has_remedies, remedies_table
+    from samlib.study.remedies import at_largest, has_remedies, missed, remedies_table
 
     table = remedies_table(snapshots)
     datasets = list(dict.fromkeys(r["dataset"] for r in table)) if has_remedies(table) else ["(none)"]
@@ -133,9 +133,9 @@ def fig_remedies(plt, snapshots: pd.DataFrame, *, style: Style):
                         color="k" if r["reference"] else style.palette.get(r["method"], "0.3"), capsize=3,
                         markersize=10 if r["reference"] else 6,
                         label=f"{r['method']}, batch {r['batch_size']}" + (" (reference)" if r["reference"] else "")
-                        + (f" ({r['n_missing']} of {r['n_runs']} missed it)" if r["n_missing"] else ""))
-        absent = [f"{r['method']}, batch {r['batch_size']} ({r['n_missing']} of {r['n_runs']} missed it)"
-                  for r in rows if r not in shown and not r["reference"]]
+                        + (f" ({missed(r)})" if r["n_missing"] else ""))
+        absent = [f"{r['method']}, batch {r['batch_size']} ({missed(r)})" for r in rows
+                  if r not in shown and not r["reference"]]
         if absent:
             ax.text(0.0, -0.2, "not shown: " + "; ".join(absent), transform=ax.transAxes, fontsize=7, va="top")
         ax.set_xscale("log")

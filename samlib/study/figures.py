@@ -113,8 +113,7 @@ CAPTIONS = {
     "method on the tuned lr rule, t-based 95 % CIs over seeds in both directions, log x; ★ the reference, tuned SGD "
     "at the smallest batch (findings.json's remedies: the gap to it paired by seed, Holm-adjusted). Runs that missed "
     "the milestone are counted in the legend, and a method none of whose runs reached it is named under the panel. "
-    "Empty in a study "
-    "without tuned methods besides the reference.",
+    "Empty in a study without tuned methods besides the reference.",
     "fig10_sharpness_vs_loss": "Sharpness vs final train loss of every run: minima compared at equal "
     "train loss (sharpness falls as training converges, so compare vertically).",
 }
